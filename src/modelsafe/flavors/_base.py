@@ -1,0 +1,144 @@
+"""The small interface every flavor implements, and the member I/O it gets.
+
+A flavor saves one object (a component) into members under its own prefix, audits
+those members before anything is deserialized, loads them, and runs the object.
+Flavors never open artifact files themselves: they get a :class:`ComponentStore`
+when saving and a :class:`ComponentSource` when loading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from modelsafe._archive import ArtifactReader, ArtifactWriter
+
+
+class ComponentStore:
+    """Writes the members of one component, all under ``prefix/``."""
+
+    def __init__(self, writer: "ArtifactWriter", prefix: str) -> None:
+        self._writer = writer
+        self.prefix = prefix
+        self.members: list[str] = []
+
+    def member_name(self, relname: str) -> str:
+        return f"{self.prefix}/{relname}"
+
+    def write(self, relname: str, data: Any, *, size: int | None = None) -> str:
+        """Write bytes, or an iterable of buffers, as member ``prefix/relname``."""
+        name = self.member_name(relname)
+        self._writer.write(name, data, size=size)
+        self.members.append(name)
+        return relname
+
+    @contextlib.contextmanager
+    def open(self, relname: str, *, size: int | None = None) -> Iterator[Any]:
+        """A writable, hashing stream for member ``prefix/relname``."""
+        name = self.member_name(relname)
+        with self._writer.open_member(name, size=size) as stream:
+            yield stream
+        self.members.append(name)
+
+    def write_array(self, relname: str, array: "np.ndarray") -> str:
+        """Write a numpy array as ``.npy`` (never pickled)."""
+        from modelsafe._data import npy_bytes
+
+        return self.write(relname, npy_bytes(array))
+
+
+class ComponentSource:
+    """Reads the members of one component (integrity was checked before this exists)."""
+
+    def __init__(self, reader: "ArtifactReader", prefix: str) -> None:
+        self._reader = reader
+        self.prefix = prefix
+
+    @property
+    def path(self) -> str:
+        return str(self._reader.path)
+
+    def has(self, relname: str) -> bool:
+        return self._reader.has(f"{self.prefix}/{relname}")
+
+    def view(self, relname: str) -> memoryview:
+        """Zero-copy read-only view (memory-mapped where the container allows)."""
+        return self._reader.view(f"{self.prefix}/{relname}")
+
+    def read(self, relname: str) -> bytes:
+        return bytes(self.view(relname))
+
+    def read_array(self, relname: str, *, copy: bool = True) -> "np.ndarray":
+        from modelsafe._data import npy_load
+
+        return npy_load(self.view(relname), copy=copy)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What the caller of ``load`` allowed, passed to every flavor."""
+
+    trusted: tuple[str, ...] = ()
+    trust_code: bool = False
+    device: str | None = None
+    code: str = "auto"
+    strict: bool = True
+    #: Maps bundled-code module names (as referenced by the artifact) to loaded modules.
+    resolve: Callable[[str, str], Any] | None = None
+    #: Module names the caller has decided to trust (bundled or local code).
+    allowed_modules: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SavedComponent:
+    """What a flavor's ``save`` returns: its JSON data and the modules it references."""
+
+    data: dict[str, Any]
+    modules: set[str] = field(default_factory=set)
+    type_name: str = ""
+
+
+class Flavor:
+    """Base class of flavors. One instance per flavor, kept by the registry."""
+
+    #: Registry name, stored in the manifest.
+    name: ClassVar[str] = ""
+    #: Bumped when the flavor's stored layout changes; old readers are kept.
+    version: ClassVar[int] = 1
+
+    def save(self, obj: Any, store: ComponentStore, options: Mapping[str, Any]) -> SavedComponent:
+        raise NotImplementedError  # abstract
+
+    def audit(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> None:
+        """Refuse unsafe content before anything is deserialized. Default: nothing to check."""
+
+    def load(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
+        raise NotImplementedError  # abstract
+
+    # -- running the object -------------------------------------------------------------
+    def predict(self, obj: Any, x: Any) -> Any:
+        """The model's main output for input ``x``."""
+        if hasattr(obj, "predict"):
+            return obj.predict(x)
+        if hasattr(obj, "transform"):
+            return obj.transform(x)
+        return obj(x)
+
+    def transform(self, obj: Any, x: Any) -> Any:
+        """Apply ``obj`` as a preprocessing step."""
+        if hasattr(obj, "transform"):
+            return obj.transform(x)
+        return obj(x)
+
+    def outputs(self, obj: Any, x: Any) -> dict[str, Any]:
+        """Reference outputs recorded for verification. Default: ``{"predict": predict(x)}``."""
+        return {"predict": self.predict(obj, x)}
+
+    def device_info(self, obj: Any) -> dict[str, Any]:
+        """Device facts for the environment fingerprint (e.g. CUDA versions)."""
+        return {}

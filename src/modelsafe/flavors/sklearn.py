@@ -1,0 +1,42 @@
+"""scikit-learn flavor: estimators, Pipelines, ColumnTransformers, FeatureUnions.
+
+scikit-learn has no native format, so the object graph is stored as a pickle stream
+with its arrays out of band (see :mod:`modelsafe.flavors._pickled`), read back only
+through the restricted unpickler. Decision-tree node arrays are validated on load.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
+from modelsafe.flavors._pickled import audit_graph, dump_graph, load_graph
+
+#: Methods whose outputs are recorded for verification, when the estimator has them.
+_EXTRA_OUTPUTS = ("predict_proba",)
+
+
+class SklearnFlavor(Flavor):
+    name = "sklearn"
+    version = 1
+
+    def save(self, obj: Any, store: ComponentStore, options: Mapping[str, Any]) -> SavedComponent:
+        saved = dump_graph(obj, store)
+        saved.modules.add("sklearn")
+        return saved
+
+    def audit(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> None:
+        audit_graph(source, data, options)
+
+    def load(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
+        return load_graph(source, data, options)
+
+    def outputs(self, obj: Any, x: Any) -> dict[str, Any]:
+        outputs = {"predict": self.predict(obj, x)}
+        for method in _EXTRA_OUTPUTS:
+            if hasattr(obj, method) and hasattr(obj, "predict"):
+                try:
+                    outputs[method] = getattr(obj, method)(x)
+                except (AttributeError, NotImplementedError, ValueError):
+                    continue  # e.g. SVC(probability=False): the method exists but cannot run
+        return outputs
