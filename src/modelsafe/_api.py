@@ -388,7 +388,7 @@ def _step_integrity(state: _LoadState) -> None:
     from modelsafe._integrity import check_members
 
     assert state.reader is not None and state.manifest is not None
-    check_members(state.reader, state.manifest.members)
+    check_members(state.reader, state.manifest.members, progress=state.options.extra.get("progress"))
 
 
 def _step_code(state: _LoadState) -> None:

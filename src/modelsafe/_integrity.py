@@ -11,21 +11,25 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Mapping
 
-from modelsafe._archive import CHUNK, MANIFEST_NAME, ArtifactReader, check_member_name
+from modelsafe._archive import CHUNK, MANIFEST_NAME, ArtifactReader, ProgressCallback, check_member_name
 from modelsafe._manifest import MemberRecord
 from modelsafe.errors import IntegrityError
 
 _PARALLEL_THRESHOLD = 4 << 20  # below this, threads cost more than they save
 
 
-def sha256_of(view: memoryview) -> str:
+def sha256_of(view: memoryview, progress: ProgressCallback | None = None) -> str:
     h = hashlib.sha256()
     for start in range(0, len(view), CHUNK):
-        h.update(view[start : start + CHUNK])
+        chunk = view[start : start + CHUNK]
+        h.update(chunk)
+        if progress is not None:
+            progress(len(chunk))
     return h.hexdigest()
 
 
-def check_member(reader: ArtifactReader, name: str, record: MemberRecord) -> None:
+def check_member(reader: ArtifactReader, name: str, record: MemberRecord,
+                 progress: ProgressCallback | None = None) -> None:
     """Raise IntegrityError unless member ``name`` has the recorded size and hash."""
     size = reader.size(name)
     if size != record.size:
@@ -35,7 +39,7 @@ def check_member(reader: ArtifactReader, name: str, record: MemberRecord) -> Non
             "from its source, or re-export the model.",
             member=name, expected=record.size, actual=size,
         )
-    actual = sha256_of(reader.view(name))
+    actual = sha256_of(reader.view(name), progress)
     if actual != record.sha256:
         raise IntegrityError(
             f"Member {name!r} has sha256 {_short(actual)} but the manifest records "
@@ -45,8 +49,12 @@ def check_member(reader: ArtifactReader, name: str, record: MemberRecord) -> Non
         )
 
 
-def check_members(reader: ArtifactReader, members: Mapping[str, MemberRecord]) -> None:
-    """Check every recorded member, and that the artifact holds no unrecorded member."""
+def check_members(reader: ArtifactReader, members: Mapping[str, MemberRecord],
+                  progress: ProgressCallback | None = None) -> None:
+    """Check every recorded member, and that the artifact holds no unrecorded member.
+
+    ``progress(n_bytes)`` is called as data is hashed (for a progress bar).
+    """
     for name in members:
         check_member_name(name)
         if not reader.has(name):
@@ -67,18 +75,19 @@ def check_members(reader: ArtifactReader, members: Mapping[str, MemberRecord]) -
     big = [n for n, r in members.items() if r.size >= _PARALLEL_THRESHOLD]
     small = [n for n in members if n not in set(big)]
     for name in small:
-        check_member(reader, name, members[name])
-    _check_parallel(reader, big, members)
+        check_member(reader, name, members[name], progress)
+    _check_parallel(reader, big, members, progress)
 
 
-def _check_parallel(reader: ArtifactReader, names: Iterable[str], members: Mapping[str, MemberRecord]) -> None:
+def _check_parallel(reader: ArtifactReader, names: Iterable[str], members: Mapping[str, MemberRecord],
+                    progress: ProgressCallback | None) -> None:
     names = list(names)
     if len(names) <= 1:
         for name in names:
-            check_member(reader, name, members[name])
+            check_member(reader, name, members[name], progress)
         return
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelsafe-verify") as pool:
-        for future in [pool.submit(check_member, reader, n, members[n]) for n in names]:
+        for future in [pool.submit(check_member, reader, n, members[n], progress) for n in names]:
             future.result()
 
 

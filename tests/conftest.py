@@ -1,0 +1,66 @@
+"""Shared fixtures: fresh-process runs, small data sets, Keras environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# Keras must never touch the user's home and must use TensorFlow.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="modelsafe-keras-home-"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class FreshProcess:
+    """Run Python code in a new interpreter, the way a user moves a model to a service."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+
+    def __call__(self, code: str, *, check: bool = True, cwd: Path | None = None,
+                 env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, **(env or {})}
+        full_env.pop("PYTHONPATH", None)
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            cwd=str(cwd or self.cwd), env=full_env, capture_output=True, text=True, timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"fresh process failed (exit {proc.returncode}):\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+            )
+        return proc
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> FreshProcess:
+    """``fresh(code)`` runs ``code`` in a new interpreter with ``tmp_path`` as working dir."""
+    return FreshProcess(tmp_path)
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "modelsafe", *args], capture_output=True, text=True,
+                          cwd=str(cwd) if cwd else None, timeout=600)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def classification_data():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 5))
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int)
+    return X, y
