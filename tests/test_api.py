@@ -1,0 +1,247 @@
+"""The verbs end to end, and every kind of bad input the foundation must explain."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import modelsafe as ms
+from modelsafe.errors import (FormatError, IntegrityError, SaveError, VerificationError)
+
+
+@pytest.fixture
+def model(classification_data):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = classification_data
+    return LogisticRegression().fit(X, y), X
+
+
+@pytest.fixture(params=["file", "folder"])
+def saved(request, tmp_path, model):
+    est, X = model
+    path = tmp_path / ("m.msafe" if request.param == "file" else "m")
+    ms.save(est, path, sample=X[:10], metadata={"owner": "tests"})
+    return path, est, X
+
+
+def test_round_trip_fresh_process(saved, fresh):
+    path, est, X = saved
+    np.save(path.parent / "X.npy", X)
+    np.save(path.parent / "expected.npy", est.predict_proba(X))
+    fresh(f"""
+        import numpy as np, modelsafe as ms
+        bundle = ms.load({str(path)!r})
+        X = np.load("X.npy")
+        assert np.allclose(bundle.model.predict_proba(X), np.load("expected.npy"), rtol=0, atol=0)
+        assert (bundle.predict(X) == bundle.model.predict(X)).all()
+        assert bundle.manifest.metadata == {{"owner": "tests"}}
+        report = bundle.verify()
+        assert report.ok and set(c.output for c in report.checks) == {{"predict", "predict_proba"}}, report
+    """)
+
+
+def test_manifest_records_what_spec_lists(saved):
+    path, _, _ = saved
+    manifest = ms.inspect(path)
+    assert manifest.flavor == "sklearn"
+    assert manifest.components["model"].type_name == "sklearn.linear_model._logistic.LogisticRegression"
+    assert all(len(m.sha256) == 64 for m in manifest.members.values())
+    env = manifest.environment
+    assert "scikit-learn" in env["packages"] and env["python"]["version"]
+    assert "torch" not in env["packages"]
+    assert manifest.schema["kind"] == "ndarray" and manifest.verification["rows"] == 10
+    assert "sklearn.linear_model._logistic.LogisticRegression" in manifest.components["model"].data["globals"]
+
+
+def test_inspect_and_import_load_no_framework(saved, fresh):
+    path, _, _ = saved
+    proc = fresh(f"""
+        import sys, modelsafe as ms
+        heavy = ("torch", "tensorflow", "keras", "sklearn", "xgboost", "lightgbm", "pandas", "numpy")
+        assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]
+        ms.inspect({str(path)!r})
+        ms.check_env({str(path)!r})
+        print(sorted(m for m in heavy if m in sys.modules))
+    """)
+    assert proc.stdout.strip() == "[]"
+
+
+def _members(path: Path) -> list[str]:
+    return sorted(ms.inspect(path).members)
+
+
+def _flip_byte(path: Path, member: str) -> None:
+    if path.is_dir():
+        target = path / member
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+        return
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+    raw = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(_local_extra(raw, info))
+    raw[start + info.file_size // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def _local_extra(raw: bytearray, info: zipfile.ZipInfo) -> bytes:
+    import struct
+
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_len
+    return bytes(raw[start : start + extra_len])
+
+
+def test_flipped_byte_in_every_member_is_caught(saved):
+    path, _, _ = saved
+    for member in _members(path):
+        copy = path.parent / f"copy-{member.replace('/', '_')}{path.suffix}"
+        (shutil.copytree if path.is_dir() else shutil.copy)(path, copy)
+        _flip_byte(copy, member)
+        with pytest.raises(IntegrityError) as err:
+            ms.load(copy)
+        assert err.value.member == member
+        assert member in str(err.value) and "Re-export" in str(err.value)
+        assert err.value.expected != err.value.actual
+
+
+def test_truncated_single_file(tmp_path, model):
+    est, X = model
+    path = tmp_path / "m.msafe"
+    ms.save(est, path, sample=X[:5])
+    data = path.read_bytes()
+    for cut in (len(data) // 3, len(data) - 30):
+        bad = tmp_path / f"cut{cut}.msafe"
+        bad.write_bytes(data[:cut])
+        with pytest.raises((FormatError, IntegrityError)) as err:
+            ms.load(bad)
+        assert "truncated" in str(err.value) or "not a modelsafe artifact" in str(err.value)
+
+
+def test_missing_member_in_folder(saved):
+    path, _, _ = saved
+    if not path.is_dir():
+        pytest.skip("folder form only")  # the single-file form is covered by truncation
+    victim = next(m for m in _members(path) if m.endswith(".bin") or m.endswith(".pkl"))
+    (path / victim).unlink()
+    with pytest.raises(IntegrityError, match="missing") as err:
+        ms.load(path)
+    assert err.value.member == victim
+
+
+def test_extra_member_in_folder_is_refused(saved):
+    path, _, _ = saved
+    if not path.is_dir():
+        pytest.skip("folder form only")
+    (path / "model" / "injected.pkl").write_bytes(b"x")
+    with pytest.raises(IntegrityError, match="does not record"):
+        ms.load(path)
+
+
+def _rewrite_manifest(path: Path, change) -> None:
+    manifest_path = path / "modelsafe.json"
+    data = json.loads(manifest_path.read_text())
+    change(data)
+    manifest_path.write_text(json.dumps(data))
+
+
+def test_newer_format_version(tmp_path, model):
+    est, X = model
+    path = tmp_path / "m"
+    ms.save(est, path)
+    _rewrite_manifest(path, lambda d: d.update(format_version=99, modelsafe_version="9.9.9"))
+    with pytest.raises(FormatError, match="format version 99.*pip install -U modelsafe"):
+        ms.load(path)
+    with pytest.raises(FormatError):
+        ms.inspect(path)
+
+
+def test_unknown_flavor(tmp_path, model):
+    est, X = model
+    path = tmp_path / "m"
+    ms.save(est, path)
+    _rewrite_manifest(path, lambda d: d["components"]["model"].update(flavor="quantum"))
+    with pytest.raises(FormatError, match="Unknown flavor 'quantum'"):
+        ms.load(path)
+
+
+@pytest.mark.parametrize("target", ["nope.msafe", "plain.txt", "a_dir"])
+def test_non_artifact_paths(tmp_path, target):
+    (tmp_path / "plain.txt").write_text("hello")
+    (tmp_path / "a_dir").mkdir()
+    with pytest.raises(FormatError) as err:
+        ms.load(tmp_path / target)
+    assert str(tmp_path / target) in str(err.value)
+
+
+def test_sample_whose_predict_fails_leaves_nothing(tmp_path, model):
+    est, X = model
+    with pytest.raises(SaveError, match="failed on the verification sample") as err:
+        ms.save(est, tmp_path / "m.msafe", sample=np.ones((3, 99)))
+    assert "ValueError" in str(err.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_overwrite_false(tmp_path, model):
+    est, X = model
+    path = tmp_path / "m.msafe"
+    ms.save(est, path)
+    before = path.read_bytes()
+    with pytest.raises(SaveError, match="overwrite=False"):
+        ms.save(est, path)
+    assert path.read_bytes() == before
+    ms.save(est, path, overwrite=True, sample=X[:3])
+    assert ms.inspect(path).verification is not None
+
+
+def test_verification_mismatch_reports_largest_difference(tmp_path, model):
+    est, X = model
+    path = tmp_path / "m.msafe"
+    ms.save(est, path, sample=X[:10])
+    bundle = ms.load(path)
+    bundle.model.coef_ = bundle.model.coef_ * 1.01  # the model no longer predicts as it did
+    report = bundle.verify()
+    assert not report.ok
+    proba = next(c for c in report.checks if c.output == "predict_proba")
+    assert not proba.ok and proba.max_difference > 0 and proba.position is not None
+    assert proba.tolerance == {"rtol": 1e-7, "atol": 1e-9}
+    text = str(report)
+    assert "largest difference" in text and "predict_proba" in text and "rtol=1e-07" in text
+    with pytest.raises(VerificationError) as err:
+        report.raise_if_failed()
+    assert err.value.report is report
+    json.dumps(report.to_dict())
+
+
+def test_dataframe_sample_round_trips_without_pickle(tmp_path, fresh):
+    import pandas as pd
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    df = pd.DataFrame({"x": np.arange(40.0), "c": pd.Categorical(list("ab") * 20),
+                       "s": ["u", "v", "w", "u"] * 10, "n": np.arange(40)})
+    y = np.array(["yes", "no"] * 20)
+    ct = make_column_transformer((OneHotEncoder(), ["c", "s"]), remainder="passthrough")
+    model = make_pipeline(ct, LogisticRegression(max_iter=500)).fit(df, y)
+    ms.save(model, tmp_path / "m.msafe", sample=df.iloc[:12])
+    names = ms.inspect(tmp_path / "m.msafe").members
+    assert not [n for n in names if n.startswith("sample/") and not n.endswith(".npy")]
+    fresh("""
+        import modelsafe as ms
+        b = ms.load("m.msafe")
+        sample = b.sample()
+        assert list(sample.inputs.columns) == ["x", "c", "s", "n"]
+        assert str(sample.inputs["c"].dtype) == "category"
+        assert sample.outputs["predict"].dtype.kind == "U"
+        assert b.verify().ok
+    """)
