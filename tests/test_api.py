@@ -126,10 +126,10 @@ def test_truncated_single_file(tmp_path, model):
         assert "truncated" in str(err.value) or "not a modelsafe artifact" in str(err.value)
 
 
-def test_missing_member_in_folder(saved):
-    path, _, _ = saved
-    if not path.is_dir():
-        pytest.skip("folder form only")  # the single-file form is covered by truncation
+def test_missing_member_in_folder(tmp_path, model):
+    est, X = model
+    path = tmp_path / "m"
+    ms.save(est, path, sample=X[:5])
     victim = next(m for m in _members(path) if m.endswith(".bin") or m.endswith(".pkl"))
     (path / victim).unlink()
     with pytest.raises(IntegrityError, match="missing") as err:
@@ -137,10 +137,10 @@ def test_missing_member_in_folder(saved):
     assert err.value.member == victim
 
 
-def test_extra_member_in_folder_is_refused(saved):
-    path, _, _ = saved
-    if not path.is_dir():
-        pytest.skip("folder form only")
+def test_extra_member_in_folder_is_refused(tmp_path, model):
+    est, X = model
+    path = tmp_path / "m"
+    ms.save(est, path)
     (path / "model" / "injected.pkl").write_bytes(b"x")
     with pytest.raises(IntegrityError, match="does not record"):
         ms.load(path)

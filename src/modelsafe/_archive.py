@@ -478,10 +478,10 @@ class ZipArtifactReader(ArtifactReader):
         start = info.header_offset
         header = mm[start : start + _LOCAL_HEADER.size]
         if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-            raise FormatError(
+            raise IntegrityError(
                 f"Member {info.filename!r} has a damaged zip header in {str(self.path)!r}: the file is "
                 "corrupted or truncated. Copy the artifact again from its source.",
-                member=info.filename,
+                member=info.filename, expected="zip local header", actual=bytes(header[:4]).hex(),
             )
         fields = _LOCAL_HEADER.unpack(header)
         name_len, extra_len = fields[-2], fields[-1]

@@ -1,0 +1,15 @@
+"""Security: the pickle opcode reader, the allowlist, and the ONE restricted unpickler.
+
+Every load path in modelsafe that needs pickle goes through :func:`restricted_loads`;
+nothing else in the package calls ``pickle.load``. Importing this package imports no
+framework and not numpy.
+"""
+
+from __future__ import annotations
+
+from modelsafe.security._allowlist import classify, is_allowed
+from modelsafe.security._opcodes import GlobalRef, PickleSummary, summarize_pickle, summarize_pickles
+from modelsafe.security._unpickler import audit_pickle, restricted_loads
+
+__all__ = ["GlobalRef", "PickleSummary", "summarize_pickle", "summarize_pickles", "audit_pickle",
+           "restricted_loads", "classify", "is_allowed"]

@@ -1,0 +1,127 @@
+"""What a pickle may name: the allowlist shared by the restricted unpickler and the scanner.
+
+Two questions are asked of every ``module.name`` a stream references:
+
+* **Invoked while unpickling** (``REDUCE``, ``NEWOBJ``, ``BUILD``...): it runs during
+  the load, so it must be a known-safe constructor: an exact entry of
+  :data:`INVOKE_SAFE`, or a *class* (never a function) defined in a trusted package
+  (:data:`CLASS_PACKAGES`), outside the excluded submodules.
+* **Only referenced as a value** (``FunctionTransformer(func=np.log1p)``): it does not
+  run during the load but may run later, at ``predict``. It must be invoke-safe, or a
+  function/type of a numeric namespace (:data:`VALUE_PACKAGES`), and never dangerous.
+
+Anything the caller lists in ``trusted`` ("module.name", or "module.*" for a whole
+module) is accepted; ``allowed_modules`` accepts bundled code the caller trusts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Collection
+
+#: Exact constructors that are safe to call while unpickling.
+INVOKE_SAFE: frozenset[str] = frozenset(
+    [f"builtins.{n}" for n in ("object", "set", "frozenset", "slice", "complex", "bytearray", "bytes",
+                                "int", "float", "str", "list", "dict", "tuple", "bool", "range")]
+    + ["copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__",
+       "collections.OrderedDict", "collections.defaultdict", "collections.deque", "collections.Counter",
+       "functools.partial", "datetime.datetime", "datetime.date", "datetime.time", "datetime.timedelta",
+       "datetime.timezone", "decimal.Decimal", "fractions.Fraction", "_codecs.encode", "uuid.UUID",
+       "pathlib.PosixPath", "pathlib.PurePosixPath", "pathlib.WindowsPath", "pathlib.PureWindowsPath"]
+    + [f"{np}.{n}" for np in ("numpy.core.multiarray", "numpy._core.multiarray")
+       for n in ("_reconstruct", "scalar")]
+    + [f"{np}._frombuffer" for np in ("numpy.core.numeric", "numpy._core.numeric")]
+    + ["numpy.ndarray", "numpy.dtype", "numpy.ma.core._mareconstruct", "numpy.ma.core.MaskedArray",
+       "numpy.random._pickle.__randomstate_ctor", "numpy.random._pickle.__bit_generator_ctor",
+       "numpy.random._pickle.__generator_ctor", "numpy.random.mtrand.RandomState",
+       "numpy.random._generator.Generator", "numpy.random._mt19937.MT19937", "numpy.random._pcg64.PCG64",
+       "numpy.random._pcg64.PCG64DXSM", "numpy.random._philox.Philox", "numpy.random._sfc64.SFC64",
+       "numpy.random.bit_generator.SeedSequence"]
+)
+
+#: Packages whose *classes* may be constructed while unpickling.
+CLASS_PACKAGES: tuple[str, ...] = ("sklearn.", "scipy.sparse.", "imblearn.")
+#: Submodules excluded from CLASS_PACKAGES: test utilities and vendored code can touch files or run code.
+CLASS_EXCLUDED: tuple[str, ...] = ("sklearn.utils._testing", "sklearn.externals", "sklearn.datasets",
+                                   "sklearn.utils._show_versions", "scipy.sparse.linalg._dsolve")
+#: Namespaces whose functions and types may be *referenced* (not invoked) as values.
+VALUE_PACKAGES: tuple[str, ...] = ("numpy", "scipy.special", "scipy.stats", "math", "sklearn", "operator")
+
+#: Known-dangerous names (the scanner's "dangerous" severity). Matched by module prefix or exact name.
+DANGEROUS_MODULES: tuple[str, ...] = (
+    "os", "posix", "nt", "subprocess", "sys", "importlib", "runpy", "pty", "socket", "shutil", "ctypes",
+    "code", "codeop", "webbrowser", "marshal", "pickle", "_pickle", "cloudpickle", "dill", "joblib",
+    "multiprocessing", "asyncio", "signal", "types", "io", "pathlib", "tempfile", "urllib", "http",
+    "requests", "ftplib", "smtplib", "telnetlib", "platform", "pdb", "timeit", "trace", "profile", "cProfile",
+    "idlelib", "lib2to3", "distutils", "setuptools", "pip", "site", "venv", "zipimport", "tarfile", "zipfile",
+    "numpy.testing", "numpy.f2py", "numpy.distutils", "numpy.ctypeslib", "torch.hub", "torch._C", "torch.jit",
+    "sklearn.utils._testing", "builtins.eval", "builtins.exec", "builtins.compile", "builtins.getattr",
+    "builtins.setattr", "builtins.delattr", "builtins.__import__", "builtins.open", "builtins.input",
+    "builtins.breakpoint", "builtins.globals", "builtins.locals", "builtins.vars", "builtins.help",
+    "builtins.exit", "builtins.quit", "builtins.memoryview", "builtins.type", "operator.attrgetter",
+    "operator.methodcaller", "numpy.load", "numpy.save", "numpy.loadtxt", "numpy.fromfile", "numpy.memmap",
+    "torch.load", "torch.save", "functools.reduce", "keras.src.layers.core.lambda_layer",
+)
+#: Never allowed even by VALUE_PACKAGES (they reach files or code through a value).
+_NEVER_VALUES = ("operator.attrgetter", "operator.methodcaller", "operator.itemgetter")
+
+
+def _matches(qualname: str, prefixes: Collection[str]) -> bool:
+    return any(qualname == p or qualname.startswith(p + ".") for p in prefixes)
+
+
+def classify(module: str, name: str) -> str:
+    """"safe" (on the allowlist, judged by name alone), "dangerous", or "unknown". Imports nothing."""
+    qualname = f"{module}.{name}"
+    if _matches(qualname, DANGEROUS_MODULES) or _matches(module, DANGEROUS_MODULES) or module.startswith("__builtin"):
+        return "dangerous"
+    if "." in name or name.startswith("__") and not module.startswith("numpy.random._pickle"):
+        return "unknown"
+    if qualname in INVOKE_SAFE:
+        return "safe"
+    if module.startswith(CLASS_PACKAGES) and not _matches(module, CLASS_EXCLUDED) and name[:1].isupper():
+        return "safe"
+    if _matches(module, VALUE_PACKAGES) and qualname not in _NEVER_VALUES:
+        return "safe"
+    return "unknown"
+
+
+def _trusted(qualname: str, module: str, trusted: Collection[str], allowed_modules: Collection[str]) -> bool:
+    if qualname in trusted or f"{module}.*" in trusted:
+        return True
+    return module in allowed_modules
+
+
+def _resolve_installed(module: str, name: str) -> object | None:
+    """Look a name up in an installed trusted package (imports that package's module)."""
+    root = module.split(".")[0]
+    if root not in ("sklearn", "scipy", "numpy", "imblearn", "math", "operator"):
+        return None
+    try:
+        mod = sys.modules.get(module) or importlib.import_module(module)
+    except ImportError:
+        return None
+    return getattr(mod, name, None)
+
+
+def is_allowed(module: str, name: str, *, invoked: bool, trusted: Collection[str] = (),
+               allowed_modules: Collection[str] = ()) -> bool:
+    """Whether the restricted unpickler may resolve ``module.name`` (see the module docstring)."""
+    qualname = f"{module}.{name}"
+    if _trusted(qualname, module, trusted, allowed_modules):
+        return True
+    if qualname in INVOKE_SAFE:
+        return True
+    if classify(module, name) != "safe" or "." in name:
+        return False
+    if module.startswith(CLASS_PACKAGES) and not _matches(module, CLASS_EXCLUDED):
+        obj = _resolve_installed(module, name)
+        if isinstance(obj, type):
+            return True
+        if invoked:
+            return False
+    if invoked:
+        return False
+    obj = _resolve_installed(module, name)
+    return obj is not None and (callable(obj) or isinstance(obj, type))

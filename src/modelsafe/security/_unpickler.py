@@ -1,0 +1,145 @@
+"""The one restricted unpickler every load path uses.
+
+``audit_pickle`` reads the stream's opcodes (nothing imported, nothing built) and
+refuses it unless every global is allowed (see :mod:`._allowlist`). Only then does
+``restricted_loads`` hand the stream to :class:`pickle.Unpickler`, whose
+``find_class`` enforces the same policy again and substitutes validating stand-ins.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from typing import Any, Callable, Collection, Iterable
+
+from modelsafe.errors import FormatError, UntrustedContentError
+from modelsafe.security._allowlist import is_allowed
+from modelsafe.security._opcodes import PickleSummary, summarize_pickle
+from modelsafe.security._validators import validating_standin
+
+Resolve = Callable[[str, str], Any]
+
+
+def _refusal(names: list[str], summary: PickleSummary, trusted: Collection[str]) -> UntrustedContentError:
+    invoked = {g.qualname for g in summary.globals if g.invoked}
+    shown = "\n".join(f"  - {n} ({'called while loading' if n in invoked else 'referenced as a value'})"
+                      for n in names)
+    return UntrustedContentError(
+        f"Refusing to unpickle: the stream needs {len(names)} global(s) that are not on modelsafe's "
+        f"allowlist{' or in trusted=' if trusted else ''}:\n{shown}\n"
+        "Unpickling can run any of them, so a file from an untrusted source could execute code. Nothing "
+        "was loaded. If you trust the file's source, pass trusted=[...] with exactly these names "
+        "(e.g. trusted=[" + ", ".join(repr(n) for n in names[:3]) + "]).",
+        globals=names,
+    )
+
+
+def audit_pickle(source: bytes | bytearray | memoryview | Any, *, trusted: Collection[str] = (),
+                 allowed_modules: Collection[str] = (), recorded: Collection[str] | None = None,
+                 allow_persistent: bool = False) -> PickleSummary:
+    """Summarize a stream and refuse it unless everything it needs is allowed.
+
+    Raises
+    ------
+    FormatError
+        The stream is truncated or malformed (it was not read completely).
+    UntrustedContentError
+        It names a global that is not allowed, or one the manifest did not record,
+        or it uses persistent ids the caller does not resolve.
+    """
+    summary = source if isinstance(source, PickleSummary) else summarize_pickle(source)
+    if not summary.complete:
+        raise FormatError(
+            f"The pickle stream could not be read completely ({'; '.join(summary.problems) or 'no STOP'}): "
+            "it is truncated or corrupted, so it cannot be checked or loaded. Copy the file again from its "
+            "source, or re-export the model.",
+            problems=list(summary.problems),
+        )
+    if summary.persistent_ids and not allow_persistent:
+        raise UntrustedContentError(
+            f"The pickle stream uses {summary.persistent_ids} persistent id(s), which hand objects to "
+            "outside code that modelsafe does not know. Nothing was loaded. Convert the file with the "
+            "tool for its framework (`modelsafe convert`).",
+            globals=[],
+        )
+    trusted = tuple(trusted)
+    if recorded is not None:
+        recorded_set = set(recorded)
+        unrecorded = sorted(g.qualname for g in summary.globals if g.qualname not in recorded_set)
+        if unrecorded:
+            raise UntrustedContentError(
+                f"The pickle stream names globals its manifest does not record: {', '.join(unrecorded)}. "
+                "The stream was changed after saving (tampering). Nothing was loaded. Re-export the model "
+                "from its source.",
+                globals=unrecorded,
+            )
+    refused = sorted(
+        g.qualname for g in summary.globals
+        if not is_allowed(g.module, g.name, invoked=g.invoked, trusted=trusted, allowed_modules=allowed_modules)
+    )
+    if refused:
+        raise _refusal(refused, summary, trusted)
+    return summary
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, *, buffers: Iterable[Any] | None, trusted: tuple[str, ...],
+                 allowed_modules: tuple[str, ...], resolve: Resolve | None,
+                 persistent_load: Callable[[Any], Any] | None) -> None:
+        super().__init__(file, buffers=buffers)
+        self._trusted = trusted
+        self._allowed_modules = allowed_modules
+        self._resolve = resolve
+        self._persistent = persistent_load
+
+    def find_class(self, module: str, name: str) -> Any:
+        # Defense in depth: the audit already passed, but never resolve anything else.
+        if not is_allowed(module, name, invoked=False, trusted=self._trusted,
+                          allowed_modules=self._allowed_modules):
+            raise UntrustedContentError(
+                f"Refusing to resolve {module}.{name} while unpickling: it is not on the allowlist. "
+                "Pass trusted=[...] with it if you trust the file's source.",
+                globals=[f"{module}.{name}"],
+            )
+        if self._resolve is not None and module in self._allowed_modules:
+            return self._resolve(module, name)
+        standin = validating_standin(f"{module}.{name}")
+        if standin is not None:
+            return standin
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        if self._persistent is None:
+            raise UntrustedContentError("The stream uses a persistent id nobody resolves.", globals=[])
+        return self._persistent(pid)
+
+
+def restricted_loads(data: bytes | bytearray | memoryview, *, buffers: Iterable[Any] | None = None,
+                     trusted: Collection[str] = (), allowed_modules: Collection[str] = (),
+                     recorded: Collection[str] | None = None, resolve: Resolve | None = None,
+                     persistent_load: Callable[[Any], Any] | None = None,
+                     audited: PickleSummary | None = None) -> Any:
+    """Audit ``data`` (unless ``audited`` is the summary of a passed audit), then unpickle it.
+
+    A stream whose audit fails never reaches :class:`pickle.Unpickler`.
+    """
+    trusted = tuple(trusted)
+    allowed_modules = tuple(allowed_modules)
+    if audited is None:
+        audit_pickle(data, trusted=trusted, allowed_modules=allowed_modules, recorded=recorded,
+                     allow_persistent=persistent_load is not None)
+    stream = io.BytesIO(data) if not isinstance(data, memoryview) else io.BytesIO(data)
+    unpickler = _RestrictedUnpickler(stream, buffers=buffers, trusted=trusted, allowed_modules=allowed_modules,
+                                     resolve=resolve, persistent_load=persistent_load)
+    try:
+        return unpickler.load()
+    except (UntrustedContentError, FormatError):
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise FormatError(
+            f"The pickle stream passed the safety audit but could not be rebuilt: {type(exc).__name__}: {exc}. "
+            "This usually means the library that defines these objects changed in an incompatible way "
+            "since the file was saved. Run `modelsafe env` on the artifact to compare versions, install "
+            "the recorded ones, or re-export the model.",
+            cause=f"{type(exc).__name__}: {exc}",
+        ) from exc

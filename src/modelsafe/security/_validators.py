@@ -1,0 +1,93 @@
+"""Checks of arrays that native code indexes without bounds checks, run before use.
+
+The restricted unpickler returns a validating stand-in for each registered global.
+scikit-learn's ``Tree`` walks its node arrays in C: a child index out of range, a
+cycle, or a feature index past ``n_features`` would read arbitrary memory. The
+stand-in is a subclass whose ``__setstate__`` checks the state first; the object
+pickles back as a plain ``sklearn.tree._tree.Tree``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from modelsafe.errors import UntrustedContentError
+
+_TREE_LEAF = -1
+
+
+def _bad_tree(detail: str) -> UntrustedContentError:
+    return UntrustedContentError(
+        f"A decision tree in this file is malformed: {detail}. Scikit-learn walks tree nodes without "
+        "bounds checks, so such a tree could read arbitrary memory at predict time (a crafted or "
+        "corrupted file). Do not use this file; re-export the model from its source.",
+        globals=["sklearn.tree._tree.Tree"],
+    )
+
+
+def check_tree_state(state: dict[str, Any], n_features: int, n_outputs: int, max_n_classes: int) -> None:
+    """Raise UntrustedContentError unless the node arrays describe a well-formed tree."""
+    import numpy as np
+
+    nodes = state.get("nodes")
+    values = state.get("values")
+    count = state.get("node_count")
+    if not isinstance(nodes, np.ndarray) or nodes.dtype.names is None or not isinstance(values, np.ndarray):
+        raise _bad_tree("the node or value arrays are missing or of the wrong type")
+    for field in ("left_child", "right_child", "feature"):
+        if field not in nodes.dtype.names:
+            raise _bad_tree(f"the node array has no {field!r} field")
+    if not isinstance(count, (int, np.integer)) or count != len(nodes) or count < 1:
+        raise _bad_tree(f"node_count={count!r} does not match {len(nodes)} nodes")
+    left = nodes["left_child"].astype(np.int64)
+    right = nodes["right_child"].astype(np.int64)
+    index = np.arange(count)
+    leaf = left == _TREE_LEAF
+    if not np.array_equal(leaf, right == _TREE_LEAF):
+        bad = int(np.flatnonzero(leaf != (right == _TREE_LEAF))[0])
+        raise _bad_tree(f"node {bad} has exactly one child")
+    inner = ~leaf
+    # Children come after their parent in every tree scikit-learn builds: this bounds the
+    # indices and rules out cycles in one comparison.
+    out = inner & ((left <= index) | (right <= index) | (left >= count) | (right >= count))
+    if out.any():
+        bad = int(np.flatnonzero(out)[0])
+        raise _bad_tree(f"node {bad} has child indices ({left[bad]}, {right[bad]}) outside ({bad}, {count})")
+    feature = nodes["feature"].astype(np.int64)
+    wrong = inner & ((feature < 0) | (feature >= n_features))
+    if wrong.any():
+        bad = int(np.flatnonzero(wrong)[0])
+        raise _bad_tree(f"node {bad} splits on feature {feature[bad]} but the tree has {n_features} features")
+    expected = (count, n_outputs, max_n_classes)
+    if values.shape != expected:
+        raise _bad_tree(f"the value array has shape {values.shape}, expected {expected}")
+
+
+def _checked_tree() -> type:
+    from sklearn.tree._tree import Tree
+
+    class CheckedTree(Tree):  # type: ignore[misc, valid-type]
+        """A Tree whose state is validated before it is accepted."""
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            n_classes = self.n_classes
+            check_tree_state(state, int(self.n_features), int(self.n_outputs), int(max(n_classes)))
+            super().__setstate__(state)
+
+    CheckedTree.__module__ = Tree.__module__
+    CheckedTree.__qualname__ = "Tree"
+    return CheckedTree
+
+
+_FACTORIES: dict[str, Callable[[], Any]] = {"sklearn.tree._tree.Tree": _checked_tree}
+_cache: dict[str, Any] = {}
+
+
+def validating_standin(qualname: str) -> Any | None:
+    """The validating replacement for ``qualname``, or None if it has no validator."""
+    factory = _FACTORIES.get(qualname)
+    if factory is None:
+        return None
+    if qualname not in _cache:
+        _cache[qualname] = factory()
+    return _cache[qualname]
