@@ -139,7 +139,7 @@ def _save_sample(state: _SaveState, writer: ArtifactWriter) -> None:
     inputs = _head(state.sample, MAX_SAMPLE_ROWS)
     try:
         outputs = _run_outputs(state.obj, state.preprocess, inputs, state.components)
-    except ModelsafeError:
+    except (ModelsafeError, KeyboardInterrupt):
         raise
     except Exception as exc:
         raise SaveError(

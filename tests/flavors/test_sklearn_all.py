@@ -82,8 +82,9 @@ def test_every_estimator_round_trips_in_a_fresh_process(tmp_path: Path, fresh):
     assert len(fitted) > 100, "scikit-learn should offer well over 100 fittable estimators"
     expected = {}
     for name, est, X in fitted:
-        ms.save(est, tmp_path / f"{name}.msafe", sample=X[:8])
-        expected[name] = {m: v for m, v in _outputs(est, X).items()}
+        expected[name] = _outputs(est, X)
+        replayable = bool(expected[name]) and (hasattr(est, "predict") or hasattr(est, "transform"))
+        ms.save(est, tmp_path / f"{name}.msafe", sample=X[:8] if replayable else None)
         np.savez(tmp_path / f"{name}.expected.npz", X=X, **expected[name])
     (tmp_path / "names.json").write_text(json.dumps(sorted(expected)))
     proc = fresh(f"""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from modelsafe.errors import SaveError
 from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
 from modelsafe.flavors._pickled import audit_graph, dump_graph, load_graph
 
@@ -32,7 +33,14 @@ class SklearnFlavor(Flavor):
         return load_graph(source, data, options)
 
     def outputs(self, obj: Any, x: Any) -> dict[str, Any]:
-        outputs = {"predict": self.predict(obj, x)}
+        if not hasattr(obj, "predict"):
+            if not hasattr(obj, "transform"):
+                raise SaveError(
+                    f"{type(obj).__name__} has neither predict nor transform, so a verification sample "
+                    "cannot be replayed after loading. Save it with sample=None.",
+                )
+            return {"transform": obj.transform(x)}
+        outputs = {"predict": obj.predict(x)}
         for method in _EXTRA_OUTPUTS:
             if hasattr(obj, method) and hasattr(obj, "predict"):
                 try:

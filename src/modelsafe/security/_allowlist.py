@@ -37,8 +37,18 @@ INVOKE_SAFE: frozenset[str] = frozenset(
        "numpy.random._pickle.__generator_ctor", "numpy.random.mtrand.RandomState",
        "numpy.random._generator.Generator", "numpy.random._mt19937.MT19937", "numpy.random._pcg64.PCG64",
        "numpy.random._pcg64.PCG64DXSM", "numpy.random._philox.Philox", "numpy.random._sfc64.SFC64",
-       "numpy.random.bit_generator.SeedSequence"]
+       "numpy.random.bit_generator.SeedSequence", "numpy.random.bit_generator.__pyx_unpickle_SeedSequence"]
+    # Cython helpers of scikit-learn's binary trees and distance metrics: `newObj(cls)` is
+    # `cls.__new__(cls)`; the class it receives is itself audited.
+    + ["sklearn.neighbors._kd_tree.newObj", "sklearn.neighbors._ball_tree.newObj",
+       "sklearn.metrics._dist_metrics.newObj", "scipy.interpolate._bsplines.BSpline"]
+    # scipy.sparse containers (module names differ between scipy versions).
+    + [f"scipy.sparse.{sep}{fmt}.{fmt}_{kind}" for sep in ("_", "") for fmt in
+       ("csr", "csc", "coo", "bsr", "dia", "dok", "lil") for kind in ("matrix", "array")]
 )
+
+#: Exact functions that may be referenced as values (they run only when the model runs).
+VALUE_SAFE: frozenset[str] = frozenset(["scipy._lib.array_api_compat.numpy._aliases.asarray"])
 
 #: Packages whose *classes* may be constructed while unpickling.
 CLASS_PACKAGES: tuple[str, ...] = ("sklearn.", "scipy.sparse.", "imblearn.")
@@ -76,10 +86,10 @@ def classify(module: str, name: str) -> str:
     qualname = f"{module}.{name}"
     if _matches(qualname, DANGEROUS_MODULES) or _matches(module, DANGEROUS_MODULES) or module.startswith("__builtin"):
         return "dangerous"
-    if "." in name or name.startswith("__") and not module.startswith("numpy.random._pickle"):
-        return "unknown"
-    if qualname in INVOKE_SAFE:
+    if qualname in INVOKE_SAFE or qualname in VALUE_SAFE:
         return "safe"
+    if "." in name or name.startswith("__"):
+        return "unknown"
     if module.startswith(CLASS_PACKAGES) and not _matches(module, CLASS_EXCLUDED) and name[:1].isupper():
         return "safe"
     if _matches(module, VALUE_PACKAGES) and qualname not in _NEVER_VALUES:
@@ -111,7 +121,7 @@ def is_allowed(module: str, name: str, *, invoked: bool, trusted: Collection[str
     qualname = f"{module}.{name}"
     if _trusted(qualname, module, trusted, allowed_modules):
         return True
-    if qualname in INVOKE_SAFE:
+    if qualname in INVOKE_SAFE or (qualname in VALUE_SAFE and not invoked):
         return True
     if classify(module, name) != "safe" or "." in name:
         return False
