@@ -114,7 +114,12 @@ def main() -> None:
         import mlflow.sklearn
 
         ml = tmp / "mlflow"
-        rows.append(("mlflow", "save", timed(lambda: mlflow.sklearn.save_model(model, ml), repeats=3,
+        import inspect as _inspect
+
+        kwargs = {}
+        if "skops_trusted_types" in _inspect.signature(mlflow.sklearn.save_model).parameters:
+            kwargs["skops_trusted_types"] = ["sklearn.tree._tree.Tree"]  # MLflow's default format is skops
+        rows.append(("mlflow", "save", timed(lambda: mlflow.sklearn.save_model(model, ml, **kwargs), repeats=3,
                                              setup=lambda: shutil.rmtree(ml, ignore_errors=True))))
         rows.append(("mlflow", "load", timed(lambda: mlflow.pyfunc.load_model(str(ml)), repeats=3)))
     except ImportError:

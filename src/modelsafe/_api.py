@@ -324,7 +324,15 @@ class _LoadState:
     manifest: Manifest | None = None
     env_report: Any = None
     objects: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, ComponentSource] = field(default_factory=dict)
     bundle: Bundle | None = None
+
+    def source(self, key: str) -> ComponentSource:
+        """The component's member reader, shared by the audit and deserialize steps."""
+        assert self.reader is not None
+        if key not in self.sources:
+            self.sources[key] = ComponentSource(self.reader, key)
+        return self.sources[key]
 
 
 def load(path: PathLike, *, verify: bool = True, env: str = "warn", device: str | None = None,
@@ -403,7 +411,7 @@ def _step_audit(state: _LoadState) -> None:
     assert state.reader is not None and state.manifest is not None
     for key, component in state.manifest.components.items():
         flavor = get_flavor(component.flavor)
-        flavor.audit(ComponentSource(state.reader, key), component.data, state.options)
+        flavor.audit(state.source(key), component.data, state.options)
 
 
 def _step_environment(state: _LoadState) -> None:
@@ -418,7 +426,7 @@ def _step_deserialize(state: _LoadState) -> None:
     assert state.reader is not None and state.manifest is not None
     for key, component in state.manifest.components.items():
         flavor = get_flavor(component.flavor)
-        state.objects[key] = flavor.load(ComponentSource(state.reader, key), component.data, state.options)
+        state.objects[key] = flavor.load(state.source(key), component.data, state.options)
     state.bundle = Bundle(state.path, state.manifest, state.objects["model"], state.objects.get("preprocess"),
                           state.reader, state.env_report)
 

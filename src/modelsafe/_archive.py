@@ -29,7 +29,7 @@ import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from modelsafe.errors import FormatError, IntegrityError, SaveError, UnsafeArchiveError
 
@@ -358,7 +358,8 @@ class ArtifactReader:
     def has(self, name: str) -> bool:
         return name in self._index()
 
-    def _index(self) -> set[str]:
+    def _index(self) -> Any:
+        """A container of member names supporting ``in``."""
         raise NotImplementedError  # abstract
 
     def _missing(self, name: str) -> IntegrityError:
@@ -441,8 +442,8 @@ class ZipArtifactReader(ArtifactReader):
                 )
             self._infos[name] = info
 
-    def _index(self) -> set[str]:
-        return set(self._infos)
+    def _index(self) -> Any:
+        return self._infos.keys()
 
     def names(self) -> list[str]:
         return list(self._infos)

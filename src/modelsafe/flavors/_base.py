@@ -57,6 +57,8 @@ class ComponentSource:
     def __init__(self, reader: "ArtifactReader", prefix: str) -> None:
         self._reader = reader
         self.prefix = prefix
+        #: Results a flavor's audit hands to its load (e.g. the pickle audit summary).
+        self.cache: dict[str, Any] = {}
 
     @property
     def path(self) -> str:

@@ -17,6 +17,31 @@ from modelsafe.flavors._base import ComponentSource, ComponentStore, LoadOptions
 
 STREAM = "graph.pkl"
 PROTOCOL = 5
+#: Out-of-band buffers are packed into this many members so two cores can hash them.
+BUFFER_MEMBERS = 2
+_ALIGN = 64
+
+
+def _pack(buffers: list[pickle.PickleBuffer], parts: int) -> tuple[list[bytearray], list[list[int]]]:
+    """Pack buffers, each 64-byte aligned, into ``parts`` members of similar size.
+
+    Returns the members' bytes and, per buffer, ``[part, offset, length]``.
+    """
+    views = [buf.raw() for buf in buffers]
+    total = sum(v.nbytes for v in views)
+    target = total / parts if parts else total
+    layout: list[list[int]] = []
+    sizes = [0]
+    for view in views:
+        if sizes[-1] >= target and len(sizes) < parts:
+            sizes.append(0)
+        offset = sizes[-1] + (-sizes[-1] % _ALIGN)
+        layout.append([len(sizes) - 1, offset, view.nbytes])
+        sizes[-1] = offset + view.nbytes
+    packed = [bytearray(size) for size in sizes]
+    for view, (part, offset, length) in zip(views, layout):
+        packed[part][offset : offset + length] = view
+    return packed, layout
 
 
 def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
@@ -28,14 +53,16 @@ def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
         stream = pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffers.append)
     except Exception as exc:  # any pickling failure is diagnosed the same way
         raise unsavable(obj, exc) from exc
-    names = [store.write(f"buffers/{i:05d}.bin", buf.raw()) for i, buf in enumerate(buffers)]
+    packed, layout = _pack(buffers, BUFFER_MEMBERS if buffers else 0)
+    names = [store.write(f"buffers-{i}.bin", part) for i, part in enumerate(packed)]
     store.write(STREAM, stream)
     summary = summarize_pickle(stream)
     refs = sorted(summary.globals, key=lambda g: g.qualname)
     data = {
         "stream": STREAM,
         "protocol": PROTOCOL,
-        "buffers": names,
+        "buffer_members": names,
+        "buffers": layout,
         "globals": [g.qualname for g in refs],
         "invoked": [g.qualname for g in refs if g.invoked],
     }
@@ -46,21 +73,24 @@ def audit_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadO
     """Audit the stream against the allowlist before anything is constructed."""
     from modelsafe.security import audit_pickle
 
-    return audit_pickle(
+    summary = audit_pickle(
         source.view(data["stream"]),
         trusted=options.trusted,
         allowed_modules=options.allowed_modules,
         recorded=data.get("globals", ()),
     )
+    source.cache["audit"] = summary
+    return summary
 
 
 def load_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
-    """Rebuild the object through the restricted unpickler (which audits again)."""
+    """Rebuild the object through the restricted unpickler (audited first)."""
     from modelsafe.security import restricted_loads
 
-    # Writable copies: estimators may modify their arrays, and the object must not
-    # depend on the artifact file staying in place.
-    buffers = [bytearray(source.view(name)) for name in data.get("buffers", ())]
+    # One writable copy per member: estimators may modify their arrays, and the object
+    # must not depend on the artifact file staying in place.
+    members = [memoryview(bytearray(source.view(name))) for name in data.get("buffer_members", ())]
+    buffers = [members[part][offset : offset + length] for part, offset, length in data.get("buffers", ())]
     return restricted_loads(
         source.view(data["stream"]),
         buffers=buffers,
@@ -68,6 +98,7 @@ def load_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadOp
         allowed_modules=options.allowed_modules,
         recorded=data.get("globals", ()),
         resolve=options.resolve,
+        audited=source.cache.get("audit"),
     )
 
 

@@ -39,11 +39,11 @@ def check_tree_state(state: dict[str, Any], n_features: int, n_outputs: int, max
             raise _bad_tree(f"the node array has no {field!r} field")
     if not isinstance(count, (int, np.integer)) or count != len(nodes) or count < 1:
         raise _bad_tree(f"node_count={count!r} does not match {len(nodes)} nodes")
-    left = nodes["left_child"].astype(np.int64)
-    right = nodes["right_child"].astype(np.int64)
+    left = nodes["left_child"]
+    right = nodes["right_child"]
     index = np.arange(count)
     leaf = left == _TREE_LEAF
-    if not np.array_equal(leaf, right == _TREE_LEAF):
+    if (leaf != (right == _TREE_LEAF)).any():
         bad = int(np.flatnonzero(leaf != (right == _TREE_LEAF))[0])
         raise _bad_tree(f"node {bad} has exactly one child")
     inner = ~leaf
@@ -53,7 +53,7 @@ def check_tree_state(state: dict[str, Any], n_features: int, n_outputs: int, max
     if out.any():
         bad = int(np.flatnonzero(out)[0])
         raise _bad_tree(f"node {bad} has child indices ({left[bad]}, {right[bad]}) outside ({bad}, {count})")
-    feature = nodes["feature"].astype(np.int64)
+    feature = nodes["feature"]
     wrong = inner & ((feature < 0) | (feature >= n_features))
     if wrong.any():
         bad = int(np.flatnonzero(wrong)[0])
