@@ -93,16 +93,25 @@ class LoadOptions:
     resolve: Callable[[str, str], Any] | None = None
     #: Module names the caller has decided to trust (bundled or local code).
     allowed_modules: tuple[str, ...] = ()
+    #: Local modules used at load whose source differs from the copy bundled at save.
+    code_changes: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class SavedComponent:
-    """What a flavor's ``save`` returns: its JSON data and the modules it references."""
+    """What a flavor's ``save`` returns.
+
+    ``data`` is the flavor's JSON. ``modules`` are the modules whose distributions the
+    environment fingerprint records. ``refs`` are the ``(module, qualname)`` globals the
+    component needs at load (classes, functions): :mod:`modelsafe._code` bundles the source
+    of those defined in ``__main__``, a notebook or a local module.
+    """
 
     data: dict[str, Any]
     modules: set[str] = field(default_factory=set)
     type_name: str = ""
+    refs: set[tuple[str, str]] = field(default_factory=set)
 
 
 class Flavor:
