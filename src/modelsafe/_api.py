@@ -164,13 +164,13 @@ def _save_sample(state: _SaveState, writer: ArtifactWriter) -> None:
 
 
 def _save_code(state: _SaveState, writer: ArtifactWriter) -> None:
-    """Bundle custom code the components reference (see modelsafe._code)."""
+    """Bundle the source of custom code the components reference (see modelsafe._code)."""
     from modelsafe import _code
 
-    modules: set[str] = set()
+    refs: set[tuple[str, str]] = set()
     for saved in state.saved.values():
-        modules |= saved.modules
-    state.code_records = _code.bundle_code(modules, state.code, ComponentStore(writer, "code"))
+        refs |= saved.refs
+    state.code_records = _code.bundle_code(refs, state.code, ComponentStore(writer, _code.CODE_PREFIX))
 
 
 def _capture_environment(state: _SaveState) -> None:

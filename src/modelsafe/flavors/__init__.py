@@ -17,7 +17,7 @@ from modelsafe.errors import FlavorNotInstalledError, FormatError, UnsupportedMo
 if TYPE_CHECKING:
     from modelsafe.flavors._base import Flavor
 
-__all__ = ["FlavorSpec", "REGISTRY", "detect_flavor", "get_flavor", "flavor_names"]
+__all__ = ["FlavorSpec", "REGISTRY", "detect_flavor", "get_flavor", "flavor_names", "native_roots"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,15 @@ _DETECT: dict[str, str] = {
     "imblearn": "sklearn",
 }
 
+#: Flavors that store objects in a native format of their own (not a pickle stream).
+_PICKLED = ("sklearn", "python")
+
 _instances: dict[str, "Flavor"] = {}
+
+
+def native_roots() -> tuple[str, ...]:
+    """Top-level package names whose objects a native-format flavor saves."""
+    return tuple(root for root, name in _DETECT.items() if name not in _PICKLED)
 
 
 def flavor_names() -> list[str]:

@@ -44,6 +44,12 @@ class ComponentStore:
             yield stream
         self.members.append(name)
 
+    def sub(self, relprefix: str) -> "ComponentStore":
+        """A store for a nested component under ``prefix/relprefix``; its members count as ours."""
+        child = ComponentStore(self._writer, self.member_name(relprefix))
+        child.members = self.members  # one list: the parent component owns every member
+        return child
+
     def write_array(self, relname: str, array: "np.ndarray") -> str:
         """Write a numpy array as ``.npy`` (never pickled)."""
         from modelsafe._data import npy_bytes
@@ -63,6 +69,10 @@ class ComponentSource:
     @property
     def path(self) -> str:
         return str(self._reader.path)
+
+    def sub(self, relprefix: str) -> "ComponentSource":
+        """The source of a nested component stored under ``prefix/relprefix``."""
+        return ComponentSource(self._reader, f"{self.prefix}/{relprefix}")
 
     def has(self, relname: str) -> bool:
         return self._reader.has(f"{self.prefix}/{relname}")
@@ -130,6 +140,14 @@ class Flavor:
 
     def load(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
         raise NotImplementedError  # abstract
+
+    def can_embed(self, obj: Any) -> bool:
+        """Whether ``obj``, found inside a pickled graph (a Pipeline step), is saved by this flavor.
+
+        Native-format flavors (XGBoost, LightGBM, PyTorch, Keras) return True for the model
+        types they save, so those never go through the pickle stream.
+        """
+        return False
 
     # -- running the object -------------------------------------------------------------
     def predict(self, obj: Any, x: Any) -> Any:

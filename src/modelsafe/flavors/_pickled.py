@@ -5,14 +5,21 @@ Arrays leave the stream as raw, aligned, hashed members (pickle protocol 5
 ``buffer_callback``), so the stream itself stays small. The stream's referenced
 globals are recorded in the manifest at save, and loading goes only through the
 restricted unpickler in :mod:`modelsafe.security`, which accepts nothing else.
+
+Objects of frameworks with a native format inside the graph (an XGBoost model as a
+Pipeline step) are not pickled: their flavor saves them as an *embedded component*
+under ``embedded/<i>/``, the stream holds a persistent id in their place, and at load
+each is audited and rebuilt by its own flavor.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
-from typing import Any, Mapping
+import sys
+from typing import Any, Callable, Mapping
 
-from modelsafe.errors import UnsavableObjectError
+from modelsafe.errors import FormatError, UnsavableObjectError
 from modelsafe.flavors._base import ComponentSource, ComponentStore, LoadOptions, SavedComponent
 
 STREAM = "graph.pkl"
@@ -20,6 +27,8 @@ PROTOCOL = 5
 #: Out-of-band buffers are packed into this many members so two cores can hash them.
 BUFFER_MEMBERS = 2
 _ALIGN = 64
+#: Persistent-id tag of an embedded component in the stream.
+EMBEDDED_TAG = "modelsafe.component"
 
 
 def _pack(buffers: list[pickle.PickleBuffer], parts: int) -> tuple[list[bytearray], list[list[int]]]:
@@ -44,21 +53,66 @@ def _pack(buffers: list[pickle.PickleBuffer], parts: int) -> tuple[list[bytearra
     return packed, layout
 
 
+class _GraphPickler(pickle.Pickler):
+    """Pickles a graph, handing objects of native-format frameworks to their own flavor."""
+
+    def __init__(self, file: io.BytesIO, store: ComponentStore, root: Any, buffers: list[pickle.PickleBuffer],
+                 roots: frozenset[str]) -> None:
+        super().__init__(file, protocol=PROTOCOL, buffer_callback=buffers.append)
+        self._store = store
+        self._root = root
+        self._roots = roots
+        self.embedded: list[dict[str, Any]] = []
+        self.saved: list[SavedComponent] = []
+
+    def persistent_id(self, obj: Any) -> Any:
+        if obj is self._root or type(obj).__module__.partition(".")[0] not in self._roots:
+            return None
+        from modelsafe.flavors import detect_flavor, get_flavor
+
+        flavor = get_flavor(detect_flavor(obj))
+        if not flavor.can_embed(obj):
+            return None
+        index = len(self.embedded)
+        sub = self._store.sub(f"embedded/{index}")
+        saved = flavor.save(obj, sub, {})
+        self.saved.append(saved)
+        self.embedded.append({"flavor": flavor.name, "flavor_version": flavor.version, "type": saved.type_name,
+                              "prefix": f"embedded/{index}", "data": saved.data})
+        return (EMBEDDED_TAG, index)
+
+
+def _native_roots() -> frozenset[str]:
+    """Top-level packages of native-format frameworks that are imported in this process."""
+    from modelsafe.flavors import native_roots
+
+    return frozenset(root for root in native_roots() if root in sys.modules)
+
+
 def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
     """Pickle ``obj`` with out-of-band buffers into ``store``; record its globals."""
     from modelsafe.security import summarize_pickle
 
     buffers: list[pickle.PickleBuffer] = []
+    out = io.BytesIO()
+    roots = _native_roots()
+    # Without a native framework imported, no object can need embedding: the plain C
+    # pickler then runs without a Python call per object.
+    pickler = (_GraphPickler(out, store, obj, buffers, roots) if roots
+               else pickle.Pickler(out, protocol=PROTOCOL, buffer_callback=buffers.append))
     try:
-        stream = pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffers.append)
+        pickler.dump(obj)
+    except (UnsavableObjectError, FormatError):
+        raise
     except Exception as exc:  # any pickling failure is diagnosed the same way
         raise unsavable(obj, exc) from exc
+    stream = out.getbuffer()
     packed, layout = _pack(buffers, BUFFER_MEMBERS if buffers else 0)
     names = [store.write(f"buffers-{i}.bin", part) for i, part in enumerate(packed)]
     store.write(STREAM, stream)
     summary = summarize_pickle(stream)
     refs = sorted(summary.globals, key=lambda g: g.qualname)
-    data = {
+    data: dict[str, Any] = {
         "stream": STREAM,
         "protocol": PROTOCOL,
         "buffer_members": names,
@@ -66,19 +120,39 @@ def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
         "globals": [g.qualname for g in refs],
         "invoked": [g.qualname for g in refs if g.invoked],
     }
-    return SavedComponent(data=data, modules={g.module for g in refs}, type_name=type_name(obj))
+    saved = SavedComponent(data=data, modules={g.module for g in refs}, type_name=type_name(obj),
+                           refs={(g.module, g.name) for g in refs})
+    if isinstance(pickler, _GraphPickler) and pickler.embedded:
+        data["embedded"] = pickler.embedded
+        for sub in pickler.saved:
+            saved.modules |= sub.modules
+            saved.refs |= sub.refs
+    return saved
+
+
+def _embedded(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    embedded = data.get("embedded", [])
+    if not isinstance(embedded, list) or not all(isinstance(e, dict) and "flavor" in e for e in embedded):
+        raise FormatError("The manifest's list of embedded components is malformed; the artifact is damaged. "
+                          "Re-export the model from its source.")
+    return embedded
 
 
 def audit_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
-    """Audit the stream against the allowlist before anything is constructed."""
+    """Audit the stream (and every embedded component) before anything is constructed."""
+    from modelsafe.flavors import get_flavor
     from modelsafe.security import audit_pickle
 
+    embedded = _embedded(data)
     summary = audit_pickle(
         source.view(data["stream"]),
         trusted=options.trusted,
         allowed_modules=options.allowed_modules,
         recorded=data.get("globals", ()),
+        allow_persistent=bool(embedded),
     )
+    for entry in embedded:
+        get_flavor(entry["flavor"]).audit(source.sub(entry["prefix"]), entry.get("data", {}), options)
     source.cache["audit"] = summary
     return summary
 
@@ -91,6 +165,7 @@ def load_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadOp
     # must not depend on the artifact file staying in place.
     members = [memoryview(bytearray(source.view(name))) for name in data.get("buffer_members", ())]
     buffers = [members[part][offset : offset + length] for part, offset, length in data.get("buffers", ())]
+    embedded = _embedded(data)
     return restricted_loads(
         source.view(data["stream"]),
         buffers=buffers,
@@ -98,8 +173,24 @@ def load_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadOp
         allowed_modules=options.allowed_modules,
         recorded=data.get("globals", ()),
         resolve=options.resolve,
+        persistent_load=_embedded_loader(source, embedded, options) if embedded else None,
         audited=source.cache.get("audit"),
     )
+
+
+def _embedded_loader(source: ComponentSource, embedded: list[Mapping[str, Any]],
+                     options: LoadOptions) -> Callable[[Any], Any]:
+    from modelsafe.flavors import get_flavor
+
+    def load(pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == EMBEDDED_TAG
+                and isinstance(pid[1], int) and 0 <= pid[1] < len(embedded)):
+            raise FormatError(f"The pickle stream refers to an unknown embedded component {pid!r}; the artifact "
+                              "is damaged or was tampered with. Re-export the model from its source.")
+        entry = embedded[pid[1]]
+        return get_flavor(entry["flavor"]).load(source.sub(entry["prefix"]), entry.get("data", {}), options)
+
+    return load
 
 
 def type_name(obj: Any) -> str:

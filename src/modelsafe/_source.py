@@ -1,0 +1,292 @@
+"""Custom code defined in ``__main__`` or a notebook, rebuilt as one standalone module.
+
+A fresh process cannot import a class or function defined in a training script or a
+notebook cell. This module writes down just what the saved objects need, as source:
+
+* the definitions themselves (their own source text, found with :mod:`inspect`, or for
+  notebook classes through their methods' cells in :mod:`linecache`);
+* the definitions *they* use from the same namespace, recursively;
+* the imports they use (``import numpy as np``, ``from sklearn.base import BaseEstimator``);
+* simple constants (numbers, strings, tuples, dicts of those).
+
+Which names a definition uses is read from its bytecode (``LOAD_GLOBAL``) and from the
+parts of its header that run at definition time (decorators, defaults, base classes,
+class-level statements), so a local variable that happens to share a name with a big
+global (``X``) is not mistaken for a dependency. Anything that cannot be written as
+source (an open connection, an array, a lambda, a closure) is reported by name.
+"""
+
+from __future__ import annotations
+
+import ast
+import dis
+import inspect
+import linecache
+import re
+import sys
+import textwrap
+import types
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+Problem = tuple[str, str, str]
+
+#: Constants longer than this (as source) are not inlined.
+_MAX_CONSTANT = 10_000
+_FUTURE_FEATURES = ("annotations", "division", "generator_stop")
+
+
+@dataclass(frozen=True)
+class ExtractedModule:
+    """The rebuilt module: its source, the names it defines, the other modules it imports."""
+
+    source: str
+    symbols: tuple[str, ...]
+    imports: tuple[str, ...]
+
+
+def type_label(value: Any) -> str:
+    cls = type(value)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def definition_source(obj: Any) -> str | None:
+    """The dedented source of a class or function, or None when it cannot be recovered."""
+    try:
+        return textwrap.dedent(inspect.getsource(obj))
+    except (OSError, TypeError, IndexError):
+        pass
+    if isinstance(obj, type):
+        return _class_source_from_methods(obj)
+    return None
+
+
+def _class_source_from_methods(cls: type) -> str | None:
+    """Find ``class Name`` above one of its methods in the cell the method came from.
+
+    Python 3.11's :func:`inspect.getsource` cannot find classes defined in notebook cells
+    (the ``__main__`` module has no file), but their methods' code objects name the cell.
+    """
+    pattern = re.compile(rf"^(\s*)class\s+{re.escape(cls.__name__)}\b")
+    for value in vars(cls).values():
+        func = getattr(value, "__func__", value)
+        code = getattr(inspect.unwrap(func), "__code__", None) if callable(func) else None
+        if code is None:
+            continue
+        lines = linecache.getlines(code.co_filename)
+        for start in range(min(code.co_firstlineno, len(lines)) - 1, -1, -1):
+            if pattern.match(lines[start]):
+                while start > 0 and lines[start - 1].lstrip().startswith("@"):
+                    start -= 1
+                return textwrap.dedent("".join(inspect.getblock(lines[start:])))
+    return None
+
+
+def _code_globals(code: types.CodeType) -> Iterator[str]:
+    """Global names a code object (and the code nested in it) reads or writes."""
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"):
+            yield str(ins.argval)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_globals(const)
+
+
+def _names(nodes: Iterable[ast.AST | None]) -> Iterator[str]:
+    for node in nodes:
+        if node is not None:
+            yield from (n.id for n in ast.walk(node) if isinstance(n, ast.Name))
+
+
+def _header_names(node: ast.AST) -> Iterator[str]:
+    """Names evaluated when a ``def`` or ``class`` statement runs (not its body's locals)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        args = node.args
+        yield from _names([*node.decorator_list, *args.defaults, *args.kw_defaults, node.returns])
+        yield from _names(a.annotation for a in [*args.posonlyargs, *args.args, *args.kwonlyargs,
+                                                  args.vararg, args.kwarg] if a is not None)
+    elif isinstance(node, ast.ClassDef):
+        yield from _names([*node.decorator_list, *node.bases, *(k.value for k in node.keywords)])
+        for stmt in node.body:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                yield from _header_names(stmt)
+            else:
+                yield from _names([stmt])
+
+
+def _methods(cls: type) -> Iterator[types.CodeType]:
+    for value in vars(cls).values():
+        for part in (value, getattr(value, "__func__", None), getattr(value, "fget", None),
+                     getattr(value, "fset", None)):
+            code = getattr(part, "__code__", None)
+            if isinstance(code, types.CodeType):
+                yield code
+        if isinstance(value, type) and value.__qualname__.startswith(cls.__qualname__ + "."):
+            yield from _methods(value)
+
+
+def used_globals(obj: Any, source: str) -> set[str]:
+    """Module-level names the definition of ``obj`` needs."""
+    tree = ast.parse(source)
+    names = set(_header_names(tree.body[0])) if tree.body else set()
+    if isinstance(obj, type):
+        for code in _methods(obj):
+            names.update(_code_globals(code))
+    else:
+        code = getattr(inspect.unwrap(obj), "__code__", None)
+        if isinstance(code, types.CodeType):
+            names.update(_code_globals(code))
+    return names
+
+
+def _literal(value: Any) -> str | None:
+    """``repr(value)`` when it is a plain literal that reads back equal, else None."""
+    if isinstance(value, (bool, int, float, complex, str, bytes, type(None), tuple, list, dict, set, frozenset)):
+        text = repr(value)
+        try:
+            ok = len(text) <= _MAX_CONSTANT and ast.literal_eval(text) == value
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            ok = False
+        return text if ok else None
+    return None
+
+
+def _importable_as(value: Any) -> tuple[str, str] | None:
+    """``(module, qualname)`` under which ``value`` can be imported, if any."""
+    module = getattr(value, "__module__", None)
+    if not isinstance(module, str) or module not in sys.modules:
+        return None
+    for attr in (getattr(value, "__qualname__", None), getattr(value, "__name__", None)):
+        if not isinstance(attr, str) or "<" in attr:
+            continue
+        target: Any = sys.modules[module]
+        for part in attr.split("."):
+            target = getattr(target, part, None)
+        if target is value:
+            return module, attr
+    return None
+
+
+class _Extractor:
+    """Collects definitions, imports and constants for the names a module must provide."""
+
+    def __init__(self, module: types.ModuleType, label: str) -> None:
+        self.module = module
+        self.label = label
+        self.namespace = vars(module)
+        self.defs: dict[str, tuple[int, str]] = {}
+        self.aliases: dict[str, str] = {}
+        self.imports: dict[str, str] = {}
+        self.constants: dict[str, str] = {}
+        self.futures: set[str] = set()
+        self.modules: set[str] = set()
+        self.problems: list[Problem] = []
+        self._seen: set[str] = set()
+
+    def need(self, name: str, used_by: str) -> None:
+        if name in self._seen or name.startswith("__") and name.endswith("__"):
+            return
+        if name not in self.namespace:
+            return  # a builtin, or a name assigned only at run time
+        self._seen.add(name)
+        self._add(name, self.namespace[name], used_by)
+
+    def _add(self, name: str, value: Any, used_by: str) -> None:
+        if isinstance(value, types.ModuleType):
+            self._import_module(name, value)
+        elif type(value).__name__ == "_Feature" and type(value).__module__ == "__future__":
+            if name in _FUTURE_FEATURES:
+                self.futures.add(name)
+        elif getattr(value, "__module__", None) == self.module.__name__ and callable(value):
+            self._definition(name, value, used_by)
+        elif (where := _importable_as(value)) is not None:
+            self._import_from(name, *where)
+        elif (text := _literal(value)) is not None:
+            self.constants[name] = text
+        else:
+            self.problems.append((f"{self.label}.{name}", type_label(value),
+                                  f"used by {used_by}, but a {type_label(value)} cannot be written as source; "
+                                  "pass it to the saved object as an argument or attribute, or move the code "
+                                  "into an importable module"))
+
+    def _import_module(self, name: str, value: types.ModuleType) -> None:
+        self.modules.add(value.__name__)
+        if value.__name__ == name:
+            self.imports[name] = f"import {name}"
+        else:
+            self.imports[name] = f"import {value.__name__} as {name}"
+
+    def _import_from(self, name: str, module: str, qualname: str) -> None:
+        self.modules.add(module)
+        head, _, rest = qualname.partition(".")
+        if not rest:
+            self.imports[name] = f"from {module} import {head}" + ("" if head == name else f" as {name}")
+        else:
+            self.imports[name] = f"from {module} import {head} as _modelsafe_{name}"
+            self.constants[name] = f"_modelsafe_{name}.{rest}"
+
+    def _definition(self, name: str, value: Any, used_by: str) -> None:
+        qualname = getattr(value, "__qualname__", name)
+        kind = "class" if isinstance(value, type) else "function"
+        if "<lambda>" in qualname or "<locals>" in qualname:
+            what = "a lambda" if "<lambda>" in qualname else "a nested function (closure)"
+            self.problems.append((f"{self.label}.{name}", type_label(value),
+                                  f"{what} cannot be bundled: define it with `def` at the top level of the "
+                                  "script, or in an importable module"))
+            return
+        if qualname != name:  # an alias: `Scaler = MyScaler`
+            self.need(qualname.split(".")[0], used_by)
+            self.aliases[name] = qualname
+            return
+        source = definition_source(value)
+        if source is None:
+            self.problems.append((f"{self.label}.{name}", type_label(value),
+                                  f"the source of {kind} {name!r} cannot be recovered (it was typed into an "
+                                  "interactive prompt or `python -c`); define it in a script, notebook cell or "
+                                  "module file"))
+            return
+        line = getattr(getattr(value, "__code__", None), "co_firstlineno", 0)
+        if not line:
+            try:
+                line = inspect.getsourcelines(value)[1]
+            except (OSError, TypeError):
+                line = 0
+        self.defs[name] = (line, source)
+        for used in sorted(used_globals(value, source)):
+            if used != name:
+                self.need(used, name)
+
+    def render(self, header: str) -> str:
+        parts = [f"# {header}"]
+        if self.futures:
+            parts.append(f"from __future__ import {', '.join(sorted(self.futures))}")
+        parts.extend(self.imports[n] for n in sorted(self.imports, key=lambda n: self.imports[n]))
+        parts.extend(f"{n} = {self.constants[n]}" for n in sorted(self.constants))
+        parts.extend(src.rstrip() + "\n" for _, src in sorted(self.defs.values()))
+        parts.extend(f"{n} = {q}" for n, q in sorted(self.aliases.items()))
+        return "\n".join(parts) + "\n"
+
+
+def extract_module(module: types.ModuleType, names: Iterable[str], *, label: str,
+                   header: str) -> tuple[ExtractedModule | None, list[Problem]]:
+    """Rebuild the definitions of ``names`` (and what they use) from ``module`` as source.
+
+    Returns the module and an empty list, or None and the problems found (all of them).
+    """
+    extractor = _Extractor(module, label)
+    for name in names:
+        top = name.split(".")[0]
+        if top not in extractor.namespace:
+            extractor.problems.append((f"{label}.{name}", "?", f"{name!r} is not defined in {label} any more; "
+                                       "run the cell that defines it again before saving"))
+            continue
+        extractor.need(top, "the saved object")
+    if extractor.problems:
+        return None, extractor.problems
+    source = extractor.render(header)
+    try:
+        compile(source, f"<modelsafe bundle of {label}>", "exec")
+    except SyntaxError as exc:
+        return None, [(label, "source", f"the rebuilt source does not compile ({exc}); move the code into a module")]
+    symbols = tuple(sorted(set(extractor.defs) | set(extractor.aliases)))
+    return ExtractedModule(source, symbols, tuple(sorted(extractor.modules))), []
