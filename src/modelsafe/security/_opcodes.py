@@ -7,18 +7,28 @@ global is recorded with whether the stream *invokes* it while unpickling (``REDU
 references it as a value. Large payloads are skipped in chunks, so memory stays
 bounded whatever the stream's size. A stream that ends early, has an unknown opcode,
 or cannot be modelled is reported as not ``complete``.
+
+In *value mode* (``raw_data=`` given) the reader also tracks small values (see
+:mod:`._values`) and calls ``raw_data(obj, cursor)`` after each ``BUILD`` of an object
+built from a named global, so formats that interleave raw bytes with opcodes (joblib)
+can skip them or read a nested stream through the :class:`Cursor`.
 """
 
 from __future__ import annotations
 
-import io
 import pickletools
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Callable
+
+from modelsafe.security._values import UNKNOWN, TrackedDict, TrackedObject, make_tuple, text
+from modelsafe.security._window import Cursor, Truncated, Window
 
 #: Payloads larger than this are skipped rather than held.
 _KEEP_STRING = 1024
-_CHUNK = 1 << 20
+#: Memory bounds: memoized values (estimated bytes), symbolic stack depth, nested streams.
+_MEMO_BUDGET = 48 << 20
+_MAX_STACK = 8 << 20
+_MAX_NESTING = 4
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class PickleSummary:
     n_opcodes: int
     end_offset: int
     persistent_ids: int = 0
+    start_offset: int = 0
 
     def names(self, *, invoked: bool | None = None) -> list[str]:
         return sorted(g.qualname for g in self.globals if invoked is None or g.invoked == invoked)
@@ -91,14 +102,12 @@ def _effect(op: pickletools.OpcodeInfo) -> tuple[bool, int, int]:
     return to_mark, pops, len(op.stack_after)
 
 
-class _Truncated(Exception):
-    pass
-
-
 # Actions of the symbolic machine, by opcode byte (dispatch on small ints is fast).
 (_A_GENERIC, _A_STRING, _A_GLOBAL, _A_INST, _A_STACK_GLOBAL, _A_MEMOIZE, _A_PUT, _A_GET, _A_REDUCE,
  _A_NEWOBJ, _A_NEWOBJ_EX, _A_OBJ, _A_BUILD, _A_EXT, _A_PERSID, _A_MARK, _A_POP_MARK, _A_DUP,
- _A_KEEP, _A_PROTO, _A_FRAME, _A_STOP) = range(22)
+ _A_KEEP, _A_PROTO, _A_FRAME, _A_STOP,
+ # value mode only:
+ _A_INT, _A_CONST, _A_TUPLE_N, _A_TUPLE, _A_EMPTY_DICT, _A_DICT, _A_SETITEMS) = range(29)
 _ACTIONS = {
     "GLOBAL": _A_GLOBAL, "INST": _A_INST, "STACK_GLOBAL": _A_STACK_GLOBAL, "MEMOIZE": _A_MEMOIZE,
     "REDUCE": _A_REDUCE, "NEWOBJ": _A_NEWOBJ, "NEWOBJ_EX": _A_NEWOBJ_EX, "OBJ": _A_OBJ, "BUILD": _A_BUILD,
@@ -107,10 +116,17 @@ _ACTIONS = {
     "STOP": _A_STOP, **{n: _A_STRING for n in _STRING_OPS}, **{n: _A_PUT for n in _MEMO_PUT},
     **{n: _A_GET for n in _MEMO_GET}, **{n: _A_KEEP for n in _KEEPS_TARGET},
 }
+_VALUE_ACTIONS = {
+    "BININT": _A_INT, "BININT1": _A_INT, "BININT2": _A_INT, "LONG1": _A_INT, "INT": _A_INT, "LONG": _A_INT,
+    "NONE": _A_CONST, "NEWTRUE": _A_CONST, "NEWFALSE": _A_CONST, "EMPTY_TUPLE": _A_TUPLE_N,
+    "TUPLE1": _A_TUPLE_N, "TUPLE2": _A_TUPLE_N, "TUPLE3": _A_TUPLE_N, "TUPLE": _A_TUPLE,
+    "EMPTY_DICT": _A_EMPTY_DICT, "DICT": _A_DICT, "SETITEM": _A_SETITEMS, "SETITEMS": _A_SETITEMS,
+}
+_CONSTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 _SIGNED_LEN = {"BINSTRING", "LONG4"}
 
 
-def _compile() -> tuple[list, list]:
+def _compile(values: bool = False) -> tuple[list, list]:
     """Per opcode byte: (action, arg kind, fixed size / length width, signed, pops-to-mark, pops, pushes)."""
     ops: list = [None] * 256
     names: list = [None] * 256
@@ -120,98 +136,85 @@ def _compile() -> tuple[list, list]:
             size = 1 if kind == _LEN1 else 4 if kind == _LEN4 else 8
         to_mark, pops, pushes = _effect(op)
         byte = ord(op.code.encode("latin-1"))
-        ops[byte] = (_ACTIONS.get(op.name, _A_GENERIC), kind, size, op.name in _SIGNED_LEN, to_mark, pops, pushes)
+        action = _ACTIONS.get(op.name, _A_GENERIC)
+        if values:
+            action = _VALUE_ACTIONS.get(op.name, action)
+        ops[byte] = (action, kind, size, op.name in _SIGNED_LEN, to_mark, pops, pushes)
         names[byte] = op.name
     return ops, names
 
 
 _OPS, _NAMES = _compile()
-#: In streaming mode the window always holds this much beyond the current opcode.
-_WINDOW = 1 << 16
+_VALUE_OPS, _ = _compile(values=True)
+Source = Window  # the name used before the window moved to its own module
+
+#: ``raw_data(obj, cursor)``: called in value mode after each BUILD of a tracked object.
+RawDataHook = Callable[[TrackedObject, Cursor], None]
 
 
-class _Source:
-    """A window over a file (or the whole buffer) with refill and skip."""
-
-    def __init__(self, source: bytes | bytearray | memoryview | BinaryIO) -> None:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            self.buf = source if isinstance(source, bytes) else bytes(source)
-            self.file = None
-            self.soft_end = len(self.buf)
-        else:
-            self.file = source
-            self.buf = source.read(_CHUNK + _WINDOW)
-            self.soft_end = self._soft_end()
-        self.base = 0
-
-    def _soft_end(self) -> int:
-        return len(self.buf) - _WINDOW if len(self.buf) >= _CHUNK else len(self.buf)
-
-    def refill(self, pos: int) -> int:
-        """Slide the window so it starts at ``pos``; return the new position (0)."""
-        if self.file is None:
-            return pos
-        rest = self.buf[pos:]
-        self.base += pos
-        self.buf = rest + self.file.read(_CHUNK)
-        self.soft_end = self._soft_end()
-        return 0
-
-    def skip(self, pos: int, n: int) -> int:
-        """Skip ``n`` payload bytes from ``pos``; return the new position."""
-        if pos + n <= len(self.buf):
-            return pos + n
-        if self.file is None:
-            raise _Truncated
-        n -= len(self.buf) - pos
-        self.base += len(self.buf)
-        try:
-            here = self.file.tell()
-            size = self.file.seek(0, io.SEEK_END)
-            if here + n > size:
-                raise _Truncated
-            self.file.seek(here + n)
-        except (AttributeError, OSError, io.UnsupportedOperation):
-            left = n
-            while left:
-                chunk = self.file.read(min(left, _CHUNK))
-                if not chunk:
-                    raise _Truncated
-                left -= len(chunk)
-        self.base += n
-        self.buf = self.file.read(_CHUNK + _WINDOW)
-        self.soft_end = self._soft_end()
-        return 0
-
-    def give_back(self, pos: int) -> None:
-        if self.file is not None and pos < len(self.buf):
-            try:
-                self.file.seek(self.file.tell() - (len(self.buf) - pos))
-            except (AttributeError, OSError, io.UnsupportedOperation):
-                pass
+def _int_arg(name: str, arg: object) -> object:
+    """The Python int an integer opcode pushes (value mode), or UNKNOWN."""
+    try:
+        if name == "BININT":
+            return arg - (1 << 32) if arg >= 1 << 31 else arg  # type: ignore[operator]
+        if name == "LONG1":
+            return int.from_bytes(arg, "little", signed=True) if isinstance(arg, bytes) else UNKNOWN
+        if name == "INT":
+            return {b"00": False, b"01": True}.get(arg) if arg in (b"00", b"01") else int(arg)  # type: ignore[arg-type]
+        if name == "LONG":
+            return int(bytes(arg).rstrip(b"L"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return UNKNOWN
+    return arg
 
 
-def _text(raw: object) -> str | None:
-    if isinstance(raw, (bytes, bytearray)):
-        return raw.decode("utf-8", "replace")
-    return raw if isinstance(raw, str) else None
+def summarize_pickle(source: bytes | bytearray | memoryview | BinaryIO, *,
+                     raw_data: RawDataHook | None = None) -> PickleSummary:
+    """Read one pickle's opcodes (from a buffer, or a file's current position) without running it.
+
+    With ``raw_data`` the reader runs in value mode (see the module docstring).
+    """
+    src = Window(source)
+    summary, pos = _summarize(src, 0, raw_data, 0)
+    src.give_back(pos)
+    return summary
 
 
-def summarize_pickle(source: bytes | bytearray | memoryview | BinaryIO) -> PickleSummary:
-    """Read one pickle's opcodes (from a buffer, or a file's current position) without running it."""
-    src = _Source(source)
+def summarize_pickles(fileobj: BinaryIO, *, raw_data: RawDataHook | None = None,
+                      limit: int | None = None) -> list[PickleSummary]:
+    """Summaries of consecutive pickles in a file, until its end, an incomplete stream,
+    or ``limit`` streams (the file is then left positioned after the last one read)."""
+    src = Window(fileobj)
+    out: list[PickleSummary] = []
+    pos = 0
+    while limit is None or len(out) < limit:
+        pos = src.settle(pos)
+        if pos >= len(src.buf):
+            break
+        summary, pos = _summarize(src, pos, raw_data, 0)
+        out.append(summary)
+        if not summary.complete:
+            break
+    src.give_back(pos)
+    return out
+
+
+def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) -> tuple[PickleSummary, int]:
+    """Read one stream starting at ``pos`` of ``src``; return its summary and the end position."""
+    start = src.base + pos
     found: dict[tuple[str, str], list] = {}
     problems: list[str] = []
     stack: list = []
     memo: dict[int, object] = {}
+    memo_room = _MEMO_BUDGET
     memo_next = 0
     protocol = 0
     count = 0
     persistent = 0
     complete = False
-    ops = _OPS
+    values = raw_data is not None
+    ops = _VALUE_OPS if values else _OPS
     buf = src.buf
-    pos = 0
     any_, mark = _ANY, _MARK
 
     def record(glob: _Global, invoked: bool) -> None:
@@ -245,8 +248,13 @@ def summarize_pickle(source: bytes | bytearray | memoryview | BinaryIO) -> Pickl
             buf = src.buf
             end = buf.find(b"\n", p)
             if end < 0:
-                raise _Truncated
+                raise Truncated
         return buf[p:end], end + 1
+
+    def nested(at: int) -> tuple[PickleSummary, int]:
+        if depth >= _MAX_NESTING:
+            raise ValueError(f"pickle streams nested more than {_MAX_NESTING} deep")
+        return _summarize(src, at, raw_data, depth + 1)
 
     try:
         while True:
@@ -262,9 +270,12 @@ def summarize_pickle(source: bytes | bytearray | memoryview | BinaryIO) -> Pickl
                 break
             action, kind, size, signed, to_mark, pops, pushes = spec
             count += 1
+            if not count & 0xFFFF and len(stack) > _MAX_STACK:
+                raise ValueError(f"more than {_MAX_STACK} items on the stack; the stream cannot be "
+                                 "checked in bounded memory")
             arg: object = None
             if kind == _FIXED:
-                if action >= _A_PUT:  # memo keys and PROTO need the value; others skip it
+                if action >= _A_PUT:  # memo keys, PROTO and tracked ints need the value; others skip it
                     arg = int.from_bytes(buf[pos : pos + size], "little")
                 pos += size
             elif kind:
@@ -280,16 +291,16 @@ def summarize_pickle(source: bytes | bytearray | memoryview | BinaryIO) -> Pickl
                     if length < 0:
                         problems.append(f"negative length at byte {src.base + at_pos}")
                         break
-                    if action == _A_STRING and length <= _KEEP_STRING:
+                    if (action == _A_STRING or action == _A_INT) and length <= _KEEP_STRING:
                         arg = buf[pos : pos + length]
                         pos += length
                         if pos > len(buf):
-                            raise _Truncated
+                            raise Truncated
                     else:
                         pos = src.skip(pos, length)
                         buf = src.buf
             if pos > len(buf):
-                raise _Truncated
+                raise Truncated
 
             if action == _A_GENERIC:
                 if to_mark:
@@ -310,25 +321,28 @@ def summarize_pickle(source: bytes | bytearray | memoryview | BinaryIO) -> Pickl
                 if action == _A_MEMOIZE:
                     key, memo_next = memo_next, memo_next + 1
                 else:
-                    key = int(arg) if not isinstance(arg, bytes) else int(arg)  # type: ignore[arg-type]
+                    key = int(arg)  # type: ignore[call-overload]
                 top = stack[-1]
-                if top is not any_:
-                    memo[key] = top  # strings and globals only: memory stays bounded
+                if top is not any_ and (memo_room > 0 or isinstance(top, _Global)):
+                    memo[key] = top  # strings, globals and (value mode) small values: memory stays bounded
+                    memo_room -= len(top) + 90 if isinstance(top, bytes) else 200
                 elif memo:
                     memo.pop(key, None)
             elif action == _A_GET:
-                stack.append(memo.get(int(arg), any_))  # type: ignore[arg-type]
+                stack.append(memo.get(int(arg), any_))  # type: ignore[call-overload]
             elif action == _A_KEEP:
                 if to_mark:
                     pop_mark()
                 else:
                     del stack[len(stack) - (pops - 1) :]
             elif action == _A_NEWOBJ or action == _A_REDUCE:
-                stack.pop()
-                call(stack.pop(), code, src.base + at_pos)
-                stack.append(any_)
+                args = stack.pop()
+                target = stack.pop()
+                call(target, code, src.base + at_pos)
+                stack.append(TrackedObject(target.module, target.name, args)
+                             if values and isinstance(target, _Global) else any_)
             elif action == _A_STACK_GLOBAL:
-                qual, module = _text(stack.pop()), _text(stack.pop())
+                qual, module = text(stack.pop()), text(stack.pop())
                 if module is None or qual is None:
                     problems.append(f"STACK_GLOBAL at byte {src.base + at_pos} with a module or name "
                                     "computed at run time")
@@ -338,14 +352,26 @@ def summarize_pickle(source: bytes | bytearray | memoryview | BinaryIO) -> Pickl
                     record(glob, False)
                     stack.append(glob)
             elif action == _A_BUILD:
-                stack.pop()
+                state = stack.pop()
                 target = stack[-1]
                 if isinstance(target, _Global):
                     record(target, True)
+                elif values and isinstance(target, TrackedObject):
+                    target.state = state
+                    cursor = Cursor(src, pos, nested)
+                    raw_data(target, cursor)  # type: ignore[misc]
+                    pos, buf = cursor.pos, src.buf
+                    for inner in cursor.streams:
+                        for ref in inner.globals:
+                            record(_Global(ref.module, ref.name, ref.offset), ref.invoked)
+                        persistent += inner.persistent_ids
+                        problems.extend(inner.problems)
+                    if problems:
+                        break
             elif action == _A_MARK:
                 stack.append(mark)
             elif action == _A_GLOBAL or action == _A_INST:
-                module, qual = (_text(x) or "" for x in arg)  # type: ignore[union-attr]
+                module, qual = (text(x) or "" for x in arg)  # type: ignore[union-attr]
                 glob = _Global(module, qual, src.base + at_pos)
                 if action == _A_INST:
                     pop_mark()
@@ -366,7 +392,7 @@ def summarize_pickle(source: bytes | bytearray | memoryview | BinaryIO) -> Pickl
                 call(items[0], code, src.base + at_pos)
                 stack.append(any_)
             elif action == _A_PROTO:
-                protocol = max(protocol, int(arg))  # type: ignore[arg-type]
+                protocol = max(protocol, int(arg))  # type: ignore[call-overload]
             elif action == _A_FRAME:
                 pass
             elif action == _A_STOP:
@@ -387,7 +413,35 @@ def summarize_pickle(source: bytes | bytearray | memoryview | BinaryIO) -> Pickl
                 pop_mark()
             elif action == _A_DUP:
                 stack.append(stack[-1])
-    except (_Truncated, IndexError) as exc:
+            # -- value mode only ---------------------------------------------------------
+            elif action == _A_INT:
+                stack.append(_int_arg(_NAMES[code], arg))
+            elif action == _A_CONST:
+                stack.append(_CONSTS[_NAMES[code]])
+            elif action == _A_TUPLE_N:
+                if pops > len(stack):
+                    raise ValueError("stack underflow")
+                items = stack[len(stack) - pops :]
+                del stack[len(stack) - pops :]
+                stack.append(make_tuple(items))
+            elif action == _A_TUPLE:
+                stack.append(make_tuple(pop_mark()))
+            elif action == _A_EMPTY_DICT:
+                stack.append(TrackedDict())
+            elif action == _A_DICT:
+                tracked = TrackedDict()
+                tracked.add(pop_mark())
+                stack.append(tracked)
+            elif action == _A_SETITEMS:
+                if to_mark:
+                    items = pop_mark()
+                else:
+                    items = stack[-2:]
+                    del stack[-2:]
+                target = stack[-1]
+                if isinstance(target, TrackedDict):
+                    target.add(items)
+    except (Truncated, IndexError) as exc:
         if isinstance(exc, IndexError) and pos < len(buf) and stack == []:
             problems.append(f"malformed stream near byte {src.base + pos}: stack underflow")
         else:
@@ -395,21 +449,8 @@ def summarize_pickle(source: bytes | bytearray | memoryview | BinaryIO) -> Pickl
     except ValueError as exc:
         problems.append(f"malformed stream near byte {src.base + pos}: {exc}")
     end = src.base + min(pos, len(buf))
-    src.give_back(pos)
     refs = tuple(GlobalRef(m, n, inv, off) for (m, n), (off, inv) in found.items())
-    return PickleSummary(globals=refs, protocol=protocol, complete=complete and not problems,
-                         problems=tuple(problems), n_opcodes=count, end_offset=end, persistent_ids=persistent)
-
-
-def summarize_pickles(fileobj: BinaryIO) -> list[PickleSummary]:
-    """Summaries of consecutive pickles in a file, until its end or an incomplete stream."""
-    out = []
-    while True:
-        head = fileobj.read(1)
-        if not head:
-            return out
-        fileobj.seek(-1, io.SEEK_CUR)
-        summary = summarize_pickle(fileobj)
-        out.append(summary)
-        if not summary.complete:
-            return out
+    summary = PickleSummary(globals=refs, protocol=protocol, complete=complete and not problems,
+                            problems=tuple(problems), n_opcodes=count, end_offset=end,
+                            persistent_ids=persistent, start_offset=start)
+    return summary, min(pos, len(buf))

@@ -82,6 +82,24 @@ def audit_pickle(source: bytes | bytearray | memoryview | Any, *, trusted: Colle
     return summary
 
 
+def resolve_global(module: str, name: str, *, trusted: tuple[str, ...], allowed_modules: tuple[str, ...],
+                   resolve: Resolve | None, default: Resolve) -> Any:
+    """``find_class`` of every restricted unpickler: the allowlist again, then validating stand-ins."""
+    # Defense in depth: the audit already passed, but never resolve anything else.
+    if not is_allowed(module, name, invoked=False, trusted=trusted, allowed_modules=allowed_modules):
+        raise UntrustedContentError(
+            f"Refusing to resolve {module}.{name} while unpickling: it is not on the allowlist. "
+            "Pass trusted=[...] with it if you trust the file's source.",
+            globals=[f"{module}.{name}"],
+        )
+    if resolve is not None and module in allowed_modules:
+        return resolve(module, name)
+    standin = validating_standin(f"{module}.{name}")
+    if standin is not None:
+        return standin
+    return default(module, name)
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file: Any, *, buffers: Iterable[Any] | None, trusted: tuple[str, ...],
                  allowed_modules: tuple[str, ...], resolve: Resolve | None,
@@ -93,20 +111,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._persistent = persistent_load
 
     def find_class(self, module: str, name: str) -> Any:
-        # Defense in depth: the audit already passed, but never resolve anything else.
-        if not is_allowed(module, name, invoked=False, trusted=self._trusted,
-                          allowed_modules=self._allowed_modules):
-            raise UntrustedContentError(
-                f"Refusing to resolve {module}.{name} while unpickling: it is not on the allowlist. "
-                "Pass trusted=[...] with it if you trust the file's source.",
-                globals=[f"{module}.{name}"],
-            )
-        if self._resolve is not None and module in self._allowed_modules:
-            return self._resolve(module, name)
-        standin = validating_standin(f"{module}.{name}")
-        if standin is not None:
-            return standin
-        return super().find_class(module, name)
+        return resolve_global(module, name, trusted=self._trusted, allowed_modules=self._allowed_modules,
+                              resolve=self._resolve, default=super().find_class)
 
     def persistent_load(self, pid: Any) -> Any:
         if self._persistent is None:
