@@ -33,6 +33,21 @@ class FreshProcess:
             [sys.executable, "-c", textwrap.dedent(code)],
             cwd=str(cwd or self.cwd), env=full_env, capture_output=True, text=True, timeout=timeout,
         )
+        return self._checked(proc, check)
+
+    def script(self, filename: str, code: str, *, check: bool = True, cwd: Path | None = None,
+               timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """Write ``code`` to ``filename`` and run it as ``__main__``, the way ``python train.py`` does."""
+        folder = cwd or self.cwd
+        path = folder / filename
+        path.write_text(textwrap.dedent(code))
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        proc = subprocess.run([sys.executable, str(path)], cwd=str(folder), env=env, capture_output=True,
+                              text=True, timeout=timeout)
+        return self._checked(proc, check)
+
+    @staticmethod
+    def _checked(proc: subprocess.CompletedProcess[str], check: bool) -> subprocess.CompletedProcess[str]:
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"fresh process failed (exit {proc.returncode}):\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"

@@ -74,6 +74,10 @@ def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None
         JSON-able user metadata.
     overwrite
         Replace an existing artifact at ``path``.
+    **options
+        ``training_data=X`` records the input ranges from ``X`` instead of the sample, so
+        the input guard knows what the model saw in training. Other options go to the
+        model's flavor (e.g. ``init_args=`` for PyTorch).
 
     Returns
     -------
@@ -89,9 +93,11 @@ def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None
     >>> manifest.flavor
     'sklearn'
     """
+    training_data = options.pop("training_data", None)
     state = _SaveState(obj=obj, path=Path(path), sample=sample, preprocess=preprocess, code=tuple(code),
                        metadata=dict(metadata or {}), options=options)
     _check_metadata(state.metadata)
+    state.schema = _capture_schema(sample, training_data)
     with ArtifactWriter(state.path, overwrite=overwrite, progress=options.pop("progress", None)) as writer:
         _save_components(state, writer)
         _save_sample(state, writer)
@@ -132,10 +138,8 @@ def _save_sample(state: _SaveState, writer: ArtifactWriter) -> None:
     if state.sample is None:
         return
     from modelsafe._data import as_arrays, encode
-    from modelsafe._schema import capture_schema
     from modelsafe._verify import default_tolerance
 
-    state.schema = capture_schema(state.sample)
     inputs = _head(state.sample, MAX_SAMPLE_ROWS)
     try:
         outputs = _run_outputs(state.obj, state.preprocess, inputs, state.components)
@@ -161,6 +165,15 @@ def _save_sample(state: _SaveState, writer: ArtifactWriter) -> None:
                           "tolerance": default_tolerance(arr.dtype)}
     state.verification = {"inputs": spec_inputs, "outputs": recorded, "rows": _rows(inputs),
                           "members": list(store.members)}
+
+
+def _capture_schema(sample: Any, training_data: Any) -> dict[str, Any] | None:
+    """The input schema, from the sample (ranges from ``training_data`` when given)."""
+    if sample is None and training_data is None:
+        return None
+    from modelsafe._schema import capture_schema
+
+    return capture_schema(_head(training_data, MAX_SAMPLE_ROWS) if sample is None else sample, training_data)
 
 
 def _save_code(state: _SaveState, writer: ArtifactWriter) -> None:
@@ -257,6 +270,7 @@ class Bundle:
         self.preprocess = preprocess
         self.env_report = env_report
         self._reader = reader
+        self._guard: Any = None
         self._model_flavor = get_flavor(manifest.components["model"].flavor)
         self._pre_flavor = (get_flavor(manifest.components["preprocess"].flavor)
                             if "preprocess" in manifest.components else None)
@@ -270,11 +284,19 @@ class Bundle:
         return x
 
     def predict(self, x: Any, *, check: bool = True) -> Any:
-        """Preprocess (if any) -> model -> outputs. ``check`` guards the input against the schema."""
-        if check and self.manifest.schema:
-            from modelsafe._schema import check_input
+        """Preprocess (if any) -> model -> outputs.
 
-            x = check_input(self.manifest.schema, x)
+        ``check`` (default) guards the raw input against the schema recorded at save:
+        columns realigned by name, missing columns and lossy dtype changes refused with
+        SchemaError, extra columns and values far outside the recorded ranges warned about.
+        Pass ``check=False`` to skip it in hot loops.
+        """
+        if check and self.manifest.schema:
+            if self._guard is None:
+                from modelsafe._schema import Guard
+
+                self._guard = Guard(dict(self.manifest.schema))
+            x = self._guard.check(x)
         return self._model_flavor.predict(self.model, self._prepare(x))
 
     def outputs(self, x: Any) -> dict[str, Any]:

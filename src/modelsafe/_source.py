@@ -114,27 +114,41 @@ def _header_names(node: ast.AST) -> Iterator[str]:
                 yield from _names([stmt])
 
 
-def _methods(cls: type) -> Iterator[types.CodeType]:
+def _functions(cls: type) -> Iterator[Any]:
+    """The functions a class body defined (methods, static/class methods, property accessors)."""
     for value in vars(cls).values():
         for part in (value, getattr(value, "__func__", None), getattr(value, "fget", None),
-                     getattr(value, "fset", None)):
-            code = getattr(part, "__code__", None)
-            if isinstance(code, types.CodeType):
-                yield code
+                     getattr(value, "fset", None), getattr(value, "fdel", None)):
+            if callable(part) and not isinstance(part, type):
+                yield part
         if isinstance(value, type) and value.__qualname__.startswith(cls.__qualname__ + "."):
-            yield from _methods(value)
+            yield from _functions(value)
 
 
-def used_globals(obj: Any, source: str) -> set[str]:
-    """Module-level names the definition of ``obj`` needs."""
+def _own_code(func: Any, namespace: dict[str, Any]) -> types.CodeType | None:
+    """The code of ``func`` if it was defined in ``namespace`` (seeing through decorators).
+
+    Libraries wrap methods (scikit-learn wraps ``transform`` to set its output container);
+    the wrapper's code and globals are the library's, not the user's.
+    """
+    try:
+        func = inspect.unwrap(func)
+    except ValueError:
+        return None
+    code = getattr(func, "__code__", None)
+    if isinstance(code, types.CodeType) and getattr(func, "__globals__", None) is namespace:
+        return code
+    return None
+
+
+def used_globals(obj: Any, source: str, namespace: dict[str, Any]) -> set[str]:
+    """Module-level names of ``namespace`` the definition of ``obj`` needs."""
     tree = ast.parse(source)
     names = set(_header_names(tree.body[0])) if tree.body else set()
-    if isinstance(obj, type):
-        for code in _methods(obj):
-            names.update(_code_globals(code))
-    else:
-        code = getattr(inspect.unwrap(obj), "__code__", None)
-        if isinstance(code, types.CodeType):
+    functions = _functions(obj) if isinstance(obj, type) else iter([obj])
+    for func in functions:
+        code = _own_code(func, namespace)
+        if code is not None:
             names.update(_code_globals(code))
     return names
 
@@ -252,7 +266,7 @@ class _Extractor:
             except (OSError, TypeError):
                 line = 0
         self.defs[name] = (line, source)
-        for used in sorted(used_globals(value, source)):
+        for used in sorted(used_globals(value, source, self.namespace)):
             if used != name:
                 self.need(used, name)
 
