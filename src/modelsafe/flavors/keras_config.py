@@ -1,0 +1,119 @@
+"""Reading Keras model configs without importing anything from them.
+
+Used by the audit of the ``keras`` flavor and by the legacy readers: which serialized
+objects a config names, which layers hold Python bytecode (Lambda), and the trust gate
+for that bytecode. Imports neither Keras nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import zipfile
+from typing import TYPE_CHECKING, Any, Iterator
+
+from modelsafe.errors import EnvironmentMismatchError, FormatError, UntrustedContentError
+
+if TYPE_CHECKING:
+    from modelsafe.flavors._base import LoadOptions
+
+#: Packages whose classes Keras resolves itself from a config (never recorded as custom code).
+KERAS_FAMILY = ("keras", "tf_keras")
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def read_keras_zip(data: bytes | memoryview, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config, metadata)`` of a ``.keras`` zip held in memory; imports nothing."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = set(zf.namelist())
+            if "config.json" not in names:
+                raise FormatError(
+                    f"{where} has no config.json: it is not a Keras 3 .keras archive, so the model cannot be "
+                    "rebuilt. Re-export the model with model.save('model.keras').", path=where)
+            config = json.loads(zf.read("config.json"))
+            metadata = json.loads(zf.read("metadata.json")) if "metadata.json" in names else {}
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{where} is not a readable .keras archive ({exc}): the file is damaged. Re-export "
+                          "the model from its source.", path=where) from exc
+    if not isinstance(config, dict):
+        raise FormatError(f"{where}: config.json is not a JSON object. Re-export the model.", path=where)
+    return config, metadata if isinstance(metadata, dict) else {}
+
+
+def walk_config(node: Any, layer: str = "<model>") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every serialized object in a Keras config, with the name of the layer it belongs to."""
+    if isinstance(node, list):
+        for item in node:
+            yield from walk_config(item, layer)
+        return
+    if not isinstance(node, dict):
+        return
+    if "class_name" in node:
+        inner = node.get("config")
+        name = inner.get("name") if isinstance(inner, dict) else None
+        if isinstance(name, str) and node.get("class_name") not in ("DTypePolicy", "__keras_tensor__"):
+            layer = name
+        yield layer, node
+    for key, value in node.items():
+        if key not in ("inbound_nodes", "build_config"):
+            yield from walk_config(value, layer)
+
+
+def lambda_layers(config: dict[str, Any]) -> list[str]:
+    """Names of the layers that hold Python bytecode (Lambda layers, serialized lambdas)."""
+    found: list[str] = []
+    for layer, node in walk_config(config):
+        class_name = node.get("class_name")
+        is_lambda = class_name == "__lambda__" or (class_name == "Lambda" and is_keras_module(node.get("module")))
+        if is_lambda and layer not in found:
+            found.append(layer)
+    return found
+
+
+def config_custom_names(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(layer, registered name)`` of every class in the config that Keras cannot resolve itself."""
+    names = []
+    for layer, node in walk_config(config):
+        class_name = node.get("class_name")
+        if not isinstance(class_name, str) or class_name.startswith("__") or class_name == "function":
+            continue
+        if not is_keras_module(node.get("module")):
+            names.append((layer, str(node.get("registered_name") or class_name)))
+    return names
+
+
+def is_keras_module(module: Any) -> bool:
+    return isinstance(module, str) and module.split(".")[0] in KERAS_FAMILY
+
+
+def python_minor() -> str:
+    return ".".join(platform.python_version_tuple()[:2])
+
+
+
+def gate_lambdas(layers: list[str], saved_python: str | None, options: "LoadOptions | None", where: str, *,
+                 trust_code: bool | None = None) -> None:
+    """Refuse Lambda bytecode unless trusted, and on another Python minor version even then."""
+    if not layers:
+        return
+    trusted = options.trust_code if trust_code is None else trust_code
+    named = ", ".join(repr(name) for name in layers)
+    if not trusted:
+        raise UntrustedContentError(
+            f"Refusing to load {where}: Lambda layer(s) {named} hold marshalled Python bytecode, which runs in "
+            "this process when the model is rebuilt. Bytecode from an untrusted file can do anything your "
+            "account can. Nothing was deserialized. If you trust the file's source, load it with "
+            "trust_code=True (CLI: --trust-code); better, replace the Lambda with a registered custom layer.",
+            layers=list(layers), globals=[f"Lambda:{name}" for name in layers])
+    current = python_minor()
+    if saved_python and saved_python != current:
+        raise EnvironmentMismatchError(
+            f"{where}: Lambda layer(s) {named} hold Python {saved_python} bytecode, and this is Python {current}. "
+            "Bytecode does not carry across Python minor versions: rebuilding the layer would crash or compute "
+            f"something else. Load the model with Python {saved_python}, or rebuild the Lambda as a registered "
+            "custom layer there and save again.", layers=list(layers), saved=saved_python, current=current,
+            packages=["python"])
