@@ -162,6 +162,7 @@ def test_importable_local_module_is_used_without_trust_and_changes_are_reported(
                 ms.load("model.msafe")
                 raise SystemExit("a changed local module went unnoticed")
             except ms.VerificationError as exc:
+                assert exc.report.code_changes == ("features",) and "code of features changed" in str(exc)
                 print("verification failed as it should")
         changed = [w for w in seen if issubclass(w.category, CodeChangedWarning)]
         assert changed and "features" in str(changed[0].message), [str(w.message) for w in seen]

@@ -263,8 +263,10 @@ class Bundle:
     """
 
     def __init__(self, path: Path, manifest: Manifest, model: Any, preprocess: Any,
-                 reader: ArtifactReader, env_report: "EnvReport | None") -> None:
+                 reader: ArtifactReader, env_report: "EnvReport | None", code_changes: tuple[str, ...] = ()) -> None:
         self.path = path
+        #: Local modules used at load whose source differs from the copy bundled at save.
+        self.code_changes = code_changes
         self.manifest = manifest
         self.model = model
         self.preprocess = preprocess
@@ -330,7 +332,7 @@ class Bundle:
         sample = self.sample()
         if sample is None:
             return VerifyReport(path=str(self.path), skipped="the artifact was saved without a sample")
-        return replay(str(self.path), sample, self.outputs)
+        return replay(str(self.path), sample, self.outputs, self.code_changes)
 
     def close(self) -> None:
         self._reader.close()
@@ -450,7 +452,7 @@ def _step_deserialize(state: _LoadState) -> None:
         flavor = get_flavor(component.flavor)
         state.objects[key] = flavor.load(state.source(key), component.data, state.options)
     state.bundle = Bundle(state.path, state.manifest, state.objects["model"], state.objects.get("preprocess"),
-                          state.reader, state.env_report)
+                          state.reader, state.env_report, state.options.code_changes)
 
 
 def _step_verify(state: _LoadState) -> None:

@@ -83,6 +83,8 @@ class VerifyReport(Report):
     rows: int = 0
     error: str = ""
     skipped: str = ""
+    #: Local modules used at load whose source differs from the copy bundled at save.
+    code_changes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -96,6 +98,10 @@ class VerifyReport(Report):
         if self.error:
             lines.append(f"  FAIL  the model raised while replaying the sample: {self.error}")
         lines.extend(c.describe() for c in self.checks)
+        if not self.ok and self.code_changes:
+            lines.append(f"  note  the code of {', '.join(self.code_changes)} changed since the model was saved "
+                         "(the importable copy was used); load with code='bundled', trust_code=True to use the "
+                         "saved copy")
         if not self.ok:
             lines.append(
                 "Why it matters: this model does not reproduce the outputs it gave when it was saved, so "
@@ -170,12 +176,14 @@ def _scalar(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def replay(path: str, sample: Sample, run: Callable[[Any], dict[str, Any]]) -> VerifyReport:
+def replay(path: str, sample: Sample, run: Callable[[Any], dict[str, Any]],
+           code_changes: tuple[str, ...] = ()) -> VerifyReport:
     """Run the model on the sample inputs and compare every recorded output."""
     try:
         actual = run(sample.inputs)
     except Exception as exc:  # noqa: BLE001 - the report carries it
-        return VerifyReport(path=path, rows=sample.rows, error=f"{type(exc).__name__}: {exc}")
+        return VerifyReport(path=path, rows=sample.rows, error=f"{type(exc).__name__}: {exc}",
+                            code_changes=code_changes)
     checks = []
     for name, expected in sample.outputs.items():
         if name not in actual:
@@ -183,4 +191,4 @@ def replay(path: str, sample: Sample, run: Callable[[Any], dict[str, Any]]) -> V
                                       problem=f"the model no longer produces {name!r}"))
             continue
         checks.append(compare_output(name, expected, actual[name], sample.tolerances.get(name)))
-    return VerifyReport(path=path, checks=tuple(checks), rows=sample.rows)
+    return VerifyReport(path=path, checks=tuple(checks), rows=sample.rows, code_changes=code_changes)
