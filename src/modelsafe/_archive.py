@@ -346,6 +346,14 @@ class ArtifactReader:
     def read(self, name: str) -> bytes:
         return bytes(self.view(name))
 
+    def locate(self, name: str) -> tuple[int, int] | None:
+        """``(fd, offset)`` of the member's bytes in a file this reader holds open, for ``os.pread``.
+
+        Reading through the reader's own descriptor sees the very file that was checked, and
+        leaves no memory map resident. None when the member is not stored as plain bytes.
+        """
+        return None
+
     def close(self) -> None:
         raise NotImplementedError  # abstract
 
@@ -474,6 +482,19 @@ class ZipArtifactReader(ArtifactReader):
             )
         return memoryview(mm)[offset : offset + info.file_size].toreadonly()
 
+    def locate(self, name: str) -> tuple[int, int] | None:
+        info = self._info(name)
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        offset = self._data_offset(info)
+        if offset + info.file_size > os.fstat(self._file.fileno()).st_size:
+            raise IntegrityError(
+                f"Member {name!r} runs past the end of {str(self.path)!r}: the file is truncated. "
+                "Copy the artifact again from its source.",
+                member=name, expected=info.file_size, actual=None,
+            )
+        return self._file.fileno(), offset
+
     def _data_offset(self, info: zipfile.ZipInfo) -> int:
         mm = self._map()
         start = info.header_offset
@@ -514,6 +535,7 @@ class DirArtifactReader(ArtifactReader):
         self.path = path
         self._names: set[str] = set()
         self._maps: list[mmap.mmap] = []
+        self._fds: dict[str, int] = {}
         count = 0
         for root, dirs, files in os.walk(path, followlinks=False):
             for entry in dirs + files:
@@ -560,11 +582,20 @@ class DirArtifactReader(ArtifactReader):
         self._maps.append(mm)
         return memoryview(mm).toreadonly()
 
+    def locate(self, name: str) -> tuple[int, int] | None:
+        if name not in self._fds:
+            self._fds[name] = os.open(self._file(name), os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        return self._fds[name], 0
+
     def close(self) -> None:
         for mm in self._maps:
             with contextlib.suppress(BufferError):
                 mm.close()
         self._maps.clear()
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
 
 
 def open_artifact(path: str | os.PathLike[str]) -> ArtifactReader:

@@ -2,13 +2,27 @@
 
 Hashes are computed while members are written (see :mod:`modelsafe._archive`); here they
 are checked on read. Members are hashed in parallel (``hashlib`` releases the GIL), each
-from a memory-mapped view, so checking costs one read of the data and no copy.
+read with ``pread`` through the reader's own file descriptor into one reusable buffer, so
+checking costs one read of the data, and no memory map of the data stays resident.
+
+**Verified-hash cache.** Checking a large artifact costs a full read. After a check
+passes, an artifact of at least :data:`CACHE_MIN_BYTES` is recorded in a small cache
+keyed by the identity of its file(s) (real path, device, inode, size, ``mtime_ns``,
+``ctime_ns``) and the manifest's table of member hashes. A later load of the *unchanged*
+file skips re-hashing; any write, copy, rename over or replacement changes the identity
+and the check runs again. The cache lives in ``$MODELSAFE_CACHE_DIR`` (default
+``$XDG_CACHE_HOME/modelsafe`` or ``~/.cache/modelsafe``); ``MODELSAFE_HASH_CACHE=0``
+turns it off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Iterable, Mapping
 
 from modelsafe._archive import CHUNK, MANIFEST_NAME, ArtifactReader, ProgressCallback, check_member_name
@@ -16,6 +30,8 @@ from modelsafe._manifest import MemberRecord
 from modelsafe.errors import IntegrityError
 
 _PARALLEL_THRESHOLD = 4 << 20  # below this, threads cost more than they save
+#: Artifacts smaller than this are always re-hashed (it is cheap); larger ones use the cache.
+CACHE_MIN_BYTES = 64 << 20
 
 
 def sha256_of(view: memoryview, progress: ProgressCallback | None = None) -> str:
@@ -25,6 +41,24 @@ def sha256_of(view: memoryview, progress: ProgressCallback | None = None) -> str
         h.update(chunk)
         if progress is not None:
             progress(len(chunk))
+    return h.hexdigest()
+
+
+def _sha256_pread(fd: int, offset: int, size: int, progress: ProgressCallback | None = None) -> str:
+    """SHA-256 of ``size`` bytes at ``offset`` of ``fd``, read in CHUNK pieces into one buffer."""
+    h = hashlib.sha256()
+    buffer = bytearray(min(CHUNK, size))
+    view = memoryview(buffer)
+    done = 0
+    while done < size:
+        want = min(len(buffer), size - done)
+        n = os.preadv(fd, [view[:want]], offset + done)
+        if n <= 0:
+            break  # truncated: the digest will not match
+        h.update(view[:n])
+        done += n
+        if progress is not None:
+            progress(n)
     return h.hexdigest()
 
 
@@ -39,7 +73,9 @@ def check_member(reader: ArtifactReader, name: str, record: MemberRecord,
             "from its source, or re-export the model.",
             member=name, expected=record.size, actual=size,
         )
-    actual = sha256_of(reader.view(name), progress)
+    # Large members are read with pread (nothing stays mapped); small ones from the map.
+    located = reader.locate(name) if size >= CHUNK and hasattr(os, "preadv") else None
+    actual = sha256_of(reader.view(name), progress) if located is None else _sha256_pread(*located, size, progress)
     if actual != record.sha256:
         raise IntegrityError(
             f"Member {name!r} has sha256 {_short(actual)} but the manifest records "
@@ -72,11 +108,16 @@ def check_members(reader: ArtifactReader, members: Mapping[str, MemberRecord],
             "or re-export the model.",
             member=extra[0], expected="absent", actual="present",
         )
+    cache_key = _cache_key(reader, members)
+    if cache_key is not None and _cache_path(cache_key).is_file():
+        return
     big = [n for n, r in members.items() if r.size >= _PARALLEL_THRESHOLD]
     small = [n for n in members if n not in set(big)]
     for name in small:
         check_member(reader, name, members[name], progress)
     _check_parallel(reader, big, members, progress)
+    if cache_key is not None:
+        _cache_record(cache_key, reader)
 
 
 def _check_parallel(reader: ArtifactReader, names: Iterable[str], members: Mapping[str, MemberRecord],
@@ -93,3 +134,59 @@ def _check_parallel(reader: ArtifactReader, names: Iterable[str], members: Mappi
 
 def _short(digest: str) -> str:
     return f"{digest[:8]}…{digest[-4:]}" if len(digest) > 12 else digest
+
+
+# ---------------------------------------------------------------------------------------
+# the verified-hash cache
+# ---------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where verified artifact identities are recorded."""
+    explicit = os.environ.get("MODELSAFE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "modelsafe"
+
+
+def _identity(fd: int, path: Path) -> list[int | str]:
+    st = os.fstat(fd)  # the file this reader holds open, not whatever the path names now
+    return [os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _cache_key(reader: ArtifactReader, members: Mapping[str, MemberRecord]) -> str | None:
+    """The cache key of this artifact as it is on disk now, or None when the cache does not apply."""
+    if os.environ.get("MODELSAFE_HASH_CACHE", "1") == "0" or not hasattr(os, "preadv"):
+        return None
+    if sum(r.size for r in members.values()) < CACHE_MIN_BYTES:
+        return None
+    root = Path(reader.path)
+    try:
+        identity = []
+        for name in sorted(members):
+            located = reader.locate(name)
+            if located is None:
+                return None
+            identity.append(_identity(located[0], root if root.is_file() else root / name))
+    except OSError:
+        return None
+    if root.is_file():
+        identity = identity[:1]  # one file holds every member
+    table = sorted((name, r.size, r.sha256) for name, r in members.items())
+    raw = json.dumps({"files": identity, "members": table}, separators=(",", ":"))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def _cache_path(key: str) -> Path:
+    return cache_dir() / "verified" / key[:2] / key
+
+
+def _cache_record(key: str, reader: ArtifactReader) -> None:
+    """Remember that this identity was verified (best effort: a read-only home just skips it)."""
+    target = _cache_path(key)
+    with contextlib.suppress(OSError):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{key}.{os.getpid()}")
+        tmp.write_text(json.dumps({"path": str(reader.path)}), encoding="utf-8")
+        os.replace(tmp, target)

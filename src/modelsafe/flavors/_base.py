@@ -84,6 +84,10 @@ class ComponentSource:
     def read(self, relname: str) -> bytes:
         return bytes(self.view(relname))
 
+    def locate(self, relname: str) -> tuple[int, int] | None:
+        """``(fd, offset)`` for ``os.pread`` of a plainly stored member (see ArtifactReader.locate)."""
+        return self._reader.locate(f"{self.prefix}/{relname}")
+
     def read_array(self, relname: str, *, copy: bool = True) -> "np.ndarray":
         from modelsafe._data import npy_load
 
