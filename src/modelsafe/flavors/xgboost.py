@@ -1,0 +1,276 @@
+"""XGBoost flavor: boosters in XGBoost's native UBJSON format, wrapper state as JSON.
+
+Saves ``XGBClassifier``, ``XGBRegressor``, ``XGBRanker``, ``XGBRF*`` and raw ``Booster``
+objects (and subclasses of them the caller trusts). No pickle is involved: the booster
+goes through ``Booster.save_raw("ubj")`` and the scikit-learn wrapper's state
+(parameters, ``classes_``, feature names and types, categories, best iteration, any
+other fitted attribute) is stored as JSON in the manifest.
+
+Prediction goes through an input guard: DataFrame columns are realigned by name, a
+missing or renamed feature raises :class:`~modelsafe.errors.SchemaError`, and a booster
+trained without feature names is never given names by the data it sees.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from modelsafe.errors import FormatError, SaveError, UnsupportedModelError
+from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
+from modelsafe.flavors._feature_guard import align_features, is_dataframe
+from modelsafe.flavors._wrapper_state import (
+    capture_attributes, check_class, class_ref, encode_params, from_json, resolve_class, restore_attributes, to_json,
+)
+from modelsafe.flavors import _xgboost_categories as categories
+
+if TYPE_CHECKING:
+    import xgboost
+
+MODEL = "model.ubj"
+#: Public XGBoost classes this flavor saves, by their stable public name.
+WRAPPERS = ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor")
+KNOWN = tuple(f"xgboost:{name}" for name in ("Booster", *WRAPPERS))
+#: Wrapper attributes ``XGBModel.load_model`` overwrites from the booster's config.
+_FROM_CONFIG = ("objective", "booster", "base_score", "feature_types", "enable_categorical")
+_KINDS = ("booster", "classifier", "regressor", "ranker")
+
+
+def _known() -> dict[str, type]:
+    import xgboost
+
+    return {f"xgboost:{name}": getattr(xgboost, name) for name in ("Booster", *WRAPPERS)}
+
+
+def _base_ref(obj: Any) -> str:
+    """The public XGBoost class ``obj`` is (or derives from)."""
+    known = {cls: ref for ref, cls in _known().items()}
+    for cls in type(obj).__mro__:
+        if cls in known:
+            if type(obj).__module__.split(".")[0] == "xgboost" and cls is not type(obj):
+                break  # an XGBoost class this flavor does not know (e.g. the Dask wrappers)
+            return known[cls]
+    raise UnsupportedModelError(
+        f"The xgboost flavor saves {', '.join(('Booster', *WRAPPERS))} (and subclasses), not "
+        f"{type(obj).__module__}.{type(obj).__qualname__}. Save its Booster (model.get_booster()) or a "
+        "scikit-learn wrapper instead.",
+        type_name=f"{type(obj).__module__}.{type(obj).__qualname__}",
+    )
+
+
+def _kind(obj: Any) -> str:
+    import xgboost
+
+    if isinstance(obj, xgboost.Booster):
+        return "booster"
+    if isinstance(obj, xgboost.XGBRanker):
+        return "ranker"
+    return "classifier" if isinstance(obj, xgboost.XGBClassifier) else "regressor"
+
+
+def _booster(obj: Any) -> "xgboost.Booster":
+    import xgboost
+
+    return obj if isinstance(obj, xgboost.Booster) else obj.get_booster()
+
+
+def _best(booster: "xgboost.Booster") -> dict[str, Any]:
+    attrs = booster.attributes()
+    best: dict[str, Any] = {}
+    if "best_iteration" in attrs:
+        best["best_iteration"] = int(attrs["best_iteration"])
+    if "best_score" in attrs:
+        best["best_score"] = float(attrs["best_score"])
+    return best
+
+
+class XGBoostFlavor(Flavor):
+    name = "xgboost"
+    version = 1
+
+    # -- save ----------------------------------------------------------------------------
+    def save(self, obj: Any, store: ComponentStore, options: Mapping[str, Any]) -> SavedComponent:
+        import xgboost
+
+        base = _base_ref(obj)
+        try:
+            booster = _booster(obj)
+        except Exception as exc:  # sklearn's NotFittedError, or a wrapper without a booster
+            raise SaveError(
+                f"Cannot save the {type(obj).__name__}: it has no trained booster ({exc}). An unfitted model "
+                "predicts nothing, so there is nothing to save. Call fit() first.",
+            ) from exc
+        store.write(MODEL, booster.save_raw(raw_format="ubj"))
+        ref = base if _known()[base] is type(obj) else class_ref(type(obj))
+        data: dict[str, Any] = {
+            "member": MODEL, "format": "ubj", "class": ref, "base": base, "kind": _kind(obj),
+            "xgboost_version": xgboost.__version__,
+            "n_features_in_": int(booster.num_features()),
+            "feature_names_in_": booster.feature_names,
+            "feature_types": booster.feature_types,
+            "categories": categories.describe(booster),
+            **_best(booster),
+        }
+        modules = {"xgboost", "numpy", "scipy"}
+        if data["kind"] == "booster":
+            data["attributes"] = capture_attributes(obj, {"handle"}, "booster")
+        else:
+            data.update(self._wrapper_state(obj))
+            modules.add("sklearn")
+        saved = SavedComponent(data=data, modules=modules, type_name=f"{type(obj).__module__}.{type(obj).__qualname__}")
+        if ref != base:  # a user's subclass: its code is needed at load
+            saved.refs.add((type(obj).__module__, type(obj).__qualname__))
+            saved.modules.add(type(obj).__module__)
+        return saved
+
+    @staticmethod
+    def _wrapper_state(obj: Any) -> dict[str, Any]:
+        params = obj.get_params(deep=False)
+        encoded, dropped = encode_params(params)
+        state: dict[str, Any] = {
+            "params": encoded,
+            "dropped_params": dropped,
+            "enable_categorical": bool(getattr(obj, "enable_categorical", False)),
+            "attributes": capture_attributes(obj, {"_Booster", "kwargs", *params}, type(obj).__name__),
+        }
+        if hasattr(obj, "n_classes_"):
+            state["classes_"] = to_json(obj.classes_, "classes_")
+        return state
+
+    def can_embed(self, obj: Any) -> bool:
+        try:
+            _base_ref(obj)
+        except UnsupportedModelError:
+            return False
+        return True
+
+    # -- load ----------------------------------------------------------------------------
+    def audit(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> None:
+        _check_data(data)
+        check_class(data["class"], KNOWN, options)
+        head = bytes(source.view(data["member"])[:1])
+        if head != b"{":
+            raise FormatError(
+                f"Member {source.prefix}/{data['member']} is not an XGBoost UBJSON model (it starts with "
+                f"{head!r}, not '{{'): it cannot be loaded. Re-export the model from its source.",
+                member=f"{source.prefix}/{data['member']}",
+            )
+
+    def load(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
+        import xgboost
+
+        raw = bytearray(source.view(data["member"]))
+        base = xgboost.Booster if data["kind"] == "booster" else xgboost.XGBModel
+        cls = resolve_class(data["class"], _known(), base, options, "xgboost")
+        try:
+            obj = _load_booster(cls, raw, data) if data["kind"] == "booster" else _load_wrapper(cls, raw, data)
+        except xgboost.core.XGBoostError as exc:
+            raise FormatError(
+                f"XGBoost {xgboost.__version__} could not read the model written by XGBoost "
+                f"{data.get('xgboost_version', '?')}: {str(exc).strip().splitlines()[0]}. Without it nothing can "
+                f"be predicted. Install xgboost=={data.get('xgboost_version', '<the recorded version>')} "
+                "(see `modelsafe env`), or re-save the model with this version.",
+                saved=data.get("xgboost_version"), current=xgboost.__version__,
+            ) from exc
+        _check_loaded(obj, data)
+        return obj
+
+    # -- running -------------------------------------------------------------------------
+    def predict(self, obj: Any, x: Any) -> Any:
+        return _predict(obj, self._guard(obj, x))
+
+    def outputs(self, obj: Any, x: Any) -> dict[str, Any]:
+        x = self._guard(obj, x)
+        outputs = {"predict": _predict(obj, x)}
+        if _kind(obj) == "classifier":
+            outputs["predict_proba"] = obj.predict_proba(x)
+        return outputs
+
+    @staticmethod
+    def _guard(obj: Any, x: Any) -> Any:
+        booster = _booster(obj)
+        x = align_features(x, booster.feature_names, int(booster.num_features()), model=type(obj).__name__)
+        if is_dataframe(x):
+            categories.check_frame(booster, x, model=type(obj).__name__)
+        return x
+
+    def device_info(self, obj: Any) -> dict[str, Any]:
+        import xgboost
+
+        info = xgboost.build_info()
+        return {"xgboost": {"built_with_cuda": bool(info.get("USE_CUDA")),
+                            "cuda_version": ".".join(map(str, info.get("CUDA_VERSION") or [])) or None}}
+
+
+def _check_data(data: Mapping[str, Any]) -> None:
+    problems = []
+    if not isinstance(data.get("member"), str) or "/" in data["member"] or data["member"].startswith("."):
+        problems.append(f"member={data.get('member')!r}")
+    if not isinstance(data.get("class"), str):
+        problems.append(f"class={data.get('class')!r}")
+    if data.get("kind") not in _KINDS:
+        problems.append(f"kind={data.get('kind')!r}")
+    if data.get("kind") not in (None, "booster") and not isinstance(data.get("params"), dict):
+        problems.append("params is not a JSON object")
+    if problems:
+        raise FormatError(
+            f"Invalid XGBoost component data in the manifest ({', '.join(problems)}): it was not written by "
+            "modelsafe's xgboost flavor or was damaged. Re-export the model from its source.",
+            problems=problems,
+        )
+
+
+def _load_booster(cls: type, raw: bytearray, data: Mapping[str, Any]) -> Any:
+    booster = cls()
+    booster.load_model(raw)
+    restore_attributes(booster, data.get("attributes", {}))
+    return booster
+
+
+def _load_wrapper(cls: type, raw: bytearray, data: Mapping[str, Any]) -> Any:
+    params = from_json(data["params"])
+    try:
+        obj = cls(**params)
+    except TypeError as exc:
+        raise FormatError(
+            f"{cls.__qualname__} no longer accepts the saved parameters ({exc}): the class changed since the "
+            "model was saved. Install the recorded versions (`modelsafe env`) or re-export the model.",
+        ) from exc
+    obj.load_model(raw)
+    for key in _FROM_CONFIG:  # load_model infers these from the booster; keep the user's values
+        if key in params:
+            setattr(obj, key, params[key])
+    restore_attributes(obj, data.get("attributes", {}))
+    return obj
+
+
+def _check_loaded(obj: Any, data: Mapping[str, Any]) -> None:
+    """The rebuilt model must expose exactly the recorded features and classes."""
+    booster = _booster(obj)
+    found = {"feature_names_in_": booster.feature_names, "n_features_in_": int(booster.num_features()),
+             "feature_types": booster.feature_types}
+    if "classes_" in data:
+        found["classes_"] = to_json(obj.classes_, "classes_")
+    for key, actual in found.items():
+        if key in data and data[key] != actual:
+            raise FormatError(
+                f"The loaded XGBoost model has {key}={actual!r} but the manifest records {data[key]!r}: the "
+                "model and its recorded state disagree, so its predictions could be attributed to the wrong "
+                "features or classes. Re-export the model from its source.",
+                field=key, expected=data[key], actual=actual,
+            )
+
+
+def _predict(obj: Any, x: Any) -> Any:
+    import xgboost
+
+    if not isinstance(obj, xgboost.Booster):
+        return obj.predict(x)
+    nameless = obj.feature_names is None
+    try:
+        try:
+            return obj.inplace_predict(x)
+        except TypeError:  # input kinds inplace prediction does not take (e.g. lists of rows)
+            return obj.predict(xgboost.DMatrix(x, enable_categorical=True))
+    finally:
+        if nameless and obj.feature_names is not None:  # never adopt names from the data
+            obj.feature_names = None
