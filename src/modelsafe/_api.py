@@ -127,9 +127,10 @@ def _save_components(state: _SaveState, writer: ArtifactWriter) -> None:
     for key, obj in parts.items():
         flavor = get_flavor(detect_flavor(obj))
         store = ComponentStore(writer, key)
-        # The model's flavor also gets the sample (e.g. to export a program from it, or to check
-        # at save that the recorded architecture rebuilds a model that predicts the same).
-        options = {**state.options, "sample": state.sample} if key == "model" else {}
+        # The model's flavor also gets its input sample (e.g. to export a program from it, or to
+        # check at save that the recorded architecture rebuilds a model that predicts the same).
+        model_sample = state.sample if state.preprocess is None else None
+        options = {**state.options, "sample": model_sample} if key == "model" else {}
         saved = flavor.save(obj, store, options)
         state.saved[key] = saved
         state.components[key] = Component(flavor=flavor.name, flavor_version=flavor.version,
