@@ -110,6 +110,13 @@ def _loses_information(expected: str, actual: str) -> bool:
     return False
 
 
+def _as_dtype(name: str) -> Any:
+    try:
+        return np.dtype(name)
+    except TypeError:
+        return name  # an extension dtype ("category", "string"): compared by name, never equal to a numpy dtype
+
+
 def _kind(dtype: Any) -> str:
     try:
         return np.dtype(dtype).kind
@@ -156,6 +163,12 @@ class Guard:
         else:
             self.ranges = _compile_ranges([f"column {j}" for j in range(len(features))], features)
         self._all_numeric = bool(columns) and all(k in "iufb" for k in self.kinds)
+        # A frame saved with one dtype throughout passes the dtype check when its values
+        # still share exactly that dtype: one to_numpy(copy=False) instead of frame.dtypes.
+        self._single_dtype = (np.dtype(self.dtypes[0]) if self._all_numeric and len(set(self.dtypes)) == 1
+                              else None)
+        self._all_ranged = self.ranges is not None and len(self.ranges.index) == len(self.names)
+        self._saved_dtypes = [_as_dtype(d) for d in self.dtypes]
 
     def check(self, x: Any) -> Any:
         """Return ``x`` checked (and realigned); raise SchemaError or warn InputWarning."""
@@ -171,20 +184,28 @@ class Guard:
         columns = list(x.columns)
         if columns != self.names:
             x = self._realign(x, columns)
-        for name, want, got in zip(self.names, self.kinds, x.dtypes):
+        values = x.to_numpy(copy=False) if self._single_dtype is not None else None
+        if values is None or values.dtype != self._single_dtype:
+            self._check_dtypes(x)
+            values = None
+        if self.ranges is not None:
+            if values is None:
+                values = (x.to_numpy(dtype=np.float64, copy=False) if self._all_numeric
+                          else x[list(self.ranges.names)].to_numpy(dtype=np.float64))
+            self._check_ranges(values if self._all_ranged else values[:, self.ranges.index])
+        return x
+
+    def _check_dtypes(self, x: Any) -> None:
+        dtypes = x.dtypes.tolist()
+        if dtypes == self._saved_dtypes:
+            return
+        for name, want, got in zip(self.names, self.kinds, dtypes):
             if want != "category" and _loses_information(want, _kind(got)):
                 expected = self.dtypes[self.names.index(name)]
                 raise SchemaError(
                     f"Column {name!r} has dtype {got} but the model was saved with {expected}: converting it would "
                     "change its values (e.g. fractions cut to integers, or text where numbers belong). Pass the "
                     f"column as {expected}, or fix the upstream data.", column=name, expected=expected, actual=str(got))
-        if self.ranges is not None:
-            if self._all_numeric:
-                values = x.to_numpy(dtype=np.float64, copy=False)[:, self.ranges.index]
-            else:
-                values = x[list(self.ranges.names)].to_numpy(dtype=np.float64)
-            self._check_ranges(values)
-        return x
 
     def _realign(self, x: Any, columns: list[Any]) -> Any:
         present = set(columns)
@@ -231,9 +252,9 @@ class Guard:
     def _check_ranges(self, values: np.ndarray) -> None:
         if values.size == 0:
             return
-        with np.errstate(invalid="ignore"):
-            low = np.nanmin(values, axis=0) if values.dtype.kind == "f" else values.min(axis=0)
-            high = np.nanmax(values, axis=0) if values.dtype.kind == "f" else values.max(axis=0)
+        # fmin/fmax skip NaN (missing values are not "out of range").
+        low = np.fmin.reduce(values, axis=0) if values.dtype.kind == "f" else values.min(axis=0)
+        high = np.fmax.reduce(values, axis=0) if values.dtype.kind == "f" else values.max(axis=0)
         r = self.ranges
         assert r is not None
         far = (low < r.low) | (high > r.high)

@@ -1,0 +1,84 @@
+"""Benchmark: the input guard's overhead in ``Bundle.predict`` on a 1,000 x 20 DataFrame.
+
+For each model, in one run: the model called directly (``bundle.model.predict(df)``),
+``bundle.predict(df, check=False)`` and ``bundle.predict(df)`` (the guard: column
+names, dtypes and value ranges checked on every call). Each is the median of many
+interleaved calls. Prints a markdown table with the guard's overhead in percent.
+
+Run: ``.venv/bin/python bench/bench_guard.py``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+import modelsafe as ms
+
+ROWS, COLUMNS, ROUNDS = 1_000, 20, 400
+
+
+def _models() -> dict[str, Any]:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return {
+        "LogisticRegression": LogisticRegression(max_iter=500),
+        "StandardScaler + LogisticRegression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)),
+        "RandomForest(100)": RandomForestClassifier(100, max_depth=8, random_state=0),
+    }
+
+
+def _interleaved(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Median time of each call, measured round-robin so drift hits all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _frames() -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    floats = pd.DataFrame(rng.normal(size=(ROWS, COLUMNS)), columns=[f"f{i}" for i in range(COLUMNS)])
+    mixed = floats.copy()
+    for i in range(0, COLUMNS, 2):  # half the columns integer: the guard must read every dtype
+        mixed[f"f{i}"] = (mixed[f"f{i}"] * 10).round().astype(np.int64)
+    return {"float": floats, "mixed int/float": mixed}
+
+
+def main() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="modelsafe-bench-guard-"))
+    print(f"\nInput guard overhead, {ROWS} x {COLUMNS} DataFrame, median of {ROUNDS} interleaved calls\n")
+    print("| columns | model | model.predict (µs) | predict(check=False) (µs) | predict (guarded) (µs) "
+          "| guard overhead |")
+    print("|---|---|---:|---:|---:|---:|")
+    for (kind, df), (name, model) in [(f, m) for f in _frames().items() for m in _models().items()]:
+        y = (df["f0"] + df["f1"] > 0).astype(int)
+        model.fit(df, y)
+        path = folder / f"{len(list(folder.iterdir()))}.msafe"
+        ms.save(model, path, sample=df.iloc[:32], training_data=df)
+        bundle = ms.load(path)
+        times = _interleaved({
+            "direct": lambda: bundle.model.predict(df),
+            "unchecked": lambda: bundle.predict(df, check=False),
+            "guarded": lambda: bundle.predict(df),
+        }, ROUNDS if "Forest" not in name else ROUNDS // 4)
+        overhead = times["guarded"] / times["direct"] - 1
+        print(f"| {kind} | {name} | {times['direct'] * 1e6:.0f} | {times['unchecked'] * 1e6:.0f} | "
+              f"{times['guarded'] * 1e6:.0f} | {overhead * 100:+.1f} % |")
+        bundle.close()
+
+
+if __name__ == "__main__":
+    main()
