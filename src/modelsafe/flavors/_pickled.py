@@ -64,16 +64,23 @@ class _GraphPickler(pickle.Pickler):
         self._roots = roots
         self.embedded: list[dict[str, Any]] = []
         self.saved: list[SavedComponent] = []
+        #: id(obj) -> index, so an object the graph references twice is saved once (and stays one object).
+        self._seen: dict[int, int] = {}
+        self._keep: list[Any] = []  # keeps ids unique while pickling
 
     def persistent_id(self, obj: Any) -> Any:
         if obj is self._root or type(obj).__module__.partition(".")[0] not in self._roots:
             return None
         from modelsafe.flavors import detect_flavor, get_flavor
 
+        if id(obj) in self._seen:
+            return (EMBEDDED_TAG, self._seen[id(obj)])
         flavor = get_flavor(detect_flavor(obj))
         if not flavor.can_embed(obj):
             return None
         index = len(self.embedded)
+        self._seen[id(obj)] = index
+        self._keep.append(obj)
         sub = self._store.sub(f"embedded/{index}")
         saved = flavor.save(obj, sub, {})
         self.saved.append(saved)
@@ -182,13 +189,18 @@ def _embedded_loader(source: ComponentSource, embedded: list[Mapping[str, Any]],
                      options: LoadOptions) -> Callable[[Any], Any]:
     from modelsafe.flavors import get_flavor
 
+    loaded: dict[int, Any] = {}
+
     def load(pid: Any) -> Any:
         if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == EMBEDDED_TAG
                 and isinstance(pid[1], int) and 0 <= pid[1] < len(embedded)):
             raise FormatError(f"The pickle stream refers to an unknown embedded component {pid!r}; the artifact "
                               "is damaged or was tampered with. Re-export the model from its source.")
-        entry = embedded[pid[1]]
-        return get_flavor(entry["flavor"]).load(source.sub(entry["prefix"]), entry.get("data", {}), options)
+        if pid[1] not in loaded:  # one object per component, however often the graph refers to it
+            entry = embedded[pid[1]]
+            loaded[pid[1]] = get_flavor(entry["flavor"]).load(source.sub(entry["prefix"]), entry.get("data", {}),
+                                                              options)
+        return loaded[pid[1]]
 
     return load
 
