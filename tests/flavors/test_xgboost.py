@@ -322,11 +322,21 @@ def test_verification_fails_for_a_perturbed_booster(saved):
 # ---------------------------------------------------------------------------------------
 
 
-def test_unfitted_model_is_refused_and_nothing_is_written(tmp_path):
-    path = tmp_path / "unfitted.msafe"
-    with pytest.raises(SaveError, match="fit"):
-        ms.save(xgb.XGBClassifier(), path)
-    assert not path.exists() and list(tmp_path.iterdir()) == []
+def test_unfitted_model_keeps_its_parameters_but_a_sample_is_refused(tmp_path):
+    from sklearn.exceptions import NotFittedError
+
+    template = xgb.XGBClassifier(n_estimators=17, max_depth=2, missing=-1.0, enable_categorical=True)
+    ms.save(template, tmp_path / "template.msafe")  # e.g. a StackingClassifier's unfitted member
+    data = ms.inspect(tmp_path / "template.msafe").components["model"].data
+    assert data["fitted"] is False and "member" not in data
+    loaded = ms.load(tmp_path / "template.msafe").model
+    assert type(loaded) is xgb.XGBClassifier and loaded.get_params() == template.get_params()
+    with pytest.raises(NotFittedError):
+        loaded.predict(np.ones((2, 3)))
+    path = tmp_path / "with-sample.msafe"
+    with pytest.raises(SaveError, match="verification sample"):
+        ms.save(template, path, sample=np.ones((2, 3)))
+    assert not path.exists()
 
 
 def test_unstorable_attribute_is_named_and_nothing_is_written(tmp_path):
@@ -441,3 +451,108 @@ def test_tampered_class_reference_is_refused_before_import(tmp_path, ref):
         assert isinstance(info.value, UntrustedContentError)
     else:
         assert "not a subclass" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------
+# inside scikit-learn Pipelines (embedded components of the sklearn flavor)
+# ---------------------------------------------------------------------------------------
+
+
+def _pipelines() -> dict[str, tuple[object, pd.DataFrame]]:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import StackingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    frame, target = _frame()
+    labels = np.array(["churn", "stay"], dtype=object)[target]
+    encode = ColumnTransformer([
+        ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["age", "income", "score"]),
+        ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+    ])
+    scaled = Pipeline([("encode", encode), ("xgb", xgb.XGBClassifier(n_estimators=8, max_depth=3))])
+    # StackingClassifier encodes the string labels for its XGBoost member and decodes its own output.
+    stacked = Pipeline([("encode", encode), ("stack", StackingClassifier(
+        [("xgb", xgb.XGBClassifier(n_estimators=6, max_depth=2)), ("xgbrf", xgb.XGBRFClassifier(n_estimators=4))],
+        final_estimator=LogisticRegression(), cv=3))])
+    native_categorical = Pipeline([("xgb", xgb.XGBClassifier(n_estimators=6, enable_categorical=True))])
+    return {
+        "scaled": (scaled.fit(frame, target), frame),
+        "string-labels": (stacked.fit(frame, labels), frame),
+        "native-categorical": (native_categorical.fit(frame, target), frame),
+    }
+
+
+def test_pipeline_steps_go_through_the_xgboost_flavor(tmp_path, fresh):
+    expected = {}
+    for name, (pipeline, frame) in _pipelines().items():
+        ms.save(pipeline, tmp_path / f"{name}.msafe", sample=frame)
+        component = ms.inspect(tmp_path / f"{name}.msafe").components["model"]
+        assert component.flavor == "sklearn"
+        assert not [g for g in component.data["globals"] if g.startswith("xgboost")], component.data["globals"]
+        embedded = component.data["embedded"]
+        assert {e["flavor"] for e in embedded} == {"xgboost"}
+        members = ms.inspect(tmp_path / f"{name}.msafe").members
+        fitted = [e for e in embedded if e["data"]["fitted"]]
+        assert sum(m.endswith("/model.ubj") for m in members) == len(fitted) >= 1
+        np.save(tmp_path / f"{name}.predict.npy", pipeline.predict(frame).astype(str))
+        np.save(tmp_path / f"{name}.proba.npy", pipeline.predict_proba(frame))
+        expected[name] = [str(c) for c in pipeline.classes_]
+    frame, _ = _frame()
+    frame.to_pickle(tmp_path / "frame.pkl")  # test data only
+    proc = fresh(_WALK + textwrap.dedent(f"""
+        import json, numpy as np, pandas as pd, modelsafe as ms
+        frame = pd.read_pickle("frame.pkl")
+        out = {{}}
+        for name in {sorted(expected)!r}:
+            bundle = ms.load(name + ".msafe")
+            pred = bundle.predict(frame)
+            out[name] = {{
+                "classes": [str(c) for c in bundle.model.classes_],
+                "predict": bool(np.array_equal(pred.astype(str), np.load(name + ".predict.npy"))),
+                "proba": bool(np.array_equal(bundle.model.predict_proba(frame), np.load(name + ".proba.npy"))),
+                "verify": bundle.verify().ok,
+                "xgb_types": sorted({{type(s).__name__ for s in _walk(bundle.model)}}),
+            }}
+        print(json.dumps(out))
+    """))
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, classes in expected.items():
+        assert got[name]["classes"] == classes, name
+        assert got[name]["predict"] and got[name]["proba"] and got[name]["verify"], (name, got[name])
+        assert got[name]["xgb_types"], name
+    assert got["string-labels"]["classes"] == ["churn", "stay"]
+    assert got["string-labels"]["xgb_types"] == ["XGBClassifier", "XGBRFClassifier"]
+    stacked = ms.inspect(tmp_path / "string-labels.msafe").components["model"].data["embedded"]
+    # 2 unfitted templates (estimators) + 2 fitted members, each saved once although the stacking
+    # classifier refers to them from both estimators_ and named_estimators_.
+    assert sorted(e["data"]["fitted"] for e in stacked) == [False, False, True, True]
+
+
+def test_a_step_referenced_twice_is_loaded_as_one_object(tmp_path):
+    from sklearn.ensemble import StackingClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = _numeric()
+    stack = StackingClassifier([("xgb", xgb.XGBClassifier(n_estimators=3))], final_estimator=LogisticRegression(),
+                               cv=2).fit(X, y > 0)
+    ms.save(stack, tmp_path / "m.msafe")
+    loaded = ms.load(tmp_path / "m.msafe").model
+    assert loaded.estimators_[0] is loaded.named_estimators_["xgb"]
+    assert loaded.estimators[0][1] is not loaded.estimators_[0]
+
+
+_WALK = '''
+def _walk(est):
+    from xgboost import XGBModel
+    if isinstance(est, XGBModel):
+        yield est
+    for value in getattr(est, "__dict__", {}).values():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            item = item[1] if isinstance(item, tuple) and len(item) >= 2 else item
+            if hasattr(item, "get_params"):
+                yield from _walk(item)
+'''

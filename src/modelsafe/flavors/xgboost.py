@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from modelsafe.errors import FormatError, SaveError, UnsupportedModelError
+from modelsafe.errors import FormatError, UnsupportedModelError
 from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
 from modelsafe.flavors._feature_guard import align_features, is_dataframe
 from modelsafe.flavors._wrapper_state import (
@@ -73,6 +73,26 @@ def _booster(obj: Any) -> "xgboost.Booster":
     return obj if isinstance(obj, xgboost.Booster) else obj.get_booster()
 
 
+def _is_fitted(obj: Any) -> bool:
+    """Boosters always are; an unfitted wrapper (e.g. a StackingClassifier's template) holds parameters only."""
+    import xgboost
+
+    return isinstance(obj, xgboost.Booster) or bool(obj.__sklearn_is_fitted__())
+
+
+def _save_booster(booster: "xgboost.Booster", store: ComponentStore) -> dict[str, Any]:
+    """Write the booster as UBJSON; return what the manifest records about it."""
+    store.write(MODEL, booster.save_raw(raw_format="ubj"))
+    return {
+        "member": MODEL, "format": "ubj",
+        "n_features_in_": int(booster.num_features()),
+        "feature_names_in_": booster.feature_names,
+        "feature_types": booster.feature_types,
+        "categories": categories.describe(booster),
+        **_best(booster),
+    }
+
+
 def _best(booster: "xgboost.Booster") -> dict[str, Any]:
     attrs = booster.attributes()
     best: dict[str, Any] = {}
@@ -92,29 +112,16 @@ class XGBoostFlavor(Flavor):
         import xgboost
 
         base = _base_ref(obj)
-        try:
-            booster = _booster(obj)
-        except Exception as exc:  # sklearn's NotFittedError, or a wrapper without a booster
-            raise SaveError(
-                f"Cannot save the {type(obj).__name__}: it has no trained booster ({exc}). An unfitted model "
-                "predicts nothing, so there is nothing to save. Call fit() first.",
-            ) from exc
-        store.write(MODEL, booster.save_raw(raw_format="ubj"))
         ref = base if _known()[base] is type(obj) else class_ref(type(obj))
-        data: dict[str, Any] = {
-            "member": MODEL, "format": "ubj", "class": ref, "base": base, "kind": _kind(obj),
-            "xgboost_version": xgboost.__version__,
-            "n_features_in_": int(booster.num_features()),
-            "feature_names_in_": booster.feature_names,
-            "feature_types": booster.feature_types,
-            "categories": categories.describe(booster),
-            **_best(booster),
-        }
+        data: dict[str, Any] = {"class": ref, "base": base, "kind": _kind(obj), "xgboost_version": xgboost.__version__,
+                                "fitted": _is_fitted(obj)}
+        if data["fitted"]:
+            data.update(_save_booster(_booster(obj), store))
         modules = {"xgboost", "numpy", "scipy"}
         if data["kind"] == "booster":
             data["attributes"] = capture_attributes(obj, {"handle"}, "booster")
         else:
-            data.update(self._wrapper_state(obj))
+            data.update(self._wrapper_state(obj, data["fitted"]))
             modules.add("sklearn")
         saved = SavedComponent(data=data, modules=modules, type_name=f"{type(obj).__module__}.{type(obj).__qualname__}")
         if ref != base:  # a user's subclass: its code is needed at load
@@ -123,7 +130,7 @@ class XGBoostFlavor(Flavor):
         return saved
 
     @staticmethod
-    def _wrapper_state(obj: Any) -> dict[str, Any]:
+    def _wrapper_state(obj: Any, fitted: bool) -> dict[str, Any]:
         params = obj.get_params(deep=False)
         encoded, dropped = encode_params(params)
         state: dict[str, Any] = {
@@ -132,7 +139,7 @@ class XGBoostFlavor(Flavor):
             "enable_categorical": bool(getattr(obj, "enable_categorical", False)),
             "attributes": capture_attributes(obj, {"_Booster", "kwargs", *params}, type(obj).__name__),
         }
-        if hasattr(obj, "n_classes_"):
+        if fitted and hasattr(obj, "n_classes_"):
             state["classes_"] = to_json(obj.classes_, "classes_")
         return state
 
@@ -147,6 +154,8 @@ class XGBoostFlavor(Flavor):
     def audit(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> None:
         _check_data(data)
         check_class(data["class"], KNOWN, options)
+        if not data.get("fitted", True):
+            return
         head = bytes(source.view(data["member"])[:1])
         if head != b"{":
             raise FormatError(
@@ -158,9 +167,11 @@ class XGBoostFlavor(Flavor):
     def load(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
         import xgboost
 
-        raw = bytearray(source.view(data["member"]))
         base = xgboost.Booster if data["kind"] == "booster" else xgboost.XGBModel
         cls = resolve_class(data["class"], _known(), base, options, "xgboost")
+        if not data.get("fitted", True):
+            return _unfitted_wrapper(cls, data)
+        raw = bytearray(source.view(data["member"]))
         try:
             obj = _load_booster(cls, raw, data) if data["kind"] == "booster" else _load_wrapper(cls, raw, data)
         except xgboost.core.XGBoostError as exc:
@@ -203,8 +214,9 @@ class XGBoostFlavor(Flavor):
 
 def _check_data(data: Mapping[str, Any]) -> None:
     problems = []
-    if not isinstance(data.get("member"), str) or "/" in data["member"] or data["member"].startswith("."):
-        problems.append(f"member={data.get('member')!r}")
+    member = data.get("member") if data.get("fitted", True) else MODEL
+    if not isinstance(member, str) or "/" in member or member.startswith("."):
+        problems.append(f"member={member!r}")
     if not isinstance(data.get("class"), str):
         problems.append(f"class={data.get('class')!r}")
     if data.get("kind") not in _KINDS:
@@ -226,15 +238,22 @@ def _load_booster(cls: type, raw: bytearray, data: Mapping[str, Any]) -> Any:
     return booster
 
 
-def _load_wrapper(cls: type, raw: bytearray, data: Mapping[str, Any]) -> Any:
-    params = from_json(data["params"])
+def _unfitted_wrapper(cls: type, data: Mapping[str, Any]) -> Any:
     try:
-        obj = cls(**params)
+        obj = cls(**from_json(data["params"]))
     except TypeError as exc:
         raise FormatError(
             f"{cls.__qualname__} no longer accepts the saved parameters ({exc}): the class changed since the "
             "model was saved. Install the recorded versions (`modelsafe env`) or re-export the model.",
         ) from exc
+    if not data.get("fitted", True):
+        restore_attributes(obj, data.get("attributes", {}))
+    return obj
+
+
+def _load_wrapper(cls: type, raw: bytearray, data: Mapping[str, Any]) -> Any:
+    params = from_json(data["params"])
+    obj = _unfitted_wrapper(cls, data)
     obj.load_model(raw)
     for key in _FROM_CONFIG:  # load_model infers these from the booster; keep the user's values
         if key in params:
