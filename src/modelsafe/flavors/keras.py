@@ -140,6 +140,9 @@ class KerasFlavor(Flavor):
 
     # -- load ---------------------------------------------------------------------------
     def audit(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> None:
+        if "safe_mode" in options.extra:
+            raise ValueError("Invalid option `safe_mode`: modelsafe decides it from `trust_code`. Received: "
+                             f"safe_mode={options.extra['safe_mode']!r}. Pass trust_code=True to allow Lambda layers.")
         if data.get("format") == "savedmodel":
             from modelsafe.flavors import keras_savedmodel
 
@@ -155,9 +158,6 @@ class KerasFlavor(Flavor):
             from modelsafe.flavors import keras_savedmodel
 
             return keras_savedmodel.load_endpoint(source, data, options)
-        if "safe_mode" in options.extra:
-            raise ValueError("Invalid option `safe_mode`: modelsafe decides it from `trust_code`. Received: "
-                             f"safe_mode={options.extra['safe_mode']!r}. Pass trust_code=True to allow Lambda layers.")
         custom = {r["name"]: _import_custom(options, r) for r in data.get("custom_objects", ())}
         member = data.get("member", KERAS_MEMBER)
         with _temporary_copy(source.view(member)) as path:
@@ -238,10 +238,25 @@ def _write_keras(model: Any, path: Path) -> None:
     try:
         model.save(path)
     except NotImplementedError as exc:
+        culprit = _find_without_config(model) or type(model).__qualname__
         raise SaveError(
-            f"Keras cannot write the model's config: {exc} Without it a fresh process cannot rebuild the "
-            "layer. Implement get_config() returning every constructor argument, and save again.",
-            reason=str(exc)) from exc
+            f"Keras cannot write the config of {culprit}: it was created with constructor arguments Keras cannot "
+            "serialize and its class does not implement get_config(), so a fresh process could not rebuild it. "
+            f"Implement {culprit.rsplit('.', 1)[-1]}.get_config() returning every constructor argument (and "
+            "from_config() for arguments that are not plain JSON values), then save again.",
+            culprit=culprit, reason=str(exc)) from exc
+
+
+def _find_without_config(model: Any) -> str | None:
+    candidates = list(model._flatten_layers(include_self=True, recursive=True))
+    candidates.sort(key=lambda layer: not _is_custom(type(layer).__module__))  # custom classes first
+    for layer in candidates:
+        try:
+            layer.get_config()
+        except NotImplementedError:
+            cls = type(layer)
+            return f"{cls.__module__}.{cls.__qualname__}"
+    return None
 
 
 def _check_config_names(config: dict[str, Any], custom: Mapping[str, Any]) -> None:
@@ -266,7 +281,7 @@ def _check_reload(model: Any, path: Path, custom: Mapping[str, Any], *, trusted:
         what = f"the custom class {culprit}" if culprit else f"the {type(model).__name__} model"
         raise SaveError(
             f"The saved model would not load in a fresh process: Keras could not rebuild {what} from its config "
-            f"({type(exc).__name__}: {_short(exc)}). Give {culprit or 'each custom class'} a get_config() that "
+            f"({type(exc).__name__}: {_short(exc, 160)}). Give {culprit or 'each custom class'} a get_config() that "
             "returns every constructor argument (and accepts **kwargs in __init__), then save again.",
             culprit=culprit, reason=str(exc)) from exc
     before, after = model.weights, reloaded.weights
