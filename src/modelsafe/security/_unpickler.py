@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import pickle
-from typing import Any, Callable, Collection, Iterable
+from typing import Any, Callable, Collection, Iterable, Mapping
 
 from modelsafe.errors import FormatError, UntrustedContentError
 from modelsafe.security._allowlist import is_allowed
@@ -36,8 +36,11 @@ def _refusal(names: list[str], summary: PickleSummary, trusted: Collection[str])
 
 def audit_pickle(source: bytes | bytearray | memoryview | Any, *, trusted: Collection[str] = (),
                  allowed_modules: Collection[str] = (), recorded: Collection[str] | None = None,
-                 allow_persistent: bool = False) -> PickleSummary:
+                 allow_persistent: bool = False, standins: Mapping[str, Any] | None = None) -> PickleSummary:
     """Summarize a stream and refuse it unless everything it needs is allowed.
+
+    ``standins`` maps ``module.name`` to the object a reader substitutes for it (a format
+    reader's own validating rebuild functions): those names are allowed for that read only.
 
     Raises
     ------
@@ -75,7 +78,8 @@ def audit_pickle(source: bytes | bytearray | memoryview | Any, *, trusted: Colle
             )
     refused = sorted(
         g.qualname for g in summary.globals
-        if not is_allowed(g.module, g.name, invoked=g.invoked, trusted=trusted, allowed_modules=allowed_modules)
+        if g.qualname not in (standins or {})
+        and not is_allowed(g.module, g.name, invoked=g.invoked, trusted=trusted, allowed_modules=allowed_modules)
     )
     if refused:
         raise _refusal(refused, summary, trusted)
@@ -83,8 +87,10 @@ def audit_pickle(source: bytes | bytearray | memoryview | Any, *, trusted: Colle
 
 
 def resolve_global(module: str, name: str, *, trusted: tuple[str, ...], allowed_modules: tuple[str, ...],
-                   resolve: Resolve | None, default: Resolve) -> Any:
+                   resolve: Resolve | None, default: Resolve, standins: Mapping[str, Any] | None = None) -> Any:
     """``find_class`` of every restricted unpickler: the allowlist again, then validating stand-ins."""
+    if standins and f"{module}.{name}" in standins:
+        return standins[f"{module}.{name}"]
     # Defense in depth: the audit already passed, but never resolve anything else.
     if not is_allowed(module, name, invoked=False, trusted=trusted, allowed_modules=allowed_modules):
         raise UntrustedContentError(
@@ -103,16 +109,17 @@ def resolve_global(module: str, name: str, *, trusted: tuple[str, ...], allowed_
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file: Any, *, buffers: Iterable[Any] | None, trusted: tuple[str, ...],
                  allowed_modules: tuple[str, ...], resolve: Resolve | None,
-                 persistent_load: Callable[[Any], Any] | None) -> None:
+                 persistent_load: Callable[[Any], Any] | None, standins: Mapping[str, Any] | None = None) -> None:
         super().__init__(file, buffers=buffers)
         self._trusted = trusted
         self._allowed_modules = allowed_modules
         self._resolve = resolve
         self._persistent = persistent_load
+        self._standins = standins
 
     def find_class(self, module: str, name: str) -> Any:
         return resolve_global(module, name, trusted=self._trusted, allowed_modules=self._allowed_modules,
-                              resolve=self._resolve, default=super().find_class)
+                              resolve=self._resolve, default=super().find_class, standins=self._standins)
 
     def persistent_load(self, pid: Any) -> Any:
         if self._persistent is None:
@@ -124,19 +131,20 @@ def restricted_loads(data: bytes | bytearray | memoryview, *, buffers: Iterable[
                      trusted: Collection[str] = (), allowed_modules: Collection[str] = (),
                      recorded: Collection[str] | None = None, resolve: Resolve | None = None,
                      persistent_load: Callable[[Any], Any] | None = None,
-                     audited: PickleSummary | None = None) -> Any:
+                     audited: PickleSummary | None = None, standins: Mapping[str, Any] | None = None) -> Any:
     """Audit ``data`` (unless ``audited`` is the summary of a passed audit), then unpickle it.
 
-    A stream whose audit fails never reaches :class:`pickle.Unpickler`.
+    A stream whose audit fails never reaches :class:`pickle.Unpickler`. ``standins`` (see
+    :func:`audit_pickle`) are allowed, and substituted, for this read only.
     """
     trusted = tuple(trusted)
     allowed_modules = tuple(allowed_modules)
     if audited is None:
         audit_pickle(data, trusted=trusted, allowed_modules=allowed_modules, recorded=recorded,
-                     allow_persistent=persistent_load is not None)
+                     allow_persistent=persistent_load is not None, standins=standins)
     stream = io.BytesIO(data) if not isinstance(data, memoryview) else io.BytesIO(data)
     unpickler = _RestrictedUnpickler(stream, buffers=buffers, trusted=trusted, allowed_modules=allowed_modules,
-                                     resolve=resolve, persistent_load=persistent_load)
+                                     resolve=resolve, persistent_load=persistent_load, standins=standins)
     try:
         return unpickler.load()
     except (UntrustedContentError, FormatError):
