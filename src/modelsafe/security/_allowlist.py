@@ -47,8 +47,36 @@ INVOKE_SAFE: frozenset[str] = frozenset(
        ("csr", "csc", "coo", "bsr", "dia", "dok", "lil") for kind in ("matrix", "array")]
 )
 
+#: What PyTorch checkpoints (``torch.save``) reference: tensor rebuild helpers, storage and
+#: tensor types, sizes, devices, dtypes. The same set ``torch.load(weights_only=True)`` accepts;
+#: tensors arrive through persistent ids, which only a caller's ``persistent_load`` resolves.
+_TORCH_TYPES = ("BFloat16", "Bool", "Byte", "Char", "ComplexDouble", "ComplexFloat", "Double", "Float", "Half",
+                "Int", "Long", "Short")
+TORCH_SAFE: frozenset[str] = frozenset(
+    [f"torch._utils._rebuild_{n}" for n in ("tensor", "tensor_v2", "tensor_v3", "parameter",
+                                            "parameter_with_state", "qtensor", "sparse_tensor",
+                                            "nested_tensor", "meta_tensor_no_storage", "wrapper_subclass",
+                                            "device_tensor_from_cpu_tensor", "device_tensor_from_numpy")]
+    + ["torch._tensor._rebuild_from_type_v2", "torch.serialization._get_layout", "torch.Size", "torch.device",
+       "torch.Tensor", "torch.nn.parameter.Parameter", "torch.storage.TypedStorage", "torch.storage.UntypedStorage"]
+    + [f"torch.{p}{t}{kind}" for p in ("", "cuda.") for t in _TORCH_TYPES for kind in ("Storage", "Tensor")]
+    + [f"torch.Q{t}Storage" for t in ("Int32", "Int8", "UInt2x4", "UInt4x2", "UInt8")]
+)
+#: torch dtypes, layouts and quantization schemes, referenced as values.
+TORCH_VALUES: frozenset[str] = frozenset(
+    f"torch.{n}" for n in (
+        "bfloat16", "bool", "complex32", "complex64", "complex128", "float16", "float32", "float64",
+        "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
+        "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "qint8", "qint32", "quint8",
+        "quint4x2", "quint2x4", "strided", "sparse_coo", "sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc",
+        "_mkldnn", "per_tensor_affine", "per_channel_affine", "per_channel_affine_float_qparams",
+        "per_tensor_symmetric", "per_channel_symmetric",
+    )
+)
+INVOKE_SAFE = INVOKE_SAFE | TORCH_SAFE
+
 #: Exact functions that may be referenced as values (they run only when the model runs).
-VALUE_SAFE: frozenset[str] = frozenset(["scipy._lib.array_api_compat.numpy._aliases.asarray"])
+VALUE_SAFE: frozenset[str] = frozenset(["scipy._lib.array_api_compat.numpy._aliases.asarray"]) | TORCH_VALUES
 
 #: Packages whose *classes* may be constructed while unpickling.
 CLASS_PACKAGES: tuple[str, ...] = ("sklearn.", "scipy.sparse.", "imblearn.")
@@ -81,6 +109,12 @@ def _matches(qualname: str, prefixes: Collection[str]) -> bool:
     return any(qualname == p or qualname.startswith(p + ".") for p in prefixes)
 
 
+def _attribute_chain(module: str, name: str) -> bool:
+    """A dunder anywhere in the path (``numpy.__builtins__``, ``x.__class__.__subclasses__``)."""
+    return any(part.startswith("__") and part.endswith("__") and len(part) > 4
+               for part in f"{module}.{name}".split("."))
+
+
 def classify(module: str, name: str) -> str:
     """"safe" (on the allowlist, judged by name alone), "dangerous", or "unknown". Imports nothing."""
     qualname = f"{module}.{name}"
@@ -88,11 +122,32 @@ def classify(module: str, name: str) -> str:
         return "dangerous"
     if qualname in INVOKE_SAFE or qualname in VALUE_SAFE:
         return "safe"
+    if _attribute_chain(module, name):
+        return "dangerous"
     if "." in name or name.startswith("__"):
         return "unknown"
     if module.startswith(CLASS_PACKAGES) and not _matches(module, CLASS_EXCLUDED) and name[:1].isupper():
         return "safe"
     if _matches(module, VALUE_PACKAGES) and qualname not in _NEVER_VALUES:
+        return "safe"
+    return "unknown"
+
+
+def verdict(module: str, name: str, *, invoked: bool) -> str:
+    """The scanner's static judgement of one global: "safe", "dangerous" or "unknown".
+
+    Stricter than :func:`classify` for globals the stream *calls*: only exact invoke-safe
+    constructors and classes of :data:`CLASS_PACKAGES` pass (as in :func:`is_allowed`, which
+    additionally checks, by importing the trusted package, that the name really is a class).
+    Imports nothing.
+    """
+    kind = classify(module, name)
+    if kind != "safe" or not invoked:
+        return kind
+    qualname = f"{module}.{name}"
+    if qualname in INVOKE_SAFE:
+        return "safe"
+    if module.startswith(CLASS_PACKAGES) and not _matches(module, CLASS_EXCLUDED) and name[:1].isupper():
         return "safe"
     return "unknown"
 

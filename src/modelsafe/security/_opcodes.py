@@ -57,6 +57,8 @@ class PickleSummary:
     end_offset: int
     persistent_ids: int = 0
     start_offset: int = 0
+    #: In value mode: the unpickled result when it is a tracked value (int, str, flat tuple).
+    value: object = None
 
     def names(self, *, invoked: bool | None = None) -> list[str]:
         return sorted(g.qualname for g in self.globals if invoked is None or g.invoked == invoked)
@@ -184,19 +186,50 @@ def summarize_pickles(fileobj: BinaryIO, *, raw_data: RawDataHook | None = None,
                       limit: int | None = None) -> list[PickleSummary]:
     """Summaries of consecutive pickles in a file, until its end, an incomplete stream,
     or ``limit`` streams (the file is then left positioned after the last one read)."""
-    src = Window(fileobj)
+    reader = StreamReader(fileobj, raw_data=raw_data)
     out: list[PickleSummary] = []
-    pos = 0
-    while limit is None or len(out) < limit:
-        pos = src.settle(pos)
-        if pos >= len(src.buf):
-            break
-        summary, pos = _summarize(src, pos, raw_data, 0)
+    while (limit is None or len(out) < limit) and not reader.at_end():
+        summary = reader.next_stream()
         out.append(summary)
         if not summary.complete:
             break
-    src.give_back(pos)
+    reader.give_back()
     return out
+
+
+class StreamReader:
+    """Reads consecutive pickle streams, and raw bytes between them, from one window."""
+
+    def __init__(self, source: bytes | bytearray | memoryview | BinaryIO, *,
+                 raw_data: RawDataHook | None = None) -> None:
+        self.window = Window(source)
+        self.pos = 0
+        self.raw_data = raw_data
+
+    @property
+    def offset(self) -> int:
+        return self.window.base + self.pos
+
+    def at_end(self) -> bool:
+        self.pos = self.window.settle(self.pos)
+        return self.pos >= len(self.window.buf)
+
+    def next_stream(self, *, values: bool = False) -> PickleSummary:
+        """Summarize the stream at the current position (``values``: track its result value)."""
+        hook = self.raw_data if self.raw_data is not None or not values else _no_raw_data
+        summary, self.pos = _summarize(self.window, self.pos, hook, 0)
+        return summary
+
+    def cursor(self) -> Cursor:
+        """A cursor at the current position; assign ``reader.pos = cursor.pos`` after using it."""
+        return Cursor(self.window, self.pos, None)
+
+    def give_back(self) -> None:
+        self.window.give_back(self.pos)
+
+
+def _no_raw_data(obj: TrackedObject, cursor: Cursor) -> None:
+    return None
 
 
 def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) -> tuple[PickleSummary, int]:
@@ -213,6 +246,7 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
     persistent = 0
     complete = False
     values = raw_data is not None
+    result: object = None
     ops = _VALUE_OPS if values else _OPS
     buf = src.buf
     any_, mark = _ANY, _MARK
@@ -399,6 +433,7 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
                 if len(stack) != 1:
                     problems.append(f"STOP at byte {src.base + at_pos} with {len(stack)} items on the stack")
                 complete = len(stack) == 1
+                result = stack[0] if complete and values else None
                 break
             elif action == _A_EXT:
                 problems.append(f"{_NAMES[code]} extension code at byte {src.base + at_pos}: resolved "
@@ -452,5 +487,6 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
     refs = tuple(GlobalRef(m, n, inv, off) for (m, n), (off, inv) in found.items())
     summary = PickleSummary(globals=refs, protocol=protocol, complete=complete and not problems,
                             problems=tuple(problems), n_opcodes=count, end_offset=end,
-                            persistent_ids=persistent, start_offset=start)
+                            persistent_ids=persistent, start_offset=start,
+                            value=result if result is not any_ else None)
     return summary, min(pos, len(buf))
