@@ -380,6 +380,21 @@ class Unbuilt(keras.Model):
         return self.dense(x)
 
 
+class Shifted(layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.shift = 0.0
+
+    def call(self, x):
+        return x + self.shift
+
+
+def _state_outside_config():
+    layer = Shifted()
+    layer.shift = 3.0           # set after construction: neither in the config nor a weight
+    return _model_with(layer)
+
+
 def _local_layer_model():
     class Local(layers.Layer):
         def call(self, x):
@@ -399,11 +414,12 @@ def _model_with(layer):
     (lambda: _model_with(ForgetsArgument(3)), "ForgetsArgument"),
     (lambda: Unbuilt(), "Unbuilt"),
     (_local_layer_model, "Local"),
+    (_state_outside_config, "predicts differently on the sample"),
 ])
 def test_unloadable_model_fails_at_save_naming_the_class(tmp_path, build, culprit):
     target = tmp_path / "m.msafe"
     with pytest.raises(SaveError) as info:
-        ms.save(build(), target)
+        ms.save(build(), target, sample=_x()[:4])
     assert culprit in str(info.value), str(info.value)
     assert list(tmp_path.iterdir()) == []          # no artifact, no temporary left behind
 

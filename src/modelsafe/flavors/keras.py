@@ -127,7 +127,7 @@ class KerasFlavor(Flavor):
             config, _ = read_keras_zip(path.read_bytes(), KERAS_MEMBER)
             _check_config_names(config, custom)
             lambdas = lambda_layers(config)
-            _check_reload(model, path, custom, trusted=bool(lambdas))
+            _check_reload(model, path, custom, trusted=bool(lambdas), sample=options.get("sample"))
             with store.open(KERAS_MEMBER, size=path.stat().st_size) as stream, path.open("rb") as f:
                 shutil.copyfileobj(f, stream, _CHUNK)
         data = {"format": "keras", "member": KERAS_MEMBER, **framework_versions(), "python": python_minor(),
@@ -268,7 +268,7 @@ def _check_config_names(config: dict[str, Any], custom: Mapping[str, Any]) -> No
             "@keras.saving.register_keras_serializable(package=...) and save again.", classes=missing)
 
 
-def _check_reload(model: Any, path: Path, custom: Mapping[str, Any], *, trusted: bool) -> None:
+def _check_reload(model: Any, path: Path, custom: Mapping[str, Any], *, trusted: bool, sample: Any = None) -> None:
     """Reload the written file as a fresh process would; raise SaveError naming the culprit."""
     import numpy as np
 
@@ -297,6 +297,36 @@ def _check_reload(model: Any, path: Path, custom: Mapping[str, Any], *, trusted:
                 f"Weight {name!r} does not reload with the value it has now: the layer that owns it rebuilds "
                 "differently from its config. Make its get_config()/build() reproduce the same weights, then "
                 "save again.", weight=name)
+    if sample is not None:
+        _check_same_outputs(model, reloaded, sample)
+
+
+def _flat_outputs(result: Any) -> list[Any]:
+    if isinstance(result, dict):
+        return [result[k] for k in sorted(result)]
+    return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
+def _check_same_outputs(model: Any, reloaded: Any, sample: Any) -> None:
+    """The reloaded model must predict what the live one does on (the head of) the sample."""
+    import numpy as np
+
+    head = {k: v[:32] for k, v in sample.items()} if isinstance(sample, dict) else sample[:32]
+    try:
+        expected = _flat_outputs(model.predict(head, verbose=0))
+    except Exception:  # noqa: BLE001 - a sample the model rejects is reported by the sample step
+        return
+    actual = _flat_outputs(reloaded.predict(head, verbose=0))
+    for i, (old, new) in enumerate(zip(expected, actual)):
+        old, new = np.asarray(old), np.asarray(new)
+        if old.shape != new.shape or not np.allclose(old, new, rtol=1e-5, atol=1e-6, equal_nan=True):
+            diff = float(np.max(np.abs(old - new))) if old.shape == new.shape else float("nan")
+            raise SaveError(
+                f"The model reloaded from the bytes just written predicts differently on the sample (output {i}, "
+                f"largest difference {diff:.4g}) although every weight matches: some layer keeps state outside "
+                "its get_config() and weights (e.g. an attribute set after construction). A fresh process would "
+                "compute something else. Put that state in get_config() or in a weight, then save again.",
+                output=i, max_difference=diff)
 
 
 def _find_unbuildable(model: Any) -> str | None:

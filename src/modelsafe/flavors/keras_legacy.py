@@ -20,6 +20,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -124,7 +125,9 @@ def read_h5(path: Path, *, trust_code: bool) -> Any:
     config, info = read_h5_header(path)
     lambdas = legacy_lambda_layers(config)
     gate_lambdas(lambdas, None, None, str(path), trust_code=trust_code)
-    with _with_suffix(path, (".h5", ".hdf5")) as local:
+    with _with_suffix(path, (".h5", ".hdf5")) as local, warnings.catch_warnings():
+        # Keras 2 configs pass input_shape to layers; Keras 3 warns about its own API, not the user's.
+        warnings.filterwarnings("ignore", message="Do not pass an `input_shape`", category=UserWarning)
         try:
             return keras.saving.load_model(local, compile=False, safe_mode=not (lambdas and trust_code))
         except Exception as exc:  # noqa: BLE001 - explained below
