@@ -431,3 +431,28 @@ def test_non_keras_tensorflow_objects_are_refused_with_a_way_forward(tmp_path):
         ms.save(tf.Module(), tmp_path / "m.msafe")
     assert "tf.saved_model.save" in str(info.value) and "ms.convert" in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------
+# dict inputs, and a Keras model inside a plain Python object (an embedded component)
+# ---------------------------------------------------------------------------------------
+
+
+def test_named_inputs_and_model_embedded_in_a_python_object(tmp_path, fresh):
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    multi = keras.Model({"a": a, "b": b}, layers.Dense(1)(layers.Concatenate()([a, b])))
+    sample = {"a": _x(6, 3), "b": _x(6, 2)}
+    ms.save(multi, tmp_path / "multi.msafe", sample=sample)
+    net = keras.Sequential([keras.Input((5,)), layers.Dense(2)])
+    ms.save({"net": net, "threshold": 0.5}, tmp_path / "holder.msafe")
+    assert ms.inspect(tmp_path / "holder.msafe").components["model"].data["embedded"]
+    np.save(tmp_path / "X.npy", _x())
+    np.save(tmp_path / "net.npy", net.predict(_x(), verbose=0))
+    fresh("""
+        import numpy as np, modelsafe as ms
+        multi = ms.load("multi.msafe")
+        assert multi.verify().ok
+        holder = ms.load("holder.msafe").model
+        assert holder["threshold"] == 0.5 and type(holder["net"]).__name__ == "Sequential"
+        assert np.allclose(holder["net"].predict(np.load("X.npy"), verbose=0), np.load("net.npy"), rtol=1e-5, atol=1e-6)
+    """)
