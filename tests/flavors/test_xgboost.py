@@ -11,7 +11,6 @@ import json
 import math
 import textwrap
 import threading
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

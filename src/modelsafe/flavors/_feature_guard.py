@@ -9,7 +9,7 @@ checks the number of columns, and is never given names it did not have.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from modelsafe.errors import SchemaError
 
@@ -20,7 +20,8 @@ def is_dataframe(x: Any) -> bool:
     return type(x).__module__.split(".")[0] == "pandas" and type(x).__name__ == "DataFrame"
 
 
-def align_features(x: Any, names: Sequence[str] | None, n_features: int | None, *, model: str) -> Any:
+def align_features(x: Any, names: Sequence[str] | None, n_features: int | None, *, model: str,
+                   normalize: Callable[[str], str] = str) -> Any:
     """Return ``x`` with its columns in the model's order, or raise SchemaError.
 
     Parameters
@@ -33,9 +34,12 @@ def align_features(x: Any, names: Sequence[str] | None, n_features: int | None, 
         The number of features the model expects.
     model
         How to call the model in messages (e.g. ``"XGBClassifier"``).
+    normalize
+        How the framework turned column names into feature names (LightGBM replaces
+        spaces with underscores); columns are matched after this.
     """
     if is_dataframe(x):
-        return _align_frame(x, list(names) if names is not None else None, n_features, model)
+        return _align_frame(x, list(names) if names is not None else None, n_features, model, normalize)
     shape = getattr(x, "shape", None)
     if n_features is not None and shape is not None and len(shape) == 2 and shape[1] != n_features:
         raise SchemaError(
@@ -47,7 +51,8 @@ def align_features(x: Any, names: Sequence[str] | None, n_features: int | None, 
     return x
 
 
-def _align_frame(x: Any, names: list[str] | None, n_features: int | None, model: str) -> Any:
+def _align_frame(x: Any, names: list[str] | None, n_features: int | None, model: str,
+                 normalize: Callable[[str], str]) -> Any:
     columns = list(x.columns)
     if names is None:
         if n_features is not None and len(columns) != n_features:
@@ -58,16 +63,17 @@ def _align_frame(x: Any, names: list[str] | None, n_features: int | None, model:
                 expected=n_features, actual=len(columns),
             )
         return x
-    by_name = {str(c): c for c in columns}
+    keys = [normalize(str(c)) for c in columns]
+    by_name = dict(zip(keys, columns))
     if len(by_name) != len(columns):
-        dupes = sorted({str(c) for c in columns if [str(d) for d in columns].count(str(c)) > 1})
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
         raise SchemaError(
             f"Input has duplicate column name(s) {dupes}: the {model} finds features by name, so it cannot "
             "tell which one to use. Give every column a unique name.",
             column=dupes[0], expected=names, actual=[str(c) for c in columns],
         )
     missing = [n for n in names if n not in by_name]
-    extra = [str(c) for c in columns if str(c) not in set(names)]
+    extra = [str(c) for c, k in zip(columns, keys) if k not in set(names)]
     if missing:
         hint = (f" Columns {extra} are not features of the model: if they were renamed, give them back their "
                 "training names." if extra else "")
@@ -82,6 +88,6 @@ def _align_frame(x: Any, names: list[str] | None, n_features: int | None, model:
 
         warnings.warn(f"Input has column(s) {extra} the {model} was not trained on; they are ignored.",
                       InputWarning, stacklevel=4)
-    if [str(c) for c in columns] == names:
+    if keys == names:
         return x
     return x[[by_name[n] for n in names]]

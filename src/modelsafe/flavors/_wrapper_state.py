@@ -17,13 +17,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from modelsafe.errors import FormatError
+from modelsafe.errors import FormatError, UnsupportedModelError
 
 if TYPE_CHECKING:
     from modelsafe.flavors._base import LoadOptions
 
 __all__ = ["Unstorable", "to_json", "from_json", "encode_params", "capture_attributes", "restore_attributes",
-           "class_ref", "check_class", "resolve_class"]
+           "class_ref", "find_base", "check_component", "check_class", "resolve_class", "construct"]
 
 _SCALARS = (str, bool, int, type(None))
 _MAX_DEPTH = 64
@@ -57,9 +57,9 @@ def to_json(value: Any, path: str = "value", _depth: int = 0) -> Any:
     if _depth > _MAX_DEPTH:
         raise Unstorable(path, value, "it is nested too deeply to store as JSON")
     if isinstance(value, _SCALARS):
-        return value
-    if isinstance(value, float):
-        return _float(value)
+        return str(value) if isinstance(value, str) else value
+    if isinstance(value, float):  # numpy's float64 too: stored as a plain float
+        return _float(float(value))
     if isinstance(value, (list, tuple)):
         items = [to_json(v, f"{path}[{i}]", _depth + 1) for i, v in enumerate(value)]
         return items if isinstance(value, list) else {"$tuple": items}
@@ -195,6 +195,62 @@ def restore_attributes(obj: Any, attributes: Mapping[str, Any]) -> None:
 def class_ref(cls: type) -> str:
     """``module:qualname`` of a class, as stored in the manifest."""
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def find_base(obj: Any, known: Mapping[str, type], flavor: str) -> tuple[str, str]:
+    """``(base, ref)``: the known framework class ``obj`` is or derives from, and the class to store.
+
+    ``ref`` is ``base`` for an instance of the framework class itself, or ``module:qualname``
+    of a user's subclass. Classes of the framework itself that are not known (its Dask or
+    Spark wrappers, data containers) are refused with UnsupportedModelError.
+    """
+    by_class = {cls: name for name, cls in known.items()}
+    own = type(obj)
+    for cls in own.__mro__:
+        if cls in by_class:
+            if cls is own:
+                return by_class[cls], by_class[cls]
+            if own.__module__.split(".")[0] != flavor:
+                return by_class[cls], class_ref(own)
+            break
+    raise UnsupportedModelError(
+        f"The {flavor} flavor saves {', '.join(n.partition(':')[2] for n in known)} and their subclasses, not "
+        f"{own.__module__}.{own.__qualname__}. Save the trained booster or one of those wrappers instead.",
+        type_name=f"{own.__module__}.{own.__qualname__}",
+    )
+
+
+def check_component(data: Mapping[str, Any], kinds: Iterable[str], member: str, flavor: str) -> None:
+    """Validate the shape of a boosting flavor's manifest data (raises FormatError)."""
+    problems = []
+    fitted = data.get("fitted", True)
+    if fitted and data.get("member") != member:
+        problems.append(f"member={data.get('member')!r}")
+    if not isinstance(data.get("class"), str):
+        problems.append(f"class={data.get('class')!r}")
+    if data.get("kind") not in set(kinds):
+        problems.append(f"kind={data.get('kind')!r}")
+    if data.get("kind") != "booster" and not isinstance(data.get("params"), dict):
+        problems.append("params is not a JSON object")
+    if not isinstance(data.get("attributes", {}), dict):
+        problems.append("attributes is not a JSON object")
+    if problems:
+        raise FormatError(
+            f"Invalid {flavor} component data in the manifest ({', '.join(problems)}): it was not written by "
+            f"modelsafe's {flavor} flavor or was damaged. Re-export the model from its source.",
+            problems=problems,
+        )
+
+
+def construct(cls: type, data: Mapping[str, Any]) -> Any:
+    """A wrapper built from its saved parameters (unfitted: its fitted state is set afterwards)."""
+    try:
+        return cls(**from_json(data["params"]))
+    except TypeError as exc:
+        raise FormatError(
+            f"{cls.__qualname__} no longer accepts the saved parameters ({exc}): the class changed since the "
+            "model was saved. Install the recorded versions (`modelsafe env`) or re-export the model.",
+        ) from exc
 
 
 def _split(ref: str) -> tuple[str, str]:

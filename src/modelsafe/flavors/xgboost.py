@@ -19,7 +19,8 @@ from modelsafe.errors import FormatError, UnsupportedModelError
 from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
 from modelsafe.flavors._feature_guard import align_features, is_dataframe
 from modelsafe.flavors._wrapper_state import (
-    capture_attributes, check_class, class_ref, encode_params, from_json, resolve_class, restore_attributes, to_json,
+    capture_attributes, check_class, check_component, construct, encode_params, find_base, from_json, resolve_class,
+    restore_attributes, to_json,
 )
 from modelsafe.flavors import _xgboost_categories as categories
 
@@ -39,22 +40,6 @@ def _known() -> dict[str, type]:
     import xgboost
 
     return {f"xgboost:{name}": getattr(xgboost, name) for name in ("Booster", *WRAPPERS)}
-
-
-def _base_ref(obj: Any) -> str:
-    """The public XGBoost class ``obj`` is (or derives from)."""
-    known = {cls: ref for ref, cls in _known().items()}
-    for cls in type(obj).__mro__:
-        if cls in known:
-            if type(obj).__module__.split(".")[0] == "xgboost" and cls is not type(obj):
-                break  # an XGBoost class this flavor does not know (e.g. the Dask wrappers)
-            return known[cls]
-    raise UnsupportedModelError(
-        f"The xgboost flavor saves {', '.join(('Booster', *WRAPPERS))} (and subclasses), not "
-        f"{type(obj).__module__}.{type(obj).__qualname__}. Save its Booster (model.get_booster()) or a "
-        "scikit-learn wrapper instead.",
-        type_name=f"{type(obj).__module__}.{type(obj).__qualname__}",
-    )
 
 
 def _kind(obj: Any) -> str:
@@ -111,8 +96,7 @@ class XGBoostFlavor(Flavor):
     def save(self, obj: Any, store: ComponentStore, options: Mapping[str, Any]) -> SavedComponent:
         import xgboost
 
-        base = _base_ref(obj)
-        ref = base if _known()[base] is type(obj) else class_ref(type(obj))
+        base, ref = find_base(obj, _known(), "xgboost")
         data: dict[str, Any] = {"class": ref, "base": base, "kind": _kind(obj), "xgboost_version": xgboost.__version__,
                                 "fitted": _is_fitted(obj)}
         if data["fitted"]:
@@ -145,14 +129,14 @@ class XGBoostFlavor(Flavor):
 
     def can_embed(self, obj: Any) -> bool:
         try:
-            _base_ref(obj)
+            find_base(obj, _known(), "xgboost")
         except UnsupportedModelError:
             return False
         return True
 
     # -- load ----------------------------------------------------------------------------
     def audit(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> None:
-        _check_data(data)
+        check_component(data, _KINDS, MODEL, "xgboost")
         check_class(data["class"], KNOWN, options)
         if not data.get("fitted", True):
             return
@@ -170,7 +154,9 @@ class XGBoostFlavor(Flavor):
         base = xgboost.Booster if data["kind"] == "booster" else xgboost.XGBModel
         cls = resolve_class(data["class"], _known(), base, options, "xgboost")
         if not data.get("fitted", True):
-            return _unfitted_wrapper(cls, data)
+            obj = construct(cls, data)
+            restore_attributes(obj, data.get("attributes", {}))
+            return obj
         raw = bytearray(source.view(data["member"]))
         try:
             obj = _load_booster(cls, raw, data) if data["kind"] == "booster" else _load_wrapper(cls, raw, data)
@@ -212,25 +198,6 @@ class XGBoostFlavor(Flavor):
                             "cuda_version": ".".join(map(str, info.get("CUDA_VERSION") or [])) or None}}
 
 
-def _check_data(data: Mapping[str, Any]) -> None:
-    problems = []
-    member = data.get("member") if data.get("fitted", True) else MODEL
-    if not isinstance(member, str) or "/" in member or member.startswith("."):
-        problems.append(f"member={member!r}")
-    if not isinstance(data.get("class"), str):
-        problems.append(f"class={data.get('class')!r}")
-    if data.get("kind") not in _KINDS:
-        problems.append(f"kind={data.get('kind')!r}")
-    if data.get("kind") not in (None, "booster") and not isinstance(data.get("params"), dict):
-        problems.append("params is not a JSON object")
-    if problems:
-        raise FormatError(
-            f"Invalid XGBoost component data in the manifest ({', '.join(problems)}): it was not written by "
-            "modelsafe's xgboost flavor or was damaged. Re-export the model from its source.",
-            problems=problems,
-        )
-
-
 def _load_booster(cls: type, raw: bytearray, data: Mapping[str, Any]) -> Any:
     booster = cls()
     booster.load_model(raw)
@@ -238,22 +205,9 @@ def _load_booster(cls: type, raw: bytearray, data: Mapping[str, Any]) -> Any:
     return booster
 
 
-def _unfitted_wrapper(cls: type, data: Mapping[str, Any]) -> Any:
-    try:
-        obj = cls(**from_json(data["params"]))
-    except TypeError as exc:
-        raise FormatError(
-            f"{cls.__qualname__} no longer accepts the saved parameters ({exc}): the class changed since the "
-            "model was saved. Install the recorded versions (`modelsafe env`) or re-export the model.",
-        ) from exc
-    if not data.get("fitted", True):
-        restore_attributes(obj, data.get("attributes", {}))
-    return obj
-
-
 def _load_wrapper(cls: type, raw: bytearray, data: Mapping[str, Any]) -> Any:
     params = from_json(data["params"])
-    obj = _unfitted_wrapper(cls, data)
+    obj = construct(cls, data)
     obj.load_model(raw)
     for key in _FROM_CONFIG:  # load_model infers these from the booster; keep the user's values
         if key in params:
