@@ -190,6 +190,18 @@ class XGBoostFlavor(Flavor):
             categories.check_frame(booster, x, model=type(obj).__name__)
         return x
 
+    def diagnose_file(self, path: str, summary: Any = None) -> Any:
+        """For ``ms.doctor``: which XGBoost wrote a pickle/joblib file, and how to re-export it.
+
+        ``summary`` is what the caller already read from the file: a scan report, a pickle
+        summary, or the names of its globals (None: the file is scanned here). Returns an
+        :class:`~modelsafe.flavors._xgboost_legacy.XGBoostPickle`, or None when the file
+        holds no XGBoost object. The file is never unpickled.
+        """
+        from modelsafe.flavors._xgboost_legacy import diagnose_xgboost_pickle
+
+        return diagnose_xgboost_pickle(path, _global_names(summary))
+
     def device_info(self, obj: Any) -> dict[str, Any]:
         import xgboost
 
@@ -214,6 +226,15 @@ def _load_wrapper(cls: type, raw: bytearray, data: Mapping[str, Any]) -> Any:
             setattr(obj, key, params[key])
     restore_attributes(obj, data.get("attributes", {}))
     return obj
+
+
+def _global_names(summary: Any) -> list[str] | None:
+    """Global names from a ScanReport, a PickleSummary, or an iterable of names."""
+    if summary is None:
+        return None
+    found = getattr(summary, "globals", summary)
+    found = found() if callable(found) else found
+    return [getattr(g, "qualname", getattr(g, "name", g)) for g in found]
 
 
 def _check_loaded(obj: Any, data: Mapping[str, Any]) -> None:
