@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from modelsafe.security._allowlist import classify, is_allowed
 from modelsafe.security._opcodes import GlobalRef, PickleSummary, summarize_pickle, summarize_pickles
+from modelsafe.security._joblib import restricted_load_joblib
 from modelsafe.security._unpickler import audit_pickle, restricted_loads
 
 __all__ = ["GlobalRef", "PickleSummary", "summarize_pickle", "summarize_pickles", "audit_pickle",
-           "restricted_loads", "classify", "is_allowed"]
+           "restricted_loads", "restricted_load_joblib", "classify", "is_allowed"]

@@ -109,10 +109,22 @@ def _matches(qualname: str, prefixes: Collection[str]) -> bool:
     return any(qualname == p or qualname.startswith(p + ".") for p in prefixes)
 
 
+#: Attribute names that, reached through a dotted chain (``numpy.lib.npyio.os.system``), run code.
+_DANGEROUS_ATTRIBUTES = frozenset(["system", "popen", "spawnl", "spawnv", "execv", "execve", "execl", "fork",
+                                   "eval", "exec", "compile", "getattr", "setattr", "open", "import_module",
+                                   "check_output", "check_call", "Popen", "run_path", "run_module", "loads"])
+
+
 def _attribute_chain(module: str, name: str) -> bool:
-    """A dunder anywhere in the path (``numpy.__builtins__``, ``x.__class__.__subclasses__``)."""
-    return any(part.startswith("__") and part.endswith("__") and len(part) > 4
-               for part in f"{module}.{name}".split("."))
+    """A dunder anywhere in the path (``numpy.__builtins__``, ``x.__class__.__subclasses__``), or a
+    dotted name that walks into a dangerous module or function (``npyio.os.system``)."""
+    parts = module.split(".")[1:] + name.split(".")  # the module's root may be __main__, __torch__
+    if any(part.startswith("__") and part.endswith("__") and len(part) > 4 for part in parts):
+        return True
+    if "." not in name:
+        return False
+    inner = name.split(".")
+    return inner[-1] in _DANGEROUS_ATTRIBUTES or any(_matches(part, DANGEROUS_MODULES) for part in inner)
 
 
 def classify(module: str, name: str) -> str:

@@ -65,6 +65,8 @@ class Finding:
     offset: int | None
     subject: str
     message: str
+    #: The first part of ``message`` alone (what happened, with the values).
+    what: str = ""
 
     def describe(self) -> str:
         where = self.location or "(file)"
@@ -80,6 +82,8 @@ class GlobalRecord:
     invoked: bool
     verdict: str
     offset: int
+    #: The module part of ``name`` (the rest is the qualified name inside it).
+    module: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,12 @@ class ItemRecord:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+def explain(kind: str) -> tuple[str, str]:
+    """(why it matters, how to fix it) for a finding of ``kind``."""
+    return _WHY_FIX.get(kind, _WHY_FIX["unknown-format"])
+
+
 def message(kind: str, what: str) -> str:
     """The three-part message for a finding of ``kind``."""
-    why, fix = _WHY_FIX.get(kind, _WHY_FIX["unknown-format"])
+    why, fix = explain(kind)
     return f"{what}: {why}. Fix: {fix}."

@@ -62,12 +62,15 @@ def _in(module: str, roots: tuple[str, ...]) -> bool:
 def check_config(config: Any, *, keras3: bool) -> list[ConfigIssue]:
     """Every construct in a Keras config that could run code when the model is loaded."""
     issues: list[ConfigIssue] = []
+    lambdas: list[str] = []
     for where, node in _walk(config, "$"):
-        if not isinstance(node, dict):
-            continue
+        if not isinstance(node, dict) or any(where.startswith(p + ".") for p in lambdas):
+            continue  # inside a Lambda layer already reported
         issue = _check_node(node, where, keras3)
         if issue is not None:
             issues.append(issue)
+            if issue.kind == "keras-lambda":
+                lambdas.append(where)
     return issues
 
 

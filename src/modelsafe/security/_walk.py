@@ -80,7 +80,7 @@ class Walker:
         self.facts: dict[str, Any] = {}
 
     def add(self, severity: str, kind: str, location: str, offset: int | None, subject: str, what: str) -> None:
-        self.findings.append(Finding(severity, kind, location, offset, subject, message(kind, what)))
+        self.findings.append(Finding(severity, kind, location, offset, subject, message(kind, what), what))
 
     def item(self, location: str, kind: str, size: int, **facts: Any) -> bool:
         """Record an item; False (with a finding) once the scan's item budget is spent."""
@@ -177,15 +177,16 @@ class Walker:
     def record_stream(self, location: str, s: PickleSummary, persistent_ok: bool, *, trailing: bool = False) -> None:
         records = []
         for g in sorted(s.globals, key=lambda g: g.offset):
-            kind = "safe" if g.qualname in FORMAT_GLOBALS else verdict(g.module, g.name, invoked=g.invoked)
-            records.append(GlobalRecord(g.qualname, g.invoked, kind, g.offset))
+            (module, name), kind = _judge(g.module, g.name, g.invoked, s.protocol)
+            records.append(GlobalRecord(name, g.invoked, kind, g.offset, module))
             how = "called while loading" if g.invoked else "referenced as a value"
+            alias = f", written as {g.qualname}" if name != g.qualname else ""
             if kind == "dangerous":
-                self.add("critical", "dangerous-global", location, g.offset, g.qualname,
-                         f"the pickle stream names {g.qualname} ({how})")
+                self.add("critical", "dangerous-global", location, g.offset, name,
+                         f"the pickle stream names {name} ({how}{alias})")
             elif kind == "unknown":
-                self.add("high", "unknown-global", location, g.offset, g.qualname,
-                         f"the pickle stream names {g.qualname} ({how})")
+                self.add("high", "unknown-global", location, g.offset, name,
+                         f"the pickle stream names {name} ({how}{alias})")
         if s.problems:
             what = "data after the last pickle stream is not a pickle" if trailing and not s.globals else \
                 "the pickle stream could not be read to its end"
@@ -322,6 +323,26 @@ class Walker:
             return
         self.add("medium", "unknown-format", location, 0, kind, f"{kind}-compressed {inner} content is not a "
                  "format modelsafe can analyse")
+
+
+_RANK = {"safe": 0, "unknown": 1, "dangerous": 2}
+
+
+def _judge(module: str, name: str, invoked: bool, protocol: int) -> tuple[tuple[str, str], str]:
+    """((module, full name) as Python resolves it, verdict). Below protocol 3 pickle maps Python 2
+    names (``__builtin__.eval``, ``commands.Popen``) to Python 3 ones; the worse verdict counts."""
+    if f"{module}.{name}" in FORMAT_GLOBALS:
+        return (module, f"{module}.{name}"), "safe"
+    mapped = (module, name)
+    if protocol < 3:
+        import _compat_pickle
+
+        if mapped in _compat_pickle.NAME_MAPPING:
+            mapped = _compat_pickle.NAME_MAPPING[mapped]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            mapped = (_compat_pickle.IMPORT_MAPPING[module], name)
+    verdicts = [verdict(module, name, invoked=invoked), verdict(*mapped, invoked=invoked)]
+    return (mapped[0], f"{mapped[0]}.{mapped[1]}"), max(verdicts, key=_RANK.__getitem__)
 
 
 def open_path(path: str) -> BinaryIO:

@@ -1,0 +1,230 @@
+"""``ms.convert``: turn a legacy model file into a modelsafe artifact, safely.
+
+The pipeline: detect the container (by content) -> scan it (nothing that could run
+code may remain unless the caller listed it in ``trusted``) -> read it *only* through
+modelsafe's restricted unpickler (plain pickle, joblib) or the framework flavor's
+reader (torch, Keras), with the caller's explicit ``trusted`` -> ``ms.save`` with the
+file's provenance in the manifest's ``source`` -> verify against ``sample``.
+
+Framework readers are found through :data:`READERS`, a table of *string* import paths,
+so this module imports no framework.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Collection
+
+from modelsafe.errors import (FlavorNotInstalledError, FormatError, ModelsafeError, UnsafeArchiveError,
+                              UnsupportedModelError, UntrustedContentError)
+
+if TYPE_CHECKING:
+    from modelsafe._manifest import Manifest
+    from modelsafe.security.scanner import ScanReport
+
+__all__ = ["convert", "READERS"]
+
+#: Kind of file -> "module:function" reading it (``read(path, *, trusted, ...) -> object``).
+READERS: dict[str, str] = {
+    "torch": "modelsafe.flavors.torch_legacy:read_checkpoint",
+    "keras": "modelsafe.flavors.keras_legacy:read_legacy",
+}
+#: What the scanner calls a file -> the reader family that converts it.
+_FAMILY = {"pickle": "pickle", "joblib": "joblib", "zip:torch": "torch", "torch-legacy": "torch", "tar": "torch",
+           "hdf5": "keras", "zip:keras": "keras", "savedmodel-directory": "keras"}
+_GLOBAL_KINDS = ("dangerous-global", "unknown-global")
+#: Findings a reader handles itself (SavedModel graphs are vetted by the Keras reader).
+_READER_VETTED = {"keras": {"SavedModel"}}
+
+
+def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted: Collection[str] = (),
+            sample: Any = None, overwrite: bool = False) -> "Manifest":
+    """Convert a legacy pickle, joblib, torch or Keras file into a verified modelsafe artifact.
+
+    Parameters
+    ----------
+    src
+        The legacy file (pickle, joblib (any compression), torch ``.pt``/``.pth``/``.bin``,
+        Keras ``.h5``/``.keras``, or a SavedModel folder). Its kind is read from its content.
+    dst
+        Where to write the artifact (``*.msafe`` for one file, else a folder).
+    trusted
+        ``module.name`` globals (or ``module.*``) the file may use beyond modelsafe's allowlist.
+        Nothing else is ever imported or called.
+    sample
+        Input rows: their outputs are recorded, and the written artifact is loaded back and
+        checked against them.
+    overwrite
+        Replace an existing artifact at ``dst``.
+
+    Returns
+    -------
+    Manifest
+        The artifact's manifest; ``manifest.source`` records where it came from.
+
+    Raises
+    ------
+    UntrustedContentError
+        The file names globals that are neither allowed nor trusted (nothing was read).
+    FormatError
+        The file is truncated, corrupt, of an unknown kind, or already an artifact.
+    FlavorError
+        No reader for this kind of file is available.
+    VerificationError
+        The artifact, loaded back, does not reproduce the outputs on ``sample`` (it is removed).
+
+    Examples
+    --------
+    >>> import pickle, numpy as np, modelsafe as ms
+    >>> from sklearn.linear_model import LinearRegression
+    >>> X = np.arange(12.0).reshape(6, 2); model = LinearRegression().fit(X, X[:, 0])
+    >>> with open("/tmp/doc-legacy.pkl", "wb") as f:
+    ...     pickle.dump(model, f)
+    >>> ms.convert("/tmp/doc-legacy.pkl", "/tmp/doc-converted.msafe", sample=X, overwrite=True).source["kind"]
+    'pickle'
+    """
+    from modelsafe.security.scanner import scan
+
+    src_path, trusted = Path(src), tuple(trusted)
+    report = scan(src_path)
+    family = _family(report)
+    _refuse_findings(report, family, trusted)
+    obj = _read(src_path, family, trusted)
+    manifest = _save(obj, src_path, Path(dst), report, trusted, sample, overwrite)
+    if sample is not None:
+        _verify(Path(dst), trusted)
+    return manifest
+
+
+def _family(report: "ScanReport") -> str:
+    kind = report.kind
+    if kind.startswith("compressed:"):
+        return "joblib"
+    if kind == "tar" and not any(i.kind.startswith("torch-tar-") for i in report.items):
+        kind = "tar (not a torch checkpoint)"
+    family = _FAMILY.get(kind)
+    if family is None:
+        what = "already a modelsafe artifact" if "modelsafe" in kind else f"a {kind}"
+        raise FormatError(
+            f"Cannot convert {report.path!r}: it is {what}, and convert reads pickle, joblib, torch and Keras "
+            "files. Nothing was read. For an artifact use ms.load; for other formats load the model with its "
+            "framework and ms.save it.", path=report.path, kind=report.kind)
+    return family
+
+
+def _is_trusted(name: str, trusted: tuple[str, ...]) -> bool:
+    return name in trusted or any(t.endswith(".*") and name.startswith(t[:-1]) for t in trusted)
+
+
+def _refuse_findings(report: "ScanReport", family: str, trusted: tuple[str, ...]) -> None:
+    """Raise unless every finding is a global the caller trusts (nothing has been read yet)."""
+    vetted = _READER_VETTED.get(family, set())
+    untrusted = sorted({f.subject for f in report.findings if f.kind in _GLOBAL_KINDS
+                        and not _is_trusted(f.subject, trusted)})
+    if untrusted:
+        dangerous = sorted({f.subject for f in report.findings if f.kind == "dangerous-global"} & set(untrusted))
+        warn = (f" {', '.join(dangerous)} can run commands or code: trust them only if you wrote this file."
+                if dangerous else "")
+        raise UntrustedContentError(
+            f"Refusing to convert {report.path!r}: it names {len(untrusted)} global(s) that are not on modelsafe's "
+            f"allowlist: {', '.join(untrusted)}. Reading the file would import and call them, so a file from an "
+            f"untrusted source could run code; nothing was read.{warn} If you trust the file's source, pass "
+            f"trusted=[...] with exactly these names (modelsafe convert --trusted NAME).",
+            globals=untrusted, path=report.path)
+    others = [f for f in report.findings if f.kind not in _GLOBAL_KINDS and f.subject not in vetted]
+    if not others:
+        return
+    lines = "\n".join(f"  - {f.describe()}" for f in others)
+    error = UntrustedContentError if any(f.kind in ("keras-code", "persistent-id") for f in others) else \
+        UnsafeArchiveError if any(f.kind in ("unsafe-archive", "archive-limit") for f in others) else FormatError
+    facts: dict[str, Any] = {"path": report.path}
+    if error is UntrustedContentError:
+        facts["globals"] = sorted({f.subject for f in others})
+    elif error is UnsafeArchiveError:
+        facts["member"] = others[0].location
+    raise error(
+        f"Refusing to convert {report.path!r}: the scan found {len(others)} problem(s):\n{lines}\n"
+        "A converted artifact must hold nothing that can run code and must be read completely; nothing was "
+        "read. Run `modelsafe doctor` on the file for details.", **facts)
+
+
+def _read(path: Path, family: str, trusted: tuple[str, ...]) -> Any:
+    if family == "pickle":
+        from modelsafe.security import restricted_loads
+
+        return restricted_loads(path.read_bytes(), trusted=trusted)
+    if family == "joblib":
+        from modelsafe.security import restricted_load_joblib
+
+        return restricted_load_joblib(path, trusted=trusted)
+    reader = _reader(family)
+    if family == "keras":
+        return reader(path, trusted=trusted, trust_code=False)
+    return reader(path, trusted=trusted)
+
+
+def _reader(family: str) -> Callable[..., Any]:
+    """The framework reader for ``family``, imported from its string path on first use."""
+    target = READERS[family]
+    module_name, attr = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise UnsupportedModelError(
+                f"Cannot convert {family} files: this modelsafe has no {module_name} reader, so nothing was read. "
+                "Upgrade modelsafe (pip install -U modelsafe), or load the model with its framework and ms.save it.",
+                type_name=family) from exc
+        raise FlavorNotInstalledError(
+            f"Converting {family} files needs the {exc.name!r} package, which is not installed: nothing was read. "
+            f"Install it with: pip install 'modelsafe[{family}]'", flavor=family, hint=f"pip install "
+            f"'modelsafe[{family}]'", name=exc.name) from exc
+    reader = getattr(module, attr, None)
+    if reader is None:
+        raise UnsupportedModelError(f"Cannot convert {family} files: {target} does not exist in this modelsafe. "
+                                    "Upgrade modelsafe (pip install -U modelsafe).", type_name=family)
+    return reader
+
+
+def _save(obj: Any, src: Path, dst: Path, report: "ScanReport", trusted: tuple[str, ...], sample: Any,
+          overwrite: bool) -> "Manifest":
+    from modelsafe._api import save
+
+    source = {"path": str(src.resolve()), "kind": report.kind, "size": _size(src), "sha256": _sha256(src),
+              "trusted": list(trusted), "converted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    return save(obj, dst, sample=sample, overwrite=overwrite, source=source)
+
+
+def _verify(dst: Path, trusted: tuple[str, ...]) -> None:
+    """Load the artifact back and replay the sample; remove the artifact if it does not match."""
+    from modelsafe._api import verify
+
+    try:
+        verify(dst, trusted=trusted, env="ignore").raise_if_failed()
+    except BaseException:
+        if dst.is_dir():
+            shutil.rmtree(dst, ignore_errors=True)
+        else:
+            dst.unlink(missing_ok=True)
+        raise
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return path.stat().st_size
+
+
+def _sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(8 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
