@@ -175,3 +175,15 @@ class Flavor:
     def device_info(self, obj: Any) -> dict[str, Any]:
         """Device facts for the environment fingerprint (e.g. CUDA versions)."""
         return {}
+
+    def diagnose_file(self, path: str, report: Any) -> Any:
+        """For ``ms.doctor``: why a non-modelsafe file of this framework won't load here.
+
+        Called when the file's pickle streams name globals from this framework (the flavor is
+        found through ``flavors._DETECT``). ``report`` is the file's
+        :class:`modelsafe.ScanReport` (every stream with its globals, items and facts); the
+        file has not been loaded, and must not be. Return a list of
+        :class:`modelsafe._doctor.Problem` (what, why, fix, severity, subject), or an object
+        with ``problem()`` and ``fix()`` methods, or None. Default: nothing to add.
+        """
+        return None
