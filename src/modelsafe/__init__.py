@@ -13,6 +13,7 @@ load their implementation on first use.
 from __future__ import annotations
 
 import importlib
+import sys as _sys
 from typing import TYPE_CHECKING, Any
 
 from modelsafe.errors import (
@@ -98,6 +99,12 @@ if TYPE_CHECKING:
     from modelsafe._environment import EnvReport
     from modelsafe._manifest import Manifest
     from modelsafe._verify import VerifyReport
+
+
+if "torch" in _sys.modules:  # from now on, record nn.Module constructor arguments (see flavors.torch_arch)
+    from modelsafe.flavors.torch_arch import install_recorder as _install_recorder
+
+    _install_recorder()
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,11 @@ def detect_flavor(obj: Any) -> str:
         root = (cls.__module__ or "").split(".")[0]
         if root in _DETECT:
             return _DETECT[root]
+    if isinstance(obj, (dict, list, tuple)) and "torch" in sys.modules:
+        from modelsafe.flavors.torch_tree import holds_tensors
+
+        if holds_tensors(obj):  # a state dict or checkpoint dict: weights-only, never pickled
+            return "torch"
     if callable(obj) or hasattr(obj, "predict") or hasattr(obj, "transform") or isinstance(obj, (dict, list, tuple)):
         return "python"
     raise UnsupportedModelError(
