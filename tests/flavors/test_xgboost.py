@@ -11,6 +11,7 @@ import json
 import math
 import textwrap
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -555,3 +556,47 @@ def _walk(est):
             if hasattr(item, "get_params"):
                 yield from _walk(item)
 '''
+
+
+# ---------------------------------------------------------------------------------------
+# crafted model files: XGBoost walks trees without bounds checks (it would crash)
+# ---------------------------------------------------------------------------------------
+
+
+def _crafted(tmp_path, edit) -> Path:
+    """An artifact whose booster was edited, with its hashes recomputed (as an attacker would)."""
+    import hashlib
+
+    X, y = _numeric()
+    booster = xgb.train({"max_depth": 3}, xgb.DMatrix(X, label=y), 3)
+    model = json.loads(booster.save_raw(raw_format="json"))
+    edit(model["learner"]["gradient_booster"]["model"]["trees"][1])
+    crafted = xgb.Booster()
+    crafted.load_model(bytearray(json.dumps(model).encode()))
+    path = tmp_path / "crafted"
+    ms.save(booster, path)
+    raw = bytes(crafted.save_raw(raw_format="ubj"))
+    (path / "model" / "model.ubj").write_bytes(raw)
+    manifest = json.loads((path / "modelsafe.json").read_text())
+    manifest["members"]["model/model.ubj"] = {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    (path / "modelsafe.json").write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda t: t["left_children"].__setitem__(0, 10 ** 6), "outside"),
+    (lambda t: t["right_children"].__setitem__(0, 0), "outside"),
+    (lambda t: t["left_children"].__setitem__(0, -1), "exactly one child"),
+    (lambda t: t["split_indices"].__setitem__(0, 99), "feature 99"),
+])
+def test_crafted_trees_are_refused_before_prediction(tmp_path, fresh, edit, words):
+    path = _crafted(tmp_path, edit)
+    proc = fresh(f"""
+        import modelsafe as ms
+        from modelsafe.errors import UntrustedContentError
+        try:
+            ms.load({str(path)!r})
+        except UntrustedContentError as exc:
+            print("refused:", exc)
+    """)
+    assert "refused: The XGBoost model in this artifact is malformed" in proc.stdout and words in proc.stdout

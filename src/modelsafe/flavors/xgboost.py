@@ -23,6 +23,7 @@ from modelsafe.flavors._wrapper_state import (
     restore_attributes, to_json,
 )
 from modelsafe.flavors import _xgboost_categories as categories
+from modelsafe.flavors._xgboost_trees import check_booster
 
 if TYPE_CHECKING:
     import xgboost
@@ -168,6 +169,7 @@ class XGBoostFlavor(Flavor):
                 "(see `modelsafe env`), or re-save the model with this version.",
                 saved=data.get("xgboost_version"), current=xgboost.__version__,
             ) from exc
+        check_booster(_booster(obj))  # before anything predicts with it
         _check_loaded(obj, data)
         return obj
 
