@@ -236,3 +236,26 @@ def test_savedmodel_with_file_ops_needs_trust_code(tmp_path, fresh):
         bundle = ms.load("writer.msafe", trust_code=True)
         assert bundle.model.endpoint == "serving_default"
     """)
+
+
+# ---------------------------------------------------------------------------------------
+# through ms.convert (scan, read with this module's reader, save, verify)
+# ---------------------------------------------------------------------------------------
+
+
+def test_ms_convert_keras2_h5_and_keras2_keras(tmp_path, fresh):
+    for name in ("k2_sequential.h5", "k2_sequential.keras"):
+        manifest = ms.convert(FIXTURES / name, tmp_path / f"{name}.msafe", sample=X)
+        assert manifest.flavor == "keras" and manifest.source["sha256"]
+        shutil.copy(FIXTURES / f"{name}.expected.npy", tmp_path / f"{name}.expected.npy")
+    with pytest.raises(UntrustedContentError, match="double_plus_one"):
+        ms.convert(FIXTURES / "k2_lambda.h5", tmp_path / "lam.msafe", sample=X)
+    assert not (tmp_path / "lam.msafe").exists()
+    np.save(tmp_path / "X.npy", X)
+    fresh("""
+        import numpy as np, modelsafe as ms
+        X = np.load("X.npy")
+        for name in ("k2_sequential.h5", "k2_sequential.keras"):
+            bundle = ms.load(name + ".msafe")
+            assert np.allclose(bundle.predict(X), np.load(name + ".expected.npy"), rtol=1e-5, atol=1e-6)
+    """)
