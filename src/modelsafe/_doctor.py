@@ -39,7 +39,9 @@ class Problem:
     subject: str = ""
 
     def describe(self) -> str:
-        return f"{self.severity.upper()}: {self.what}\n    why: {self.why}\n    fix: {self.fix}"
+        parts = [f"{self.severity.upper()}: {self.what}"]
+        parts += [f"    {label}: {text}" for label, text in (("why", self.why), ("fix", self.fix)) if text]
+        return "\n".join(parts)
 
 
 @dataclass(frozen=True)
@@ -148,8 +150,25 @@ def _flavor_checks(path: Path, report: "ScanReport") -> list[Problem]:
             continue  # the framework is missing: globals_here already says so
         hook = getattr(flavor, "diagnose_file", None)
         if hook is not None:
-            problems += list(hook(str(path), report))
+            problems += _as_problems(hook(str(path), report), name)
     return problems
+
+
+def _as_problems(result: Any, flavor: str) -> list[Problem]:
+    """A hook may return Problems, or objects with ``problem()``/``fix()`` (and ``severity``), or None."""
+    if result is None:
+        return []
+    out = []
+    for item in result if isinstance(result, (list, tuple)) else [result]:
+        if isinstance(item, Problem):
+            out.append(item)
+            continue
+        what, fix = (getattr(item, attr, "") for attr in ("problem", "fix"))
+        what, fix = (v() if callable(v) else v for v in (what, fix))
+        severity = getattr(item, "severity", None) or ("warning" if getattr(item, "same_version", False) else "error")
+        out.append(Problem(what=str(what or item), why=str(getattr(item, "why", "") or ""), fix=str(fix or ""),
+                           severity=severity, subject=flavor))
+    return out
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

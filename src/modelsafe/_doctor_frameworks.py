@@ -1,7 +1,7 @@
 """Doctor checks for PyTorch and Keras files: devices, ``weights_only``, Keras 2 vs 3, SavedModel.
 
 torch is imported only to ask whether CUDA is available and which globals
-``torch.load(weights_only=True)`` accepts, and only when the file is a torch file
+``torch.load with weights_only=True`` accepts, and only when the file is a torch file
 and torch is installed. Keras is never imported: its version comes from metadata.
 """
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from modelsafe.security.scanner import ScanReport
 
 TORCH_KINDS = ("zip:torch", "zip:torchscript", "torch-legacy", "tar")
-_MAP_CPU = ("torch.load(path, map_location='cpu'), or ms.convert(path, 'model.msafe'): modelsafe stores tensors "
+_MAP_CPU = ("torch.load with map_location='cpu', or ms.convert(path, 'model.msafe'): modelsafe stores tensors "
             "without a device and maps them at load")
 
 
@@ -72,7 +72,7 @@ def _cuda_available() -> bool:
 
 
 def _weights_only_allowed() -> set[str]:
-    """Globals ``torch.load(weights_only=True)`` accepts here (modelsafe's torch list without torch)."""
+    """Globals ``torch.load with weights_only=True`` accepts here (modelsafe's torch list without torch)."""
     from modelsafe.security._allowlist import TORCH_SAFE, TORCH_VALUES
 
     names = set(TORCH_SAFE) | set(TORCH_VALUES) | {"collections.OrderedDict", "builtins.set", "_codecs.encode"}
@@ -95,16 +95,16 @@ def _weights_only(report: "ScanReport") -> list[Problem]:
     if _is_torch_tar(report):
         return [Problem(
             what="the checkpoint uses torch's oldest (tar) format",
-            why="torch.load(weights_only=True), the default since torch 2.6, refuses this format entirely",
+            why="torch.load with weights_only=True, the default since torch 2.6, refuses this format entirely",
             fix="if you trust the file, ms.convert(path, 'model.msafe', trusted=[...]) reads it without running "
-                "code; never torch.load(weights_only=False) a file from an untrusted source",
+                "code; never torch.load with weights_only=False on a file from an untrusted source",
             subject="legacy tar format")]
     allowed = _weights_only_allowed()
     blockers = [g for g in report.globals() if g not in allowed]
     if not blockers:
         return []
     return [Problem(
-        what=f"torch.load(weights_only=True) refuses {len(blockers)} global(s) the file names: {', '.join(blockers)}",
+        what=f"torch.load with weights_only=True refuses {len(blockers)} global(s) the file names: {', '.join(blockers)}",
         why="weights_only=True (the default since torch 2.6) accepts only tensors, containers and vetted types; "
             "loading these could run code, so torch raises UnpicklingError",
         fix="if you trust the file: torch.serialization.add_safe_globals([...those classes...]) or "

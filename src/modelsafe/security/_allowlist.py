@@ -127,8 +127,22 @@ def _attribute_chain(module: str, name: str) -> bool:
     return inner[-1] in _DANGEROUS_ATTRIBUTES or any(_matches(part, DANGEROUS_MODULES) for part in inner)
 
 
+def canonical(module: str, name: str) -> tuple[str, str]:
+    """The Python 3 name of a Python 2 spelling (``copy_reg._reconstructor``, ``__builtin__.eval``,
+    ``commands.Popen``), as pickle maps it below protocol 3; other names unchanged. Modules that
+    also exist in Python 3 are left alone (a stream at protocol 3+ would resolve them as written)."""
+    import _compat_pickle
+
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    if module in _compat_pickle.IMPORT_MAPPING and module.split(".")[0] not in sys.stdlib_module_names:
+        return _compat_pickle.IMPORT_MAPPING[module], name
+    return module, name
+
+
 def classify(module: str, name: str) -> str:
     """"safe" (on the allowlist, judged by name alone), "dangerous", or "unknown". Imports nothing."""
+    module, name = canonical(module, name)
     qualname = f"{module}.{name}"
     if _matches(qualname, DANGEROUS_MODULES) or _matches(module, DANGEROUS_MODULES) or module.startswith("__builtin"):
         return "dangerous"
@@ -156,6 +170,7 @@ def verdict(module: str, name: str, *, invoked: bool) -> str:
     kind = classify(module, name)
     if kind != "safe" or not invoked:
         return kind
+    module, name = canonical(module, name)
     qualname = f"{module}.{name}"
     if qualname in INVOKE_SAFE:
         return "safe"
@@ -185,6 +200,9 @@ def _resolve_installed(module: str, name: str) -> object | None:
 def is_allowed(module: str, name: str, *, invoked: bool, trusted: Collection[str] = (),
                allowed_modules: Collection[str] = ()) -> bool:
     """Whether the restricted unpickler may resolve ``module.name`` (see the module docstring)."""
+    if _trusted(f"{module}.{name}", module, trusted, allowed_modules):
+        return True
+    module, name = canonical(module, name)
     qualname = f"{module}.{name}"
     if _trusted(qualname, module, trusted, allowed_modules):
         return True

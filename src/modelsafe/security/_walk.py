@@ -16,7 +16,7 @@ import pickle
 import struct
 from typing import Any, BinaryIO
 
-from modelsafe.security._allowlist import verdict
+from modelsafe.security._allowlist import canonical, verdict
 from modelsafe.security._compressed import Decompressed, ExpansionLimit, available
 from modelsafe.security._findings import Finding, GlobalRecord, ItemRecord, StreamRecord, message
 from modelsafe.security._joblib import FORMAT_GLOBALS, skip_array_data
@@ -325,24 +325,13 @@ class Walker:
                  "format modelsafe can analyse")
 
 
-_RANK = {"safe": 0, "unknown": 1, "dangerous": 2}
-
-
 def _judge(module: str, name: str, invoked: bool, protocol: int) -> tuple[tuple[str, str], str]:
     """((module, full name) as Python resolves it, verdict). Below protocol 3 pickle maps Python 2
-    names (``__builtin__.eval``, ``commands.Popen``) to Python 3 ones; the worse verdict counts."""
+    names (``__builtin__.eval``, ``commands.Popen``) to Python 3 ones; the allowlist judges those."""
     if f"{module}.{name}" in FORMAT_GLOBALS:
         return (module, f"{module}.{name}"), "safe"
-    mapped = (module, name)
-    if protocol < 3:
-        import _compat_pickle
-
-        if mapped in _compat_pickle.NAME_MAPPING:
-            mapped = _compat_pickle.NAME_MAPPING[mapped]
-        elif module in _compat_pickle.IMPORT_MAPPING:
-            mapped = (_compat_pickle.IMPORT_MAPPING[module], name)
-    verdicts = [verdict(module, name, invoked=invoked), verdict(*mapped, invoked=invoked)]
-    return (mapped[0], f"{mapped[0]}.{mapped[1]}"), max(verdicts, key=_RANK.__getitem__)
+    mapped = canonical(module, name) if protocol < 3 else (module, name)
+    return (mapped[0], f"{mapped[0]}.{mapped[1]}"), verdict(module, name, invoked=invoked)
 
 
 def open_path(path: str) -> BinaryIO:
