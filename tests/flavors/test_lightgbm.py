@@ -306,3 +306,72 @@ def test_names_with_spaces_are_matched_as_lightgbm_renames_them(tmp_path, fresh)
         bundle = ms.load("m.msafe")
         assert np.array_equal(bundle.predict(frame[["d", "qty\\tsold", "c", "unit price"]]), np.load("expected.npy"))
     """))
+
+
+# ---------------------------------------------------------------------------------------
+# crafted model text: LightGBM aborts the process or reads out of bounds on it
+# ---------------------------------------------------------------------------------------
+
+
+def _crafted(tmp_path, edit) -> str:
+    """A folder artifact whose model text was edited, hashes recomputed (as an attacker would)."""
+    import hashlib
+
+    X, y = _numeric()
+    path = tmp_path / "crafted"
+    ms.save(lgb.train({"num_leaves": 4, **QUIET}, lgb.Dataset(X, y), num_boost_round=3), path)
+    member = path / "model" / "model.txt"
+    text = edit(member.read_text())
+    member.write_text(text)
+    manifest = json.loads((path / "modelsafe.json").read_text())
+    manifest["members"]["model/model.txt"] = {"size": len(text.encode()),
+                                              "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    (path / "modelsafe.json").write_text(json.dumps(manifest))
+    return str(path)
+
+
+def _first(key: str, value: str | None):
+    """Replace (None: drop) the first value of the first ``key=`` line."""
+    def edit(text: str) -> str:
+        start = text.index(f"\n{key}=") + len(key) + 2
+        end = text.index("\n", start)
+        values = text[start:end].split(" ")
+        values[:1] = [] if value is None else [value]
+        return text[:start] + " ".join(values) + text[end:]
+    return edit
+
+
+@pytest.mark.parametrize("edit, words", [
+    (_first("left_child", "9"), "outside the tree"),
+    (_first("right_child", "-9"), "outside the tree"),
+    (_first("left_child", "0"), "outside the tree"),
+    (_first("split_feature", "7"), "feature 7"),
+    (_first("leaf_value", None), "leaf values"),
+    (_first("tree_sizes", None), "tree_sizes"),
+    (lambda text: _first("leaf_value", "0.5 0.5")(text.replace("num_leaves=4", "num_leaves=5", 1)), "split arrays"),
+    (lambda text: text.split("end of trees")[0], "truncated"),
+])
+def test_crafted_model_text_is_refused_before_lightgbm_reads_it(tmp_path, fresh, edit, words):
+    path = _crafted(tmp_path, edit)
+    proc = fresh(f"""
+        import modelsafe as ms
+        from modelsafe.errors import UntrustedContentError
+        try:
+            ms.load({path!r})
+        except UntrustedContentError as exc:
+            print("refused:", exc)
+    """)
+    assert "refused: The LightGBM model in this artifact is malformed" in proc.stdout and words in proc.stdout
+
+
+def test_lying_tree_sizes_cannot_abort_the_process(tmp_path, fresh):
+    # LightGBM parses trees in parallel at the offsets tree_sizes gives, and aborts the process
+    # when they are wrong; modelsafe hands it the text without them.
+    path = _crafted(tmp_path, _first("tree_sizes", "10"))
+    X, _ = _numeric()
+    np.save(tmp_path / "X.npy", X)
+    fresh(f"""
+        import numpy as np, modelsafe as ms
+        model = ms.load({path!r}).model
+        assert model.predict(np.load("X.npy")).shape == (200,)
+    """)

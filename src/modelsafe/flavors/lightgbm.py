@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from modelsafe.errors import FormatError, UnsupportedModelError
 from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
 from modelsafe.flavors._feature_guard import align_features
+from modelsafe.flavors._lightgbm_text import check_model_text
 from modelsafe.flavors._wrapper_state import (
     capture_attributes, check_class, check_component, construct, encode_params, find_base, from_json, resolve_class,
     restore_attributes, to_json,
@@ -133,13 +134,7 @@ class LightGBMFlavor(Flavor):
         check_class(data["class"], KNOWN, options)
         if not data.get("fitted", True):
             return
-        head = bytes(source.view(MODEL)[:5])
-        if head != b"tree\n":
-            raise FormatError(
-                f"Member {source.prefix}/{MODEL} is not LightGBM model text (it starts with {head!r}, not "
-                "'tree'): it cannot be loaded. Re-export the model from its source.",
-                member=f"{source.prefix}/{MODEL}",
-            )
+        source.cache["lightgbm_text"] = _checked_text(source)
 
     def load(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
         import lightgbm
@@ -150,7 +145,7 @@ class LightGBMFlavor(Flavor):
             obj = construct(cls, data)
             restore_attributes(obj, data.get("attributes", {}))
             return obj
-        text = bytes(source.view(MODEL)).decode("utf-8")
+        text = source.cache.pop("lightgbm_text", None) or _checked_text(source)
         try:
             booster = cls(model_str=text) if data["kind"] == "booster" else lightgbm.Booster(model_str=text)
         except lightgbm.basic.LightGBMError as exc:
@@ -182,6 +177,16 @@ class LightGBMFlavor(Flavor):
     def _guard(obj: Any, x: Any) -> Any:
         return align_features(x, _feature_names(obj), int(_booster(obj).num_feature()), model=type(obj).__name__,
                               normalize=_lightgbm_name)
+
+
+def _checked_text(source: ComponentSource) -> str:
+    """The model text, validated before LightGBM sees it (see :mod:`._lightgbm_text`)."""
+    try:
+        text = bytes(source.view(MODEL)).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"Member {source.prefix}/{MODEL} is not UTF-8 LightGBM model text ({exc}). Re-export "
+                          "the model from its source.", member=f"{source.prefix}/{MODEL}") from exc
+    return check_model_text(text)
 
 
 def _wrapper_state(obj: Any, fitted: bool) -> dict[str, Any]:
