@@ -124,7 +124,6 @@ def _doctor_path(path: Path) -> DoctorReport:
     report = scan(path)
     facts: dict[str, Any] = dict(report.facts)
     problems: list[Problem] = []
-    problems += checks.security(report)
     problems += checks.globals_here(report)
     problems += checks.protocol(report)
     problems += checks.recorded_versions(path, report, facts)
@@ -132,6 +131,8 @@ def _doctor_path(path: Path) -> DoctorReport:
     problems += frameworks.keras_checks(path, report, facts)
     problems += checks.artifact_checks(path, report)
     problems += _flavor_checks(path, report)
+    covered = {p.subject for p in problems}  # a specific diagnosis replaces the scan's generic one
+    problems = checks.security(report, covered) + problems
     order = {s: i for i, s in enumerate(SEVERITIES)}
     problems.sort(key=lambda p: order.get(p.severity, 9))
     return DoctorReport(target=str(path), kind=report.kind, problems=tuple(_unique(problems)), facts=facts)

@@ -33,10 +33,16 @@ _VERSION = re.compile(rb"(\d+\.\d+(?:\.\d+)?(?:(?:a|b|rc|\.post|\.dev)\d+)*)")
 _CUDA = re.compile(rb"cuda(?::\d+)?")
 
 
-def security(report: "ScanReport") -> list[Problem]:
-    """Scan findings, as problems (unknown globals are a warning: they need ``trusted=``)."""
+def security(report: "ScanReport", covered: set[str] = frozenset()) -> list[Problem]:  # type: ignore[assignment]
+    """Scan findings, as problems (unknown globals are a warning: they need ``trusted=``).
+
+    Findings about a subject in ``covered`` (one a specific check already diagnosed, such as a
+    pickle protocol or a SavedModel) are left out, except those about globals.
+    """
     out = []
     for f in report.findings:
+        if f.subject in covered and not f.kind.endswith("-global"):
+            continue
         why, fix = explain(f.kind)
         where = f" (in {f.location})" if f.location else ""
         out.append(Problem(what=f"{f.what or f.subject}{where}", why=why, fix=fix.replace("<name>", f.subject),
