@@ -7,6 +7,7 @@ input on real LightGBM models.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import textwrap
@@ -47,7 +48,23 @@ def _numeric(n: int = 200, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
     return X, X[:, 0] - 0.5 * np.nan_to_num(X[:, 1]) + rng.normal(scale=0.1, size=n)
 
 
-def _models() -> dict[str, tuple[object, object]]:
+#: How each test input is rebuilt, here and in a fresh process (test data never travels as a pickle).
+INPUTS = {
+    "frame": "_frame()[0]",
+    "numeric": "_numeric()[0]",
+    "named": "pd.DataFrame(_numeric()[0], columns=['a', 'b', 'c', 'd'])",
+}
+
+
+def _inputs_code() -> str:
+    """Source that defines the data builders and ``INPUTS`` in a fresh process."""
+    builders = "".join(inspect.getsource(f) for f in (_frame, _numeric))
+    table = "{" + ", ".join(f"{k!r}: lambda: {v}" for k, v in INPUTS.items()) + "}"
+    return f"import numpy as np, pandas as pd\n{builders}\nINPUTS = {table}\n"
+
+
+def _models() -> dict[str, tuple[object, str]]:
+    """name -> (fitted model, recipe of the input to predict on)."""
     frame, labels = _frame()
     X, y = _numeric()
     early = lgb.LGBMClassifier(n_estimators=300, learning_rate=0.2, **QUIET)
@@ -58,13 +75,14 @@ def _models() -> dict[str, tuple[object, object]]:
     named = pd.DataFrame(X, columns=["a", "b", "c", "d"])
     booster = lgb.train({"objective": "regression", **QUIET}, lgb.Dataset(X, y), num_boost_round=12)
     return {
-        "string-labels-categorical-early-stopping": (early, frame),
-        "multiclass-numpy": (lgb.LGBMClassifier(n_estimators=10, **QUIET).fit(X, np.digitize(y, [-0.5, 0.5])), X),
-        "regressor-frame": (lgb.LGBMRegressor(n_estimators=15, **QUIET).fit(named, y), named),
+        "string-labels-categorical-early-stopping": (early, "frame"),
+        "multiclass-numpy": (lgb.LGBMClassifier(n_estimators=10, **QUIET).fit(X, np.digitize(y, [-0.5, 0.5])),
+                             "numeric"),
+        "regressor-frame": (lgb.LGBMRegressor(n_estimators=15, **QUIET).fit(named, y), "named"),
         "ranker": (lgb.LGBMRanker(n_estimators=8, min_child_samples=5, **QUIET)
-                   .fit(X, np.clip(np.digitize(y, [-0.5, 0.5]), 0, 2), group=[10] * 20), X),
-        "booster-unnamed": (booster, X),
-        "booster-categorical": (early.booster_, frame),
+                   .fit(X, np.clip(np.digitize(y, [-0.5, 0.5]), 0, 2), group=[10] * 20), "numeric"),
+        "booster-unnamed": (booster, "numeric"),
+        "booster-categorical": (early.booster_, "frame"),
     }
 
 
@@ -72,12 +90,9 @@ def _models() -> dict[str, tuple[object, object]]:
 def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("lgb")
     expected = {}
-    for name, (model, x) in _models().items():
+    for name, (model, recipe) in _models().items():
+        x = eval(INPUTS[recipe])  # noqa: S307 - a recipe from the table above
         ms.save(model, root / f"{name}.msafe", sample=x)
-        if isinstance(x, pd.DataFrame):
-            x.to_pickle(root / f"{name}.input.pkl")  # test data only; the artifact holds no pickle
-        else:
-            np.save(root / f"{name}.input.npy", x)
         outputs = {"predict": model.predict(x)}
         if hasattr(model, "predict_proba"):
             outputs["predict_proba"] = model.predict_proba(x)
@@ -85,6 +100,7 @@ def saved(tmp_path_factory):
             np.save(root / f"{name}.{key}.npy", np.asarray(value).astype(str) if value.dtype == object else value)
         wrapper = not isinstance(model, lgb.Booster)
         expected[name] = {
+            "recipe": recipe,
             "type": f"{type(model).__module__}.{type(model).__qualname__}",
             "outputs": sorted(outputs),
             "feature_names": model.feature_name() if not wrapper else (
@@ -102,17 +118,17 @@ def _plain(params: dict) -> dict:
 
 def test_round_trip_in_a_fresh_process(saved, fresh):
     root, expected = saved
-    proc = fresh(f"""
+    recipes = {name: want["recipe"] for name, want in expected.items()}
+    proc = fresh(_inputs_code() + textwrap.dedent(f"""
         import json, math
         from pathlib import Path
-        import numpy as np, pandas as pd, modelsafe as ms
+        import modelsafe as ms
         root = Path({str(root)!r})
         report = {{}}
-        for name in {sorted(expected)!r}:
+        for name, recipe in {recipes!r}.items():
             bundle = ms.load(root / f"{{name}}.msafe")
             model = bundle.model
-            pkl = root / f"{{name}}.input.pkl"
-            x = pd.read_pickle(pkl) if pkl.exists() else np.load(root / f"{{name}}.input.npy")
+            x = INPUTS[recipe]()
             wrapper = type(model).__name__ != "Booster"
             exact = {{}}
             for key in ("predict", "predict_proba"):
@@ -133,7 +149,7 @@ def test_round_trip_in_a_fresh_process(saved, fresh):
                 "verify": bundle.verify().ok,
             }}
         print(json.dumps(report))
-    """)
+    """))
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     for name, want in expected.items():
         got = report[name]
@@ -253,18 +269,17 @@ def test_pipeline_steps_go_through_the_lightgbm_flavor(tmp_path, fresh):
     assert not [g for g in component.data["globals"] if g.startswith("lightgbm")]
     flavors = [e["flavor"] for e in component.data["embedded"]]
     assert flavors and set(flavors) == {"lightgbm"}
-    frame.to_pickle(tmp_path / "frame.pkl")  # test data only
     np.save(tmp_path / "expected.npy", pipeline.predict(frame).astype(str))
     np.save(tmp_path / "proba.npy", pipeline.predict_proba(frame))
-    fresh("""
-        import numpy as np, pandas as pd, modelsafe as ms
-        frame = pd.read_pickle("frame.pkl")
+    fresh(_inputs_code() + textwrap.dedent("""
+        import modelsafe as ms
+        frame = INPUTS["frame"]()
         bundle = ms.load("p.msafe")
         assert list(bundle.model.classes_) == ["churn", "loyal", "stay"]
         assert np.array_equal(bundle.predict(frame).astype(str), np.load("expected.npy"))
         assert np.array_equal(bundle.model.predict_proba(frame), np.load("proba.npy"))
         assert all(type(e).__name__ == "LGBMClassifier" for e in bundle.model[-1].estimators_)
-    """)
+    """))
 
 
 def test_unfitted_template_keeps_parameters_and_sample_is_refused(tmp_path):
@@ -298,11 +313,10 @@ def test_names_with_spaces_are_matched_as_lightgbm_renames_them(tmp_path, fresh)
     model = lgb.LGBMRegressor(n_estimators=6, **QUIET).fit(frame, y)
     assert list(model.feature_names_in_) == ["unit_price", "qty\tsold", "c", "d"]
     ms.save(model, tmp_path / "m.msafe")
-    frame.to_pickle(tmp_path / "frame.pkl")
     np.save(tmp_path / "expected.npy", model.predict(frame))
-    fresh(textwrap.dedent("""
-        import numpy as np, pandas as pd, modelsafe as ms
-        frame = pd.read_pickle("frame.pkl")
+    fresh(_inputs_code() + textwrap.dedent("""
+        import modelsafe as ms
+        frame = pd.DataFrame(_numeric()[0], columns=["unit price", "qty\\tsold", "c", "d"])
         bundle = ms.load("m.msafe")
         assert np.array_equal(bundle.predict(frame[["d", "qty\\tsold", "c", "unit price"]]), np.load("expected.npy"))
     """))

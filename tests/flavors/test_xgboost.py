@@ -7,6 +7,7 @@ exercised on real XGBoost models.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import textwrap
@@ -51,8 +52,23 @@ def _numeric(n: int = 200, seed: int = RNG_SEED) -> tuple[np.ndarray, np.ndarray
     return X, X[:, 0] + 0.5 * np.nan_to_num(X[:, 2]) + rng.normal(scale=0.1, size=n)
 
 
-def _models() -> dict[str, tuple[object, object]]:
-    """name -> (fitted model, input to predict on)."""
+#: How each test input is rebuilt, here and in a fresh process (test data never travels as a pickle).
+INPUTS = {
+    "frame": "_frame()[0]",
+    "numeric": "_numeric()[0]",
+    "named": "pd.DataFrame(_numeric()[0], columns=list('abcd'))",
+}
+
+
+def _inputs_code() -> str:
+    """Source that defines the data builders and ``INPUTS`` in a fresh process."""
+    builders = "".join(inspect.getsource(f) for f in (_frame, _numeric))
+    table = "{" + ", ".join(f"{k!r}: lambda: {v}" for k, v in INPUTS.items()) + "}"
+    return f"import numpy as np, pandas as pd\nRNG_SEED = {RNG_SEED}\n{builders}\nINPUTS = {table}\n"
+
+
+def _models() -> dict[str, tuple[object, str]]:
+    """name -> (fitted model, recipe of the input to predict on)."""
     frame, target = _frame()
     X, y = _numeric()
     classes = np.digitize(y, [-0.7, 0.7])  # three classes
@@ -62,14 +78,14 @@ def _models() -> dict[str, tuple[object, object]]:
     early.fit(frame[:180], target[:180], eval_set=[(frame[180:], target[180:])], verbose=False)
     booster = xgb.train({"objective": "binary:logistic", "max_depth": 3}, xgb.DMatrix(X, label=(y > 0)), 8)
     return {
-        "binary-categorical-early-stopping": (early, frame),
-        "multiclass-numpy": (xgb.XGBClassifier(n_estimators=12, max_depth=3).fit(X, classes), X),
+        "binary-categorical-early-stopping": (early, "frame"),
+        "multiclass-numpy": (xgb.XGBClassifier(n_estimators=12, max_depth=3).fit(X, classes), "numeric"),
         "regressor-frame": (xgb.XGBRegressor(n_estimators=15, max_depth=3, missing=np.nan)
-                            .fit(pd.DataFrame(X, columns=list("abcd")), y), pd.DataFrame(X, columns=list("abcd"))),
-        "ranker": (xgb.XGBRanker(n_estimators=10, max_depth=3).fit(X, np.clip(classes, 0, 2), qid=qid), X),
-        "random-forest": (xgb.XGBRFClassifier(n_estimators=6, max_depth=3).fit(X, (y > 0).astype(int)), X),
-        "booster-unnamed": (booster, X),
-        "booster-categorical": (early.get_booster(), frame),
+                            .fit(pd.DataFrame(X, columns=list("abcd")), y), "named"),
+        "ranker": (xgb.XGBRanker(n_estimators=10, max_depth=3).fit(X, np.clip(classes, 0, 2), qid=qid), "numeric"),
+        "random-forest": (xgb.XGBRFClassifier(n_estimators=6, max_depth=3).fit(X, (y > 0).astype(int)), "numeric"),
+        "booster-unnamed": (booster, "numeric"),
+        "booster-categorical": (early.get_booster(), "frame"),
     }
 
 
@@ -86,12 +102,9 @@ def saved(tmp_path_factory):
     """Every kind of model saved once, with the outputs the originals give."""
     root = tmp_path_factory.mktemp("xgb")
     expected = {}
-    for name, (model, x) in _models().items():
+    for name, (model, recipe) in _models().items():
+        x = eval(INPUTS[recipe])  # noqa: S307 - a recipe from the table above
         ms.save(model, root / f"{name}.msafe", sample=x)  # the schema sees all rows; 100 are replayed
-        if isinstance(x, pd.DataFrame):
-            x.to_pickle(root / f"{name}.input.pkl")  # test data only; the artifact holds no pickle
-        else:
-            np.save(root / f"{name}.input.npy", x)
         is_booster = isinstance(model, xgb.Booster)
         outputs = {"predict": model.inplace_predict(x) if is_booster else model.predict(x)}
         if hasattr(model, "predict_proba"):
@@ -99,6 +112,7 @@ def saved(tmp_path_factory):
         for key, value in outputs.items():
             np.save(root / f"{name}.{key}.npy", value)
         expected[name] = {
+            "recipe": recipe,
             "type": f"{type(model).__module__}.{type(model).__qualname__}",
             "outputs": sorted(outputs),
             "feature_names": (model.feature_names if is_booster
@@ -111,17 +125,17 @@ def saved(tmp_path_factory):
 
 def test_round_trip_in_a_fresh_process(saved, fresh):
     root, expected = saved
-    proc = fresh(f"""
-        import json, sys, math
+    recipes = {name: want["recipe"] for name, want in expected.items()}
+    proc = fresh(_inputs_code() + textwrap.dedent(f"""
+        import json, math
         from pathlib import Path
-        import numpy as np, pandas as pd, modelsafe as ms
+        import modelsafe as ms
         root = Path({str(root)!r})
         report = {{}}
-        for name in {sorted(expected)!r}:
+        for name, recipe in {recipes!r}.items():
             bundle = ms.load(root / f"{{name}}.msafe")
             model = bundle.model
-            pkl = root / f"{{name}}.input.pkl"
-            x = pd.read_pickle(pkl) if pkl.exists() else np.load(root / f"{{name}}.input.npy")
+            x = INPUTS[recipe]()
             is_booster = type(model).__name__ == "Booster"
             exact = {{}}
             for key in ("predict", "predict_proba"):
@@ -141,7 +155,7 @@ def test_round_trip_in_a_fresh_process(saved, fresh):
                     bundle.predict(x), np.load(root / f"{{name}}.predict.npy"), equal_nan=True)),
             }}
         print(json.dumps(report))
-    """)
+    """))
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     for name, want in expected.items():
         got = report[name]
@@ -178,7 +192,7 @@ def test_manifest_records_wrapper_state_and_no_pickle(saved):
 def test_early_stopping_best_iteration_is_used(saved):
     root, _ = saved
     bundle = ms.load(root / "binary-categorical-early-stopping.msafe")
-    frame = pd.read_pickle(root / "binary-categorical-early-stopping.input.pkl")
+    frame, _ = _frame()
     booster = bundle.model.get_booster()
     assert bundle.model.best_iteration + 1 < booster.num_boosted_rounds()
     all_trees = bundle.model.predict_proba(frame, iteration_range=(0, booster.num_boosted_rounds()))
@@ -190,7 +204,7 @@ def test_early_stopping_best_iteration_is_used(saved):
 def test_categories_realigned_by_name_and_order(saved):
     root, _ = saved
     bundle = ms.load(root / "binary-categorical-early-stopping.msafe")
-    frame = pd.read_pickle(root / "binary-categorical-early-stopping.input.pkl")
+    frame, _ = _frame()
     shuffled = frame[["city", "score", "age", "income"]].copy()
     shuffled["city"] = shuffled["city"].cat.reorder_categories(["perth", "osaka", "lima", "berlin"])
     expected = np.load(root / "binary-categorical-early-stopping.predict.npy")
@@ -500,11 +514,9 @@ def test_pipeline_steps_go_through_the_xgboost_flavor(tmp_path, fresh):
         np.save(tmp_path / f"{name}.predict.npy", pipeline.predict(frame).astype(str))
         np.save(tmp_path / f"{name}.proba.npy", pipeline.predict_proba(frame))
         expected[name] = [str(c) for c in pipeline.classes_]
-    frame, _ = _frame()
-    frame.to_pickle(tmp_path / "frame.pkl")  # test data only
-    proc = fresh(_WALK + textwrap.dedent(f"""
+    proc = fresh(_WALK + _inputs_code() + textwrap.dedent(f"""
         import json, numpy as np, pandas as pd, modelsafe as ms
-        frame = pd.read_pickle("frame.pkl")
+        frame = INPUTS["frame"]()
         out = {{}}
         for name in {sorted(expected)!r}:
             bundle = ms.load(name + ".msafe")
