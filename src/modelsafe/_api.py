@@ -353,6 +353,7 @@ class _LoadState:
     env_report: Any = None
     objects: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, ComponentSource] = field(default_factory=dict)
+    integrity: Any = None
     bundle: Bundle | None = None
 
     def source(self, key: str) -> ComponentSource:
@@ -398,6 +399,8 @@ def load(path: PathLike, *, verify: bool = True, env: str = "warn", device: str 
         for step in _LOAD_STEPS:
             step(state)
     except BaseException:
+        if state.integrity is not None:
+            state.integrity.close()
         if state.reader is not None:
             state.reader.close()
         raise
@@ -421,10 +424,22 @@ def read_manifest(reader: ArtifactReader) -> Manifest:
 
 
 def _step_integrity(state: _LoadState) -> None:
-    from modelsafe._integrity import check_members
+    """Check sizes and hashes: small members now, large ones in the background.
+
+    No member is read before its own check passed (the reader's gate waits for it), and
+    :func:`_step_integrity_done` joins every check before anything is deserialized.
+    """
+    from modelsafe._integrity import MemberChecks
 
     assert state.reader is not None and state.manifest is not None
-    check_members(state.reader, state.manifest.members, progress=state.options.extra.get("progress"))
+    state.integrity = MemberChecks(state.reader, state.manifest.members, progress=state.options.extra.get("progress"))
+    state.reader.gate = state.integrity.wait
+
+
+def _step_integrity_done(state: _LoadState) -> None:
+    assert state.reader is not None
+    state.integrity.wait_all()
+    state.reader.gate = None
 
 
 def _step_code(state: _LoadState) -> None:
@@ -467,9 +482,10 @@ def _step_verify(state: _LoadState) -> None:
 
 _LOAD_STEPS: tuple[Callable[[_LoadState], None], ...] = (
     _step_manifest,       # manifest + format version
-    _step_integrity,      # sizes and hashes, before anything is read
+    _step_integrity,      # sizes and hashes (large members finish in the background)
     _step_code,           # bundled code: trust gate (nothing imported from the artifact)
     _step_audit,          # allowlist audit of every component
+    _step_integrity_done,  # every hash checked before anything is deserialized
     _step_environment,    # saved vs current versions
     _step_deserialize,    # build objects
     _step_verify,         # replay the sample

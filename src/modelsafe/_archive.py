@@ -332,6 +332,9 @@ class ArtifactReader:
     """Read members of an artifact. Use :func:`open_artifact` to get one."""
 
     path: Path
+    #: Called with a member's name before a component reads it; ``load`` sets it to wait
+    #: for that member's integrity check (see :class:`modelsafe._integrity.MemberChecks`).
+    gate: Callable[[str], None] | None = None
 
     def names(self) -> list[str]:
         raise NotImplementedError  # abstract

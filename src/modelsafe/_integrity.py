@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -85,12 +85,8 @@ def check_member(reader: ArtifactReader, name: str, record: MemberRecord,
         )
 
 
-def check_members(reader: ArtifactReader, members: Mapping[str, MemberRecord],
-                  progress: ProgressCallback | None = None) -> None:
-    """Check every recorded member, and that the artifact holds no unrecorded member.
-
-    ``progress(n_bytes)`` is called as data is hashed (for a progress bar).
-    """
+def check_structure(reader: ArtifactReader, members: Mapping[str, MemberRecord]) -> None:
+    """Every recorded member is present and safely named; no unrecorded member exists."""
     for name in members:
         check_member_name(name)
         if not reader.has(name):
@@ -108,28 +104,66 @@ def check_members(reader: ArtifactReader, members: Mapping[str, MemberRecord],
             "or re-export the model.",
             member=extra[0], expected="absent", actual="present",
         )
-    cache_key = _cache_key(reader, members)
-    if cache_key is not None and _cache_path(cache_key).is_file():
-        return
-    big = [n for n, r in members.items() if r.size >= _PARALLEL_THRESHOLD]
-    small = [n for n in members if n not in set(big)]
-    for name in small:
-        check_member(reader, name, members[name], progress)
-    _check_parallel(reader, big, members, progress)
-    if cache_key is not None:
-        _cache_record(cache_key, reader)
 
 
-def _check_parallel(reader: ArtifactReader, names: Iterable[str], members: Mapping[str, MemberRecord],
-                    progress: ProgressCallback | None) -> None:
-    names = list(names)
-    if len(names) <= 1:
-        for name in names:
-            check_member(reader, name, members[name], progress)
-        return
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelsafe-verify") as pool:
-        for future in [pool.submit(check_member, reader, n, members[n], progress) for n in names]:
+class MemberChecks:
+    """Integrity of every member: small ones checked at once, large ones on background threads.
+
+    Hashing large members overlaps the work that does not need them (the audit of a pickle
+    stream reads only the stream). :meth:`wait` blocks until one member is verified, so no
+    byte of a member is used before its hash matched; :meth:`wait_all` joins every check
+    and raises the first IntegrityError. Use :func:`check_members` for a blocking check.
+    """
+
+    def __init__(self, reader: ArtifactReader, members: Mapping[str, MemberRecord],
+                 progress: ProgressCallback | None = None) -> None:
+        self._reader = reader
+        self._pending: dict[str, Future[None]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        check_structure(reader, members)
+        self._cache_key = _cache_key(reader, members)
+        if self._cache_key is not None and _cache_path(self._cache_key).is_file():
+            self._cache_key = None  # verified before, and unchanged since
+            return
+        big = [n for n, r in members.items() if r.size >= _PARALLEL_THRESHOLD]
+        for name in members:
+            if name not in big:
+                check_member(reader, name, members[name], progress)
+        if big:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelsafe-verify")
+            self._pending = {n: self._pool.submit(check_member, reader, n, members[n], progress) for n in big}
+
+    def wait(self, name: str) -> None:
+        """Return once member ``name`` is verified (raise IntegrityError if it is not intact)."""
+        future = self._pending.get(name)
+        if future is not None:
             future.result()
+
+    def wait_all(self) -> None:
+        """Join every check; raise the first IntegrityError; remember a verified large artifact."""
+        try:
+            for future in self._pending.values():
+                future.result()
+        finally:
+            self.close()
+        if self._cache_key is not None:
+            _cache_record(self._cache_key, self._reader)
+            self._cache_key = None
+
+    def close(self) -> None:
+        """Stop: cancel checks not started, wait for running ones (errors are dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def check_members(reader: ArtifactReader, members: Mapping[str, MemberRecord],
+                  progress: ProgressCallback | None = None) -> None:
+    """Check every recorded member, and that the artifact holds no unrecorded member.
+
+    ``progress(n_bytes)`` is called as data is hashed (for a progress bar).
+    """
+    MemberChecks(reader, members, progress).wait_all()
 
 
 def _short(digest: str) -> str:

@@ -58,7 +58,7 @@ class ComponentStore:
 
 
 class ComponentSource:
-    """Reads the members of one component (integrity was checked before this exists)."""
+    """Reads the members of one component; a member's integrity is checked before it is read."""
 
     def __init__(self, reader: "ArtifactReader", prefix: str) -> None:
         self._reader = reader
@@ -77,16 +77,22 @@ class ComponentSource:
     def has(self, relname: str) -> bool:
         return self._reader.has(f"{self.prefix}/{relname}")
 
+    def _member(self, relname: str) -> str:
+        name = f"{self.prefix}/{relname}"
+        if self._reader.gate is not None:
+            self._reader.gate(name)  # wait until the member's hash has been checked
+        return name
+
     def view(self, relname: str) -> memoryview:
         """Zero-copy read-only view (memory-mapped where the container allows)."""
-        return self._reader.view(f"{self.prefix}/{relname}")
+        return self._reader.view(self._member(relname))
 
     def read(self, relname: str) -> bytes:
         return bytes(self.view(relname))
 
     def locate(self, relname: str) -> tuple[int, int] | None:
         """``(fd, offset)`` for ``os.pread`` of a plainly stored member (see ArtifactReader.locate)."""
-        return self._reader.locate(f"{self.prefix}/{relname}")
+        return self._reader.locate(self._member(relname))
 
     def read_array(self, relname: str, *, copy: bool = True) -> "np.ndarray":
         from modelsafe._data import npy_load

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import pickle
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping
 
 from modelsafe.errors import FormatError, UnsavableObjectError
@@ -114,10 +115,14 @@ def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
     except Exception as exc:  # any pickling failure is diagnosed the same way
         raise unsavable(obj, exc) from exc
     stream = out.getbuffer()
-    packed, layout = _pack(buffers, BUFFER_MEMBERS if buffers else 0)
-    names = [store.write(f"buffers-{i}.bin", part) for i, part in enumerate(packed)]
-    store.write(STREAM, stream)
-    summary = summarize_pickle(stream)
+    # The globals the stream names are read (pure Python) while the array buffers are
+    # written and hashed (which release the GIL): the two overlap on two cores.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelsafe-summary") as pool:
+        summarized = pool.submit(summarize_pickle, stream)
+        packed, layout = _pack(buffers, BUFFER_MEMBERS if buffers else 0)
+        names = [store.write(f"buffers-{i}.bin", part) for i, part in enumerate(packed)]
+        store.write(STREAM, stream)
+        summary = summarized.result()
     refs = sorted(summary.globals, key=lambda g: g.qualname)
     data: dict[str, Any] = {
         "stream": STREAM,
