@@ -33,9 +33,19 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -n 2 -m "not slow" --timeout=900 -q -x
 
-bench: venv
-	$(PY) -m pip install --quiet -e ".[all,bench]"
-	$(PY) bench/run.py
+# The peers (skops, MLflow, picklescan, modelscan...) live in their own environment.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.modelsafe-installed
+
+$(BENCH_STAMP): pyproject.toml Makefile
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BENCH_VENV)/bin/python -m pip install --quiet "torch==2.13.0"
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[all,dev,bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build dist src/*.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache build dist src/*.egg-info
