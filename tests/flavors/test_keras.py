@@ -308,6 +308,15 @@ def test_audit_reads_the_config_not_the_manifest(tmp_path, fresh):
         return config
 
     _rewrite_keras_member(tmp_path / "unknown-class", rename_class)
+    ms.save(plain, tmp_path / "unsafe-function", sample=X[:4])
+
+    def unsafe_activation(config):
+        config["config"]["layers"][0]["config"]["activation"] = {
+            "module": "keras.config", "class_name": "function", "config": "enable_unsafe_deserialization",
+            "registered_name": "function"}
+        return config
+
+    _rewrite_keras_member(tmp_path / "unsafe-function", unsafe_activation)
     fresh("""
         import modelsafe as ms
         from modelsafe.errors import FormatError, UntrustedContentError
@@ -323,6 +332,12 @@ def test_audit_reads_the_config_not_the_manifest(tmp_path, fresh):
             assert "x>Sneaky" in str(exc), exc
         else:
             raise AssertionError("an unrecorded class passed the audit")
+        try:
+            ms.load("unsafe-function")
+        except UntrustedContentError as exc:
+            assert any("enable_unsafe_deserialization" in g for g in exc.globals), exc.globals
+        else:
+            raise AssertionError("a config naming enable_unsafe_deserialization passed the audit")
     """)
 
 

@@ -3,8 +3,8 @@
 A ``keras.Model`` (Sequential, Functional or subclassed) is stored as one ``model.keras``
 member: Keras' own zip of ``config.json`` and ``model.weights.h5``, no pickle. Before the
 artifact is committed the bytes are reloaded in this process with exactly the custom
-objects a fresh process will get, so a model that could not load elsewhere fails at save,
-naming its class.
+objects a fresh process will get (:mod:`modelsafe.flavors.keras_save`), so a model that
+could not load elsewhere fails at save, naming its class.
 
 Custom classes and functions (layers, losses, activations...) are found on the live
 model, recorded by registered name, module and qualname, and listed in ``refs`` so that
@@ -30,73 +30,17 @@ import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from modelsafe.errors import (EnvironmentMismatchError, FlavorError, FormatError, SaveError, UnsupportedModelError,
+from modelsafe.errors import (EnvironmentMismatchError, FlavorError, FormatError, UnsupportedModelError,
                               UntrustedContentError)
+from modelsafe.flavors import keras_save
 from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
-from modelsafe.flavors.keras_config import (KERAS_FAMILY, config_custom_names, gate_lambdas, lambda_layers,
-                                            python_minor, read_keras_zip)
+from modelsafe.flavors.keras_config import config_custom_names, gate_lambdas, lambda_layers, python_minor, read_keras_zip
 
 if TYPE_CHECKING:
     import keras
 
 KERAS_MEMBER = "model.keras"
 _CHUNK = 8 << 20
-
-
-# ---------------------------------------------------------------------------------------
-# custom objects on a live model
-# ---------------------------------------------------------------------------------------
-
-
-def _is_custom(module: str) -> bool:
-    root = module.split(".")[0]
-    return root not in KERAS_FAMILY and root not in ("builtins", "numpy")
-
-
-def live_custom_objects(model: Any) -> dict[str, Any]:
-    """Registered name -> class or function, for every non-Keras object reachable from ``model``."""
-    import keras
-
-    found: dict[str, Any] = {}
-    seen: set[int] = set()
-    stack: list[Any] = [model]
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, types.FunctionType):
-            # A lambda is stored by Keras as bytecode (gated by trust_code), never as a reference.
-            # Methods (``Layer.build``) reached through attributes are part of their class.
-            method = "." in obj.__qualname__ and "<locals>" not in obj.__qualname__
-            if obj.__name__ != "<lambda>" and not method and _is_custom(obj.__module__ or ""):
-                found[keras.saving.get_registered_name(obj)] = obj
-            continue
-        if isinstance(obj, (list, tuple, set)):
-            stack.extend(obj)
-        elif isinstance(obj, dict):
-            stack.extend(obj.values())
-        elif hasattr(obj, "get_config") and hasattr(obj, "__dict__") and not isinstance(obj, type):
-            cls = type(obj)
-            if _is_custom(cls.__module__):
-                found[keras.saving.get_registered_name(cls)] = cls
-            stack.extend(vars(obj).values())
-    return found
-
-
-def _describe_custom(name: str, obj: Any) -> dict[str, str]:
-    return {"name": name, "module": obj.__module__, "qualname": obj.__qualname__,
-            "kind": "class" if isinstance(obj, type) else "function"}
-
-
-def _check_importable(records: list[dict[str, str]]) -> None:
-    problems = [r for r in records if "<locals>" in r["qualname"] or "<lambda>" in r["qualname"]]
-    if problems:
-        names = ", ".join(f"{r['module']}.{r['qualname']}" for r in problems)
-        raise SaveError(
-            f"The model uses {names}, defined inside a function, which no other process can import or rebuild "
-            "from source. Move the definition to the top level of a module (or of the script) and save again.",
-            classes=[r["qualname"] for r in problems])
 
 
 # ---------------------------------------------------------------------------------------
@@ -118,16 +62,16 @@ class KerasFlavor(Flavor):
 
             return keras_savedmodel.save_endpoint(obj, store)
         model = _require_model(obj)
-        custom = live_custom_objects(model)
-        records = [_describe_custom(name, value) for name, value in sorted(custom.items())]
-        _check_importable(records)
+        custom = keras_save.live_custom_objects(model)
+        records = [keras_save.describe_custom(name, value) for name, value in sorted(custom.items())]
+        keras_save.check_importable(records)
         with tempfile.TemporaryDirectory(prefix="modelsafe-keras-") as tmp:
             path = Path(tmp) / KERAS_MEMBER
-            _write_keras(model, path)
+            keras_save.write_keras(model, path)
             config, _ = read_keras_zip(path.read_bytes(), KERAS_MEMBER)
-            _check_config_names(config, custom)
+            keras_save.check_config_names(config, custom)
             lambdas = lambda_layers(config)
-            _check_reload(model, path, custom, trusted=bool(lambdas), sample=options.get("sample"))
+            keras_save.check_reload(model, path, custom, trusted=bool(lambdas), sample=options.get("sample"))
             with store.open(KERAS_MEMBER, size=path.stat().st_size) as stream, path.open("rb") as f:
                 shutil.copyfileobj(f, stream, _CHUNK)
         data = {"format": "keras", "member": KERAS_MEMBER, **framework_versions(), "python": python_minor(),
@@ -151,6 +95,7 @@ class KerasFlavor(Flavor):
         where = f"{source.path}:{source.prefix}/{data.get('member', KERAS_MEMBER)}"
         config, _ = read_keras_zip(source.view(data.get("member", KERAS_MEMBER)), where)
         gate_lambdas(lambda_layers(config), data.get("python"), options, where)
+        _audit_functions(config, options, where)
         _audit_custom(config, data, options, where)
 
     def load(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
@@ -230,118 +175,6 @@ def _require_model(obj: Any) -> "keras.Model":
         "input_signature) and run ms.convert('exported', 'model.msafe', sample=...).", type_name=type_name)
 
 
-def _write_keras(model: Any, path: Path) -> None:
-    if not model.built:
-        raise SaveError(
-            f"The {type(model).__name__} model has not been built, so it has no weights to save. Call it once on "
-            "a batch of input (or model.build(input_shape)) and save again.", type_name=type(model).__qualname__)
-    try:
-        model.save(path)
-    except NotImplementedError as exc:
-        culprit = _find_without_config(model) or type(model).__qualname__
-        raise SaveError(
-            f"Keras cannot write the config of {culprit}: it was created with constructor arguments Keras cannot "
-            "serialize and its class does not implement get_config(), so a fresh process could not rebuild it. "
-            f"Implement {culprit.rsplit('.', 1)[-1]}.get_config() returning every constructor argument (and "
-            "from_config() for arguments that are not plain JSON values), then save again.",
-            culprit=culprit, reason=str(exc)) from exc
-
-
-def _find_without_config(model: Any) -> str | None:
-    candidates = list(model._flatten_layers(include_self=True, recursive=True))
-    candidates.sort(key=lambda layer: not _is_custom(type(layer).__module__))  # custom classes first
-    for layer in candidates:
-        try:
-            layer.get_config()
-        except NotImplementedError:
-            cls = type(layer)
-            return f"{cls.__module__}.{cls.__qualname__}"
-    return None
-
-
-def _check_config_names(config: dict[str, Any], custom: Mapping[str, Any]) -> None:
-    missing = sorted({f"{name} (layer {layer!r})" for layer, name in config_custom_names(config) if name not in custom})
-    if missing:
-        raise SaveError(
-            f"The model config names custom classes modelsafe could not find on the model: {', '.join(missing)}. "
-            "A fresh process could not rebuild them. Register them with "
-            "@keras.saving.register_keras_serializable(package=...) and save again.", classes=missing)
-
-
-def _check_reload(model: Any, path: Path, custom: Mapping[str, Any], *, trusted: bool, sample: Any = None) -> None:
-    """Reload the written file as a fresh process would; raise SaveError naming the culprit."""
-    import numpy as np
-
-    try:
-        with _quiet_warnings():
-            reloaded = load_keras_file(path, custom_objects=dict(custom), compile=False, trusted=trusted,
-                                       saved_versions=None, where="the model just written", raw=True)
-    except Exception as exc:  # noqa: BLE001 - diagnosed below
-        culprit = _find_unbuildable(model)
-        what = f"the custom class {culprit}" if culprit else f"the {type(model).__name__} model"
-        raise SaveError(
-            f"The saved model would not load in a fresh process: Keras could not rebuild {what} from its config "
-            f"({type(exc).__name__}: {_short(exc, 160)}). Give {culprit or 'each custom class'} a get_config() that "
-            "returns every constructor argument (and accepts **kwargs in __init__), then save again.",
-            culprit=culprit, reason=str(exc)) from exc
-    before, after = model.weights, reloaded.weights
-    paths_before = [str(getattr(v, "path", v.name)) for v in before]
-    if len(before) != len(after):
-        raise SaveError(
-            f"The saved model would reload with {len(after)} weights instead of {len(before)}: some layers create "
-            f"their weights outside build() ({', '.join(paths_before[:8])}...). Create weights in build() so Keras "
-            "can restore them, then save again.", expected=len(before), actual=len(after))
-    for name, old, new in zip(paths_before, before, after):
-        if not np.array_equal(old.numpy(), new.numpy()):
-            raise SaveError(
-                f"Weight {name!r} does not reload with the value it has now: the layer that owns it rebuilds "
-                "differently from its config. Make its get_config()/build() reproduce the same weights, then "
-                "save again.", weight=name)
-    if sample is not None:
-        _check_same_outputs(model, reloaded, sample)
-
-
-def _flat_outputs(result: Any) -> list[Any]:
-    if isinstance(result, dict):
-        return [result[k] for k in sorted(result)]
-    return list(result) if isinstance(result, (list, tuple)) else [result]
-
-
-def _check_same_outputs(model: Any, reloaded: Any, sample: Any) -> None:
-    """The reloaded model must predict what the live one does on (the head of) the sample."""
-    import numpy as np
-
-    head = {k: v[:32] for k, v in sample.items()} if isinstance(sample, dict) else sample[:32]
-    try:
-        expected = _flat_outputs(model.predict(head, verbose=0))
-    except Exception:  # noqa: BLE001 - a sample the model rejects is reported by the sample step
-        return
-    actual = _flat_outputs(reloaded.predict(head, verbose=0))
-    for i, (old, new) in enumerate(zip(expected, actual)):
-        old, new = np.asarray(old), np.asarray(new)
-        if old.shape != new.shape or not np.allclose(old, new, rtol=1e-5, atol=1e-6, equal_nan=True):
-            diff = float(np.max(np.abs(old - new))) if old.shape == new.shape else float("nan")
-            raise SaveError(
-                f"The model reloaded from the bytes just written predicts differently on the sample (output {i}, "
-                f"largest difference {diff:.4g}) although every weight matches: some layer keeps state outside "
-                "its get_config() and weights (e.g. an attribute set after construction). A fresh process would "
-                "compute something else. Put that state in get_config() or in a weight, then save again.",
-                output=i, max_difference=diff)
-
-
-def _find_unbuildable(model: Any) -> str | None:
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        cls = type(layer)
-        if not _is_custom(cls.__module__):
-            continue
-        try:
-            with _quiet_warnings():
-                cls.from_config(layer.get_config())
-        except Exception:  # noqa: BLE001 - the class that fails is the answer
-            return f"{cls.__module__}.{cls.__qualname__}"
-    return None
-
-
 def framework_versions() -> dict[str, Any]:
     """Keras version and backend, and TensorFlow's version when it is loaded."""
     import keras
@@ -363,6 +196,20 @@ def _version(dist: str) -> str:
 # ---------------------------------------------------------------------------------------
 # audit / load steps
 # ---------------------------------------------------------------------------------------
+
+
+def _audit_functions(config: dict[str, Any], options: LoadOptions, where: str) -> None:
+    """Refuse configs that name functions which switch Keras' safety off or run code (scanner rules)."""
+    from modelsafe.security._keras_config import check_config
+
+    critical = [i for i in check_config(config, keras3=True) if i.kind in ("keras-unsafe-mode", "keras-function")]
+    if critical and not options.trust_code:
+        listed = "; ".join(f"{i.subject} at {i.where}" for i in critical)
+        raise UntrustedContentError(
+            f"Refusing to load {where}: its config names functions that can switch Keras' safe mode off or run "
+            f"code ({listed}). A model config never needs them, so the file was crafted or tampered with. Nothing "
+            "was deserialized. Do not use this file; re-export the model from its source.",
+            globals=[i.subject for i in critical])
 
 
 def _audit_custom(config: dict[str, Any], data: Mapping[str, Any], options: LoadOptions, where: str) -> None:
@@ -422,17 +269,17 @@ def load_failure(exc: BaseException, saved: Mapping[str, Any], where: str) -> Ex
     old, new = saved.get("keras_version"), current["keras_version"]
     if old and old != new:
         return EnvironmentMismatchError(
-            f"Keras {new} could not rebuild {where}, which Keras {old} wrote ({type(exc).__name__}: {_short(exc)}). "
+            f"Keras {new} could not rebuild {where}, which Keras {old} wrote ({type(exc).__name__}: {short(exc)}). "
             "Layers and their configs change between Keras versions. Install the saving version with "
             f"pip install 'keras=={old}', or re-export the model with Keras {new}.",
             saved=old, current=new, packages=["keras"])
     return FlavorError(
-        f"Keras {new} could not rebuild {where} ({type(exc).__name__}: {_short(exc)}). The model may need custom "
+        f"Keras {new} could not rebuild {where} ({type(exc).__name__}: {short(exc)}). The model may need custom "
         "code that changed since saving. Run `modelsafe doctor` on the artifact, or re-export the model.",
         reason=str(exc))
 
 
-def _short(exc: BaseException, limit: int = 400) -> str:
+def short(exc: BaseException, limit: int = 400) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -447,7 +294,7 @@ def _temporary_copy(data: memoryview | bytes, suffix: str = ".keras") -> Iterato
 
 
 @contextlib.contextmanager
-def _quiet_warnings() -> Iterator[None]:
+def quiet_warnings() -> Iterator[None]:
     import warnings
 
     with warnings.catch_warnings():
