@@ -37,7 +37,10 @@ def test_legacy_pickle_names_its_writer_and_the_way_out(name):
     assert found.installed == xgb.__version__ and not found.same_version
     text = str(found)
     assert f"XGBoost {version}" in text and f"XGBoost {xgb.__version__}" in text
-    assert f"xgboost=={version}" in text and "save_model" in text and "modelsafe convert" in text
+    assert f"xgboost=={version}" in text and "save_model('model.json')" in text
+    # modelsafe's XGBoost flavor needs XGBoost 1.6+ (UBJSON) where convert runs; 1.5 keeps string labels apart.
+    assert ("modelsafe convert" in text) == (version != "1.5.2")
+    assert ("classes_" in text) == (version == "1.5.2")
     assert json.loads(json.dumps(found.to_dict()))["written_by"] == version
 
 
@@ -47,8 +50,20 @@ def test_the_flavor_hook_takes_what_the_scanner_read():
     assert not report.ok  # a pickle of XGBoost classes is never "safe to unpickle"
     flavor = get_flavor("xgboost")
     for summary in (report, report.globals(), None):
-        found = flavor.diagnose_file(str(path), summary)
-        assert found is not None and found.written_by == "1.5.2"
+        [problem] = flavor.diagnose_file(str(path), summary)
+        assert problem.severity == "error" and problem.subject == "xgboost"
+        assert "XGBoost 1.5.2" in problem.what and "xgboost==1.5.2" in problem.fix
+
+
+@pytest.mark.parametrize("name", sorted(LEGACY))
+def test_doctor_explains_a_legacy_xgboost_pickle(name, cli):
+    version, _ = LEGACY[name]
+    report = ms.doctor(FIXTURES / name)
+    assert not report.ok
+    ours = [p for p in report.problems if p.subject == "xgboost"]
+    assert len(ours) == 1 and f"XGBoost {version}" in ours[0].what and "save_model" in ours[0].fix
+    proc = cli("doctor", str(FIXTURES / name))
+    assert proc.returncode == 1 and f"XGBoost {version}" in proc.stdout, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("how", ["pickle-p5", "joblib-zlib", "joblib-xz"])
@@ -65,7 +80,7 @@ def test_current_version_pickle_is_recognised_as_such(tmp_path, how):
     found = diagnose_xgboost_pickle(path)
     assert found is not None and found.written_by == xgb.__version__ and found.same_version
     assert "xgboost.sklearn.XGBRegressor" in found.objects
-    assert "can load here" in found.problem()
+    assert "can load here" in found.why
 
 
 def test_pickle_without_xgboost_gives_nothing(tmp_path):

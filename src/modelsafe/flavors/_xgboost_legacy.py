@@ -53,29 +53,38 @@ class XGBoostPickle:
         who = (f"by XGBoost {self.written_by}" if self.written_by else
                "by an XGBoost older than 1.0 (its booster carries no version marker), or it is damaged")
         here = f"this environment has XGBoost {self.installed}" if self.installed else "XGBoost is not installed here"
+        return f"{self.path} is a pickle of {what} written {who}; {here}."
+
+    @property
+    def why(self) -> str:
+        common = "XGBoost loads a pickled model only in the version that wrote it"
         if self.same_version:
-            return (f"{self.path} is a pickle of {what} written {who}, the version installed here, so it can load "
-                    "here; but XGBoost loads a pickled model only in the version that wrote it, and unpickling "
-                    "runs whatever code the file names, so it will break (or be unsafe) anywhere else.")
-        return (f"{self.path} is a pickle of {what} written {who}; {here}. XGBoost loads a pickled model only in "
-                "the version that wrote it: another version refuses it or can misread it, and unpickling runs "
-                "whatever code the file names.")
+            return (f"The versions match, so it can load here; but {common}, so it breaks anywhere else, and "
+                    "unpickling runs whatever code the file names.")
+        return f"{common}: another version refuses it or can misread it, and unpickling runs whatever code the file names."
 
     def fix(self) -> str:
         version = self.written_by or "<the version that wrote it>"
-        return (f"In an environment with xgboost=={version} (pip install 'xgboost=={version}'), load the file "
-                "there and export the booster in XGBoost's own format: model.save_model('model.ubj') (for a "
-                "scikit-learn wrapper, model.get_booster().save_model(...) keeps only the booster), or run "
-                "`modelsafe convert <file> model.msafe` there, which also keeps the wrapper's state. "
-                "Then load the result here.")
+        wrapper = next((o.rpartition(".")[2] for o in self.objects if ".sklearn." in o), None)
+        reload = f"xgboost.{wrapper}().load_model('model.json')" if wrapper else "xgboost.Booster(model_file='model.json')"
+        steps = (f"In an environment with xgboost=={version}, load the file (only if you trust its source) and export "
+                 "it in XGBoost's own format with model.save_model('model.json'), which every later XGBoost reads; "
+                 f"then here rebuild it with {reload} and save it with ms.save.")
+        if any(o.endswith("XGBoostLabelEncoder") for o in self.objects):
+            steps += (" save_model does not keep the string labels of that version's label encoder: note "
+                      "model.classes_ there and map predictions back yourself.")
+        if self.written_by is None or tuple(int(p) for p in self.written_by.split(".")[:2]) >= (1, 6):
+            steps += (f" Or run `modelsafe convert {self.path} model.msafe` in that environment, which keeps the "
+                      "scikit-learn wrapper's state too.")
+        return steps
 
     def __str__(self) -> str:
-        return f"{self.problem()}\nHow to fix: {self.fix()}"
+        return f"{self.problem()} {self.why}\nHow to fix: {self.fix()}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "objects": list(self.objects), "written_by": self.written_by,
                 "installed": self.installed, "same_version": self.same_version,
-                "problem": self.problem(), "fix": self.fix()}
+                "problem": self.problem(), "why": self.why, "fix": self.fix()}
 
 
 def diagnose_xgboost_pickle(path: str | os.PathLike[str], names: Iterable[str] | None = None) -> XGBoostPickle | None:

@@ -192,17 +192,23 @@ class XGBoostFlavor(Flavor):
             categories.check_frame(booster, x, model=type(obj).__name__)
         return x
 
-    def diagnose_file(self, path: str, summary: Any = None) -> Any:
+    def diagnose_file(self, path: str, report: Any = None) -> Any:
         """For ``ms.doctor``: which XGBoost wrote a pickle/joblib file, and how to re-export it.
 
-        ``summary`` is what the caller already read from the file: a scan report, a pickle
-        summary, or the names of its globals (None: the file is scanned here). Returns an
-        :class:`~modelsafe.flavors._xgboost_legacy.XGBoostPickle`, or None when the file
-        holds no XGBoost object. The file is never unpickled.
+        ``report`` is what the caller already read from the file: its scan report, a pickle
+        summary, or the names of its globals (None: the file is scanned here). Returns a list
+        with one :class:`modelsafe._doctor.Problem` (an error when another XGBoost wrote the
+        file, a warning when this one did), or None when the file holds no XGBoost object.
+        The file is never unpickled (see :mod:`._xgboost_legacy`).
         """
+        from modelsafe._doctor import Problem
         from modelsafe.flavors._xgboost_legacy import diagnose_xgboost_pickle
 
-        return diagnose_xgboost_pickle(path, _global_names(summary))
+        found = diagnose_xgboost_pickle(path, _global_names(report))
+        if found is None:
+            return None
+        return [Problem(what=found.problem(), why=found.why, fix=found.fix(),
+                        severity="warning" if found.same_version else "error", subject="xgboost")]
 
     def device_info(self, obj: Any) -> dict[str, Any]:
         import xgboost
