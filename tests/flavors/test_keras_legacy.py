@@ -94,6 +94,23 @@ def test_keras2_h5_lambda_refused_then_trusted(tmp_path, fresh):
     """)
 
 
+def test_h5_lambda_bytecode_this_python_cannot_read_is_explained(tmp_path):
+    import codecs
+
+    import h5py
+
+    shutil.copy(FIXTURES / "k2_lambda.h5", tmp_path / "other-python.h5")
+    with h5py.File(tmp_path / "other-python.h5", "r+") as h5:
+        config = json.loads(h5.attrs["model_config"])
+        layer = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Lambda")
+        raw = codecs.decode(layer["config"]["function"][0].encode("ascii"), "base64")
+        layer["config"]["function"][0] = codecs.encode(b"\xff" + raw[1:], "base64").decode("ascii")
+        h5.attrs["model_config"] = json.dumps(config)
+    with pytest.raises(FlavorError) as info:
+        read_legacy(tmp_path / "other-python.h5", trust_code=True)
+    assert info.value.layers == ["double_plus_one"] and "another Python version" in str(info.value)
+
+
 def test_keras3_legacy_h5_and_keras3_keras_round_trip(tmp_path, fresh):
     inp = keras.Input((4,))
     model = keras.Model(inp, keras.layers.Dense(3, activation="sigmoid")(keras.layers.Dense(6)(inp)))

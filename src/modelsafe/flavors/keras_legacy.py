@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import os
+import platform
 import tempfile
 import warnings
 import zipfile
@@ -191,9 +192,10 @@ def _legacy_failure(path: Path, exc: BaseException, version: str | None, lambdas
     reason = " ".join(str(exc).split())[:500]
     if lambdas and any(word in reason for word in ("marshal", "code object", "bad marshal")):
         return FlavorError(
-            f"{path}: the bytecode of Lambda layer(s) {lambdas} cannot be read by this Python ({reason}); it was "
-            "written by another Python version. Load it with the Python that wrote it and replace the Lambda with "
-            "a registered custom layer.", path=str(path), layers=lambdas)
+            f"{path}: the bytecode of Lambda layer(s) {lambdas} cannot be read by this Python "
+            f"{platform.python_version()} ({reason}): it was written by another Python version (or damaged), and "
+            "bytecode does not carry across versions. Load it with the Python that wrote it and replace the "
+            "Lambda with a registered custom layer, then save again.", path=str(path), layers=lambdas)
     if version and version.startswith(("1.", "2.")):
         return FormatError(
             f"{path} was written by Keras {version} and Keras {keras.__version__} cannot rebuild it "
