@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import textwrap
 import zipfile
 from pathlib import Path
 
@@ -471,3 +472,75 @@ def test_named_inputs_and_model_embedded_in_a_python_object(tmp_path, fresh):
         assert holder["threshold"] == 0.5 and type(holder["net"]).__name__ == "Sequential"
         assert np.allclose(holder["net"].predict(np.load("X.npy"), verbose=0), np.load("net.npy"), rtol=1e-5, atol=1e-6)
     """)
+
+
+# ---------------------------------------------------------------------------------------
+# code from a local module and from an installed package
+# ---------------------------------------------------------------------------------------
+
+LOCAL_LAYERS = """
+    import keras
+
+
+    @keras.saving.register_keras_serializable(package="project")
+    class Offset(keras.layers.Layer):
+        def __init__(self, offset=1.0, **kwargs):
+            super().__init__(**kwargs)
+            self.offset = offset
+
+        def call(self, x):
+            return x + self.offset
+
+        def get_config(self):
+            return {**super().get_config(), "offset": self.offset}
+"""
+
+TRAIN_WITH_LOCAL_MODULE = """
+    import numpy as np, keras, tensorflow as tf
+    import modelsafe as ms
+    from mylayers import Offset
+
+    X = np.random.default_rng(1).normal(size=(10, 5)).astype("float32")
+    inp = keras.Input((5,))
+    out = keras.layers.Dense(3, activation=tf.math.softplus)(Offset(2.0)(inp))   # a TensorFlow function
+    model = keras.Model(inp, out)
+    ms.save(model, "local.msafe", sample=X)
+    np.save("X.npy", X)
+    np.save("expected.npy", model.predict(X, verbose=0))
+"""
+
+
+def test_local_module_layer_and_installed_package_function(tmp_path, fresh):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "mylayers.py").write_text(textwrap.dedent(LOCAL_LAYERS))
+    fresh.script("train.py", TRAIN_WITH_LOCAL_MODULE, cwd=project)
+    manifest = ms.inspect(project / "local.msafe")
+    records = {r["name"]: r for r in manifest.components["model"].data["custom_objects"]}
+    assert records["project>Offset"]["module"] == "mylayers"
+    softplus = next(r for r in records.values() if r["kind"] == "function")
+    assert softplus["module"].startswith("tensorflow")              # installed: referenced, not bundled
+    assert [(c["module"], c["kind"]) for c in manifest.code] == [("mylayers", "local")]
+    check = """
+        import numpy as np, modelsafe as ms
+        from modelsafe.errors import UntrustedContentError
+        X = np.load("{folder}/X.npy")
+        {body}
+    """
+    # Beside its module (the project folder), the importable copy is used: no bundled code runs.
+    fresh(check.format(folder=".", body="""
+        bundle = ms.load("local.msafe")
+        assert type(bundle.model.layers[1]).__module__ == "mylayers"
+        assert np.allclose(bundle.predict(X), np.load("expected.npy"), rtol=1e-5, atol=1e-6)
+    """), cwd=project)
+    # Elsewhere, only the bundled copy exists: it needs trust_code.
+    fresh(check.format(folder="project", body="""
+        try:
+            ms.load("project/local.msafe")
+        except UntrustedContentError as exc:
+            assert exc.modules == ["mylayers"]
+        else:
+            raise AssertionError("bundled module imported without trust_code")
+        bundle = ms.load("project/local.msafe", trust_code=True)
+        assert np.allclose(bundle.predict(X), np.load("project/expected.npy"), rtol=1e-5, atol=1e-6)
+    """))
