@@ -434,9 +434,9 @@ def audit_refs(data: Mapping[str, Any], options: "LoadOptions") -> None:
         name = f"{module}.{qualname}"
         if classify(module, qualname) == "dangerous" and name not in options.trusted:
             raise UntrustedContentError(
-                f"The architecture names {name}, which can run code or touch files, as a constructor argument. A "
-                "model's constructor never needs it, so the artifact was crafted or tampered with. Nothing was "
-                "imported. Do not use this file.", globals=[name])
+                f"The architecture names {name}, which can run code or touch files, as the model's class or a "
+                "constructor argument. A model never needs it there, so the artifact was crafted or tampered with. "
+                "Nothing was imported. Do not use this file.", globals=[name])
         _code.check_symbol(options, module, qualname)
 
 

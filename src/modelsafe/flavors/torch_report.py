@@ -129,7 +129,18 @@ def suggest_renames(saved_order: list[str], current_order: list[str], saved: Map
         best = min(options, key=lambda m: abs(current_pos[m] - saved_pos[key]))
         renames[key] = best
         free.remove(best)
-    return renames
+    return _whole_modules(renames, unexpected)
+
+
+def _whole_modules(renames: dict[str, str], unexpected: Sequence[str]) -> dict[str, str]:
+    """Keep a rename only when every unexpected key of its module moves to the same new module."""
+    def parent(key: str) -> str:
+        return key.rpartition(".")[0]
+
+    moves: dict[str, set[str]] = {}
+    for key in unexpected:
+        moves.setdefault(parent(key), set()).add(parent(renames[key]) if key in renames else "\0")
+    return {k: v for k, v in renames.items() if len(moves[parent(k)]) == 1}
 
 
 def shapes_of(tensors: Mapping[str, Any]) -> dict[str, Shape]:

@@ -87,6 +87,10 @@ class _Encoder:
             name = self.name(path)
             self.out.tensors[name] = value
             return {"$tensor": name}
+        if isinstance(value, np.generic) and not isinstance(value, np.object_):  # before float: np.float64 is one
+            item = value.item()
+            return {"$numpy": [value.dtype.str, item if not isinstance(item, float) or math.isfinite(item)
+                               else repr(item)]}
         if value is None or isinstance(value, (bool, int, str)):
             return value
         if isinstance(value, float):
@@ -96,9 +100,6 @@ class _Encoder:
             self.out.tensors[name] = torch.from_numpy(np.ascontiguousarray(value))
             self.out.arrays.append(name)
             return {"$ndarray": name}
-        if isinstance(value, np.generic) and not isinstance(value, np.object_):
-            return {"$numpy": [value.dtype.str, value.item() if not isinstance(value.item(), float)
-                               or math.isfinite(value.item()) else repr(value.item())]}
         if isinstance(value, torch.Size):
             return {"$size": list(value)}
         if isinstance(value, torch.dtype):
