@@ -20,6 +20,7 @@ on the CPU: a checkpoint saved on a GPU loads on a machine without one.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import struct
 import warnings
@@ -220,7 +221,7 @@ class _Storages:
         if key in self.by_key:
             return self.by_key[key]
         dtype = getattr(torch, storage_type.dtype)
-        nbytes = numel * torch.empty((), dtype=dtype).element_size()
+        nbytes = numel * _itemsize(dtype)
         raw = torch.empty(nbytes, dtype=torch.uint8)
         if self._read is not None:
             self._read(key, nbytes, raw)
@@ -330,38 +331,49 @@ def _read_exact(stream: Any, out: Any, name: str) -> None:
 
 
 def _read_stream(path: Path, trusted: tuple[str, ...]) -> tuple[Any, _Storages]:
-    from modelsafe.security import restricted_loads, summarize_pickle
-
     with open(path, "rb") as f:
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        view = memoryview(data)
-        offset = 0
-        header = []
-        for _ in range(3):  # magic number, protocol version, system info: plain values
-            summary = summarize_pickle(view[offset:])
-            end = offset + summary.end_offset
-            header.append(restricted_loads(view[offset:end]))
-            offset = end
-        if header[0] != _LEGACY_MAGIC or header[1] != _LEGACY_PROTOCOL:
-            raise FormatError(f"{str(path)!r} is a pickle but not a torch.save file (no torch magic number). If it is "
-                              "a plain pickle or joblib file, convert it with ms.convert as such.", path=str(path))
-        if isinstance(header[2], dict) and not header[2].get("little_endian", True):
-            raise FormatError(f"{str(path)!r} was saved on a big-endian machine; this reader handles little-endian "
-                              "checkpoints only.", path=str(path))
-        storages = _Storages(None)
-        summary = summarize_pickle(view[offset:])
-        end = offset + summary.end_offset
-        obj = _restricted(view[offset:end], trusted, storages, f"Checkpoint {str(path)!r}")
-        offset = end
-        summary = summarize_pickle(view[offset:])
-        end = offset + summary.end_offset
-        keys = restricted_loads(view[offset:end])
-        offset = end
-        _fill_stream(view, offset, keys, storages)
-        del view
+        return _parse_stream(memoryview(data), path, trusted)
     finally:
-        data.close()
+        with contextlib.suppress(BufferError):  # views held by a traceback: the map closes when they go
+            data.close()
+
+
+class _Pickles:
+    """Consecutive pickles of a legacy stream, each audited on its own."""
+
+    def __init__(self, view: memoryview, path: Path) -> None:
+        self.view, self.path, self.offset = view, path, 0
+
+    def next(self, trusted: tuple[str, ...] = (), storages: _Storages | None = None) -> Any:
+        from modelsafe.security import restricted_loads, summarize_pickle
+
+        summary = summarize_pickle(self.view[self.offset :])
+        if not summary.complete:
+            raise _crafted(f"the pickle at byte {self.offset} is truncated or corrupted")
+        end = self.offset + summary.end_offset
+        part, self.offset = self.view[self.offset : end], end
+        if storages is not None:
+            return _restricted(part, trusted, storages, f"Checkpoint {str(self.path)!r}")
+        return restricted_loads(part)
+
+
+def _parse_stream(view: memoryview, path: Path, trusted: tuple[str, ...]) -> tuple[Any, _Storages]:
+    pickles = _Pickles(view, path)
+    if pickles.next() != _LEGACY_MAGIC:
+        raise FormatError(f"{str(path)!r} is a pickle but not a torch.save file (no torch magic number). If it is a "
+                          "plain pickle or joblib file, convert it with ms.convert as such.", path=str(path))
+    if pickles.next() != _LEGACY_PROTOCOL:
+        raise _crafted("the legacy protocol version is not 1001")
+    system = pickles.next()
+    if isinstance(system, dict) and not system.get("little_endian", True):
+        raise FormatError(f"{str(path)!r} was saved on a big-endian machine; this reader handles little-endian "
+                          "checkpoints only. Re-save it on a little-endian machine.", path=str(path))
+    storages = _Storages(None)
+    obj = pickles.next(trusted, storages)
+    keys = pickles.next()
+    _fill_stream(view, pickles.offset, keys, storages)
     return obj, storages
 
 
@@ -373,11 +385,17 @@ def _fill_stream(view: memoryview, offset: int, keys: Any, storages: _Storages) 
         if offset + 8 > len(view):
             raise _crafted(f"the file ends before storage {key!r}")
         (numel,) = struct.unpack("<q", view[offset : offset + 8])
-        nbytes = storage.nbytes()
-        if numel * storage.element_size() != nbytes or offset + 8 + nbytes > len(view):
+        nbytes = storage._untyped_storage.nbytes()
+        if numel * _itemsize(storage.dtype) != nbytes or offset + 8 + nbytes > len(view):
             raise _crafted(f"storage {key!r} declares {numel} elements but {nbytes} bytes are expected")
         _copy_into(storage, view[offset + 8 : offset + 8 + nbytes])
         offset += 8 + nbytes
+
+
+def _itemsize(dtype: Any) -> int:
+    import torch
+
+    return torch.empty((), dtype=dtype).element_size()
 
 
 def _copy_into(storage: Any, data: memoryview) -> None:
