@@ -197,7 +197,7 @@ def test_convert_whole_model_and_state_dict_then_load_fresh(tmp_path, fresh, net
                           sample=x)
     assert manifest.components["model"].data["architecture"]["class"] == [name, "Net"]
     assert manifest.source["path"] == str((tmp_path / "whole.pt").resolve())
-    assert manifest.components["model"].data["architecture"]["args_from"] == "defaults"
+    assert manifest.components["model"].data["architecture"]["args_from"] == "inferred"
     ms.convert(tmp_path / "weights.pt", tmp_path / "weights.msafe")
     np.save(tmp_path / "x.npy", x)
     with torch.no_grad():
