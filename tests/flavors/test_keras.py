@@ -544,3 +544,15 @@ def test_local_module_layer_and_installed_package_function(tmp_path, fresh):
         bundle = ms.load("project/local.msafe", trust_code=True)
         assert np.allclose(bundle.predict(X), np.load("project/expected.npy"), rtol=1e-5, atol=1e-6)
     """))
+
+
+def test_config_walk_survives_hostile_nesting_and_finds_buried_lambdas():
+    from modelsafe.flavors.keras_config import lambda_layers
+
+    config = {"class_name": "Functional", "module": "keras", "config": {"name": "top"}}
+    node = config
+    for i in range(5000):
+        node["config"]["inner"] = {"class_name": "Dense", "module": "keras.layers", "config": {"name": f"d{i}"}}
+        node = node["config"]["inner"]
+    node["config"]["inbound_nodes"] = [{"kwargs": {"f": {"class_name": "__lambda__", "config": {"code": "AA=="}}}}]
+    assert lambda_layers(config) == ["d4999"]

@@ -36,7 +36,7 @@ def read_keras_zip(data: bytes | memoryview, where: str) -> tuple[dict[str, Any]
                     "rebuilt. Re-export the model with model.save('model.keras').", path=where)
             config = json.loads(zf.read("config.json"))
             metadata = json.loads(zf.read("metadata.json")) if "metadata.json" in names else {}
-    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise FormatError(f"{where} is not a readable .keras archive ({exc}): the file is damaged. Re-export "
                           "the model from its source.", path=where) from exc
     if not isinstance(config, dict):
@@ -45,22 +45,25 @@ def read_keras_zip(data: bytes | memoryview, where: str) -> tuple[dict[str, Any]
 
 
 def walk_config(node: Any, layer: str = "<model>") -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every serialized object in a Keras config, with the name of the layer it belongs to."""
-    if isinstance(node, list):
-        for item in node:
-            yield from walk_config(item, layer)
-        return
-    if not isinstance(node, dict):
-        return
-    if "class_name" in node:
-        inner = node.get("config")
-        name = inner.get("name") if isinstance(inner, dict) else None
-        if isinstance(name, str) and node.get("class_name") not in ("DTypePolicy", "__keras_tensor__"):
-            layer = name
-        yield layer, node
-    for key, value in node.items():
-        if key not in ("inbound_nodes", "build_config"):
-            yield from walk_config(value, layer)
+    """Every serialized object in a Keras config (depth first, in order), with its layer's name.
+
+    Iterative, so a deeply nested (hostile) config cannot exhaust the interpreter's stack.
+    """
+    stack: list[tuple[Any, str]] = [(node, layer)]
+    while stack:
+        item, owner = stack.pop()
+        if isinstance(item, list):
+            stack.extend((child, owner) for child in reversed(item))
+            continue
+        if not isinstance(item, dict):
+            continue
+        if "class_name" in item:
+            inner = item.get("config")
+            name = inner.get("name") if isinstance(inner, dict) else None
+            if isinstance(name, str) and item.get("class_name") not in ("DTypePolicy", "__keras_tensor__"):
+                owner = name
+            yield owner, item
+        stack.extend((child, owner) for child in reversed(list(item.values())))
 
 
 def lambda_layers(config: dict[str, Any]) -> list[str]:
