@@ -16,6 +16,7 @@ module) is accepted; ``allowed_modules`` accepts bundled code the caller trusts.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from typing import Collection
@@ -140,6 +141,7 @@ def canonical(module: str, name: str) -> tuple[str, str]:
     return module, name
 
 
+@functools.lru_cache(maxsize=8192)
 def classify(module: str, name: str) -> str:
     """"safe" (on the allowlist, judged by name alone), "dangerous", or "unknown". Imports nothing."""
     module, name = canonical(module, name)
@@ -159,6 +161,7 @@ def classify(module: str, name: str) -> str:
     return "unknown"
 
 
+@functools.lru_cache(maxsize=8192)
 def verdict(module: str, name: str, *, invoked: bool) -> str:
     """The scanner's static judgement of one global: "safe", "dangerous" or "unknown".
 

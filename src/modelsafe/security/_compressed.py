@@ -8,10 +8,8 @@ decompression bomb ends as a finding instead of filling memory or time.
 
 from __future__ import annotations
 
-import bz2
 import importlib.util
 import io
-import lzma
 import zlib
 from typing import Any, BinaryIO
 
@@ -102,7 +100,7 @@ class Decompressed(io.RawIOBase):
     def readinto(self, b: Any) -> int:
         try:
             data = self._inner.read(len(b))
-        except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - zlib.error, OSError, EOFError, lzma.LZMAError, lz4's errors
             raise EOFError(f"{self.kind} stream is corrupt or truncated ({exc})") from exc
         n = len(data)
         b[:n] = data
@@ -138,8 +136,12 @@ def _open(raw: BinaryIO, kind: str) -> Any:
 
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if kind == "bz2":
+        import bz2
+
         return bz2.BZ2File(raw, "rb")
     if kind in ("xz", "lzma"):
+        import lzma
+
         return lzma.LZMAFile(raw, "rb", format=lzma.FORMAT_XZ if kind == "xz" else lzma.FORMAT_ALONE)
     if kind == "lz4":
         import lz4.frame  # optional: only when installed

@@ -14,7 +14,7 @@ import json
 import os
 import pickle
 import struct
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from modelsafe.security._allowlist import canonical, verdict
 from modelsafe.security._compressed import Decompressed, ExpansionLimit, available
@@ -94,11 +94,8 @@ class Walker:
         return True
 
     # -- dispatch ------------------------------------------------------------------------
-    def blob(self, location: str, f: BinaryIO, size: int, depth: int, *, context: str = "",
-             raw_ok: bool = False, persistent_ok: bool = False, path: str | None = None) -> None:
+    def blob(self, location: str, f: BinaryIO, size: int, depth: int, *, raw_ok: bool = False, persistent_ok: bool = False, path: str | None = None) -> None:
         """Read one piece of content (a file or a member) as whatever its bytes say it is."""
-        from modelsafe.security import _walk_archives as archives
-
         try:
             head = f.read(HEAD)
             f.seek(0)
@@ -113,13 +110,13 @@ class Walker:
             self.add("medium", "archive-limit", location, 0, kind, f"{kind} nested more than {MAX_DEPTH} deep")
             return
         try:
-            self._dispatch(kind, location, f, size, depth, context, raw_ok, persistent_ok, path, archives)
+            self._dispatch(kind, location, f, size, depth, raw_ok, persistent_ok, path)
         except READ_ERRORS as exc:
             self.add("medium", "incomplete", location, None, kind, f"the {kind} content broke off while being "
                      f"read ({type(exc).__name__}: {exc})")
 
-    def _dispatch(self, kind: str, location: str, f: BinaryIO, size: int, depth: int, context: str,
-                  raw_ok: bool, persistent_ok: bool, path: str | None, archives: Any) -> None:
+    def _dispatch(self, kind: str, location: str, f: BinaryIO, size: int, depth: int, raw_ok: bool,
+                  persistent_ok: bool, path: str | None) -> None:
         if kind in ("pickle", "maybe-pickle"):
             index, first = len(self.items) - 1, len(self.streams)
             if self.pickle_file(location, f, persistent_ok=persistent_ok, tolerant=kind == "maybe-pickle"):
@@ -132,9 +129,13 @@ class Walker:
         if kind == "torch-legacy":
             self.torch_legacy(location, f, size)
         elif kind == "zip":
-            archives.scan_zip(self, location, f, size, depth, path=path)
+            from modelsafe.security._walk_archives import scan_zip
+
+            scan_zip(self, location, f, size, depth, path=path)
         elif kind == "tar":
-            archives.scan_tar(self, location, f, depth, streaming=False)
+            from modelsafe.security._walk_archives import scan_tar
+
+            scan_tar(self, location, f, depth, streaming=False)
         elif kind == "npy":
             self.npy(location, f, size)
         elif kind == "hdf5":
@@ -155,23 +156,30 @@ class Walker:
                      "analyse")
 
     # -- pickles -------------------------------------------------------------------------
-    def pickle_file(self, location: str, f: BinaryIO, *, persistent_ok: bool = False, tolerant: bool = False) -> bool:
-        """Every consecutive pickle stream in ``f``; False if a tolerant start proves not to be a pickle."""
-        reader = StreamReader(f, raw_data=skip_array_data)
-        count = 0
-        while not reader.at_end():
-            if count >= MAX_STREAMS:
-                self.add("medium", "archive-limit", location, reader.offset, "streams",
-                         f"more than {MAX_STREAMS} consecutive pickle streams; the rest was not read")
-                return True
-            summary = reader.next_stream()
-            if count == 0 and tolerant and not summary.complete and not summary.globals:
+    def pickle_file(self, location: str, f: BinaryIO, *, persistent_ok: bool = False, tolerant: bool = False,
+                    reopen: Callable[[], BinaryIO] | None = None) -> bool:
+        """Every consecutive pickle stream in ``f``; False if a tolerant start proves not to be a pickle.
+
+        Streams are read in the fast mode first; a joblib file (its wrapper global appears) is read
+        again from the start in value mode, which steps over its raw array data. ``reopen`` gives a
+        fresh stream for that second pass (default: seek ``f`` to 0); a stream that can be read only
+        once (not seekable, no ``reopen``) is read in value mode from the start.
+        """
+        seekable = reopen is not None or f.seekable()
+        summaries, limited = _streams(f, None if seekable else skip_array_data)
+        if seekable and any(g.qualname in FORMAT_GLOBALS for s in summaries for g in s.globals):
+            if reopen is None:
                 f.seek(0)
-                return False
-            self.record_stream(location, summary, persistent_ok, trailing=count > 0)
-            count += 1
-            if not summary.complete:
-                break
+            summaries, limited = _streams(f if reopen is None else reopen(), skip_array_data)
+        if summaries and tolerant and not summaries[0].complete and not summaries[0].globals:
+            if seekable and reopen is None:
+                f.seek(0)
+            return False
+        for index, summary in enumerate(summaries):
+            self.record_stream(location, summary, persistent_ok, trailing=index > 0)
+        if limited:
+            self.add("medium", "archive-limit", location, summaries[-1].end_offset, "streams",
+                     f"more than {MAX_STREAMS} consecutive pickle streams; the rest was not read")
         return True
 
     def record_stream(self, location: str, s: PickleSummary, persistent_ok: bool, *, trailing: bool = False) -> None:
@@ -312,11 +320,15 @@ class Walker:
             self.add("medium", "unknown-format", location, 0, kind, f"the file is {kind}-compressed, which this "
                      "Python cannot decompress")
             return
-        stream = io.BufferedReader(Decompressed(f, kind, size), 1 << 20)
+        def reopen() -> BinaryIO:
+            f.seek(0)
+            return io.BufferedReader(Decompressed(f, kind, size), 1 << 20)
+
+        stream = reopen()
         inner = sniff(stream.peek(HEAD)[:HEAD], 1 << 62)
         self.items[-1] = ItemRecord(location, f"compressed:{kind}", size, {"content": inner})
         if inner in ("pickle", "maybe-pickle"):
-            if self.pickle_file(location, stream, tolerant=inner == "maybe-pickle"):
+            if self.pickle_file(location, stream, tolerant=inner == "maybe-pickle", reopen=reopen):
                 return
         elif inner == "tar":
             archives.scan_tar(self, location, stream, depth + 1, streaming=True)
@@ -332,6 +344,19 @@ def _judge(module: str, name: str, invoked: bool, protocol: int) -> tuple[tuple[
         return (module, f"{module}.{name}"), "safe"
     mapped = canonical(module, name) if protocol < 3 else (module, name)
     return (mapped[0], f"{mapped[0]}.{mapped[1]}"), verdict(module, name, invoked=invoked)
+
+
+def _streams(f: BinaryIO, hook: Any) -> tuple[list[PickleSummary], bool]:
+    """Consecutive streams of ``f`` (until its end or an incomplete one); True if MAX_STREAMS cut it."""
+    reader = StreamReader(f, raw_data=hook)
+    out: list[PickleSummary] = []
+    while not reader.at_end():
+        if len(out) >= MAX_STREAMS:
+            return out, True
+        out.append(reader.next_stream())
+        if not out[-1].complete:
+            break
+    return out, False
 
 
 def open_path(path: str) -> BinaryIO:
