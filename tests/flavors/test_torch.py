@@ -748,3 +748,18 @@ def test_load_report_is_none_for_a_full_match(tmp_path, models):
 
 def test_mismatch_error_class_is_the_spec_one():
     assert issubclass(ArchitectureMismatchError, ms.ModelsafeError)
+
+
+def test_mapped_and_copied_loads_agree(tmp_path, models):
+    path = tmp_path / "m.msafe"
+    ms.save(models.MLP(5), path, sample=_x())
+    mapped, copied = ms.load(path), ms.load(path, mmap=False)
+    for name, tensor in mapped.model.state_dict().items():
+        assert torch.equal(tensor, copied.model.state_dict()[name])
+    with torch.no_grad():
+        mapped.model.fc1.weight.add_(1.0)  # the map is private: the artifact does not change
+    assert ms.verify(path).ok
+    with pytest.raises(ValueError, match="Invalid `mmap`"):
+        ms.load(path, mmap="yes")
+    mapped.close()
+    copied.close()

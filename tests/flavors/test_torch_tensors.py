@@ -194,3 +194,19 @@ def test_random_state_dicts_round_trip(tmp_path_factory, specs):
     assert set(back) == set(tensors)
     for name, tensor in tensors.items():
         assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor)
+
+
+@pytest.mark.parametrize("single_file", [True, False])
+def test_mapped_tensors_are_private_and_outlive_the_reader(tmp_path, single_file):
+    path = tmp_path / ("a.msafe" if single_file else "a")
+    tensors = {"a": torch.arange(10.0), "b": torch.ones(3, dtype=torch.int64), "h": torch.ones(4).half()}
+    _write(path, tensors)
+    reader, back = _read(path, mmap=True)
+    reader.close()  # the map belongs to the tensors now
+    assert {k: v.untyped_storage().nbytes() for k, v in back.items()} == {"a": 40, "b": 24, "h": 8}
+    back["a"] += 1  # copy-on-write: the artifact is untouched
+    reader, again = _read(path, mmap=True)
+    reader.close()
+    assert torch.equal(again["a"], torch.arange(10.0)) and torch.equal(back["a"], torch.arange(10.0) + 1)
+    safetensors_torch.save_file(again, str(tmp_path / "resaved.safetensors"))  # no shared-storage complaint
+    assert torch.equal(safetensors_torch.load_file(str(tmp_path / "resaved.safetensors"))["h"], tensors["h"])

@@ -112,7 +112,7 @@ class TorchFlavor(Flavor):
         if data.get("kind") == "state":
             from modelsafe.flavors.torch_tree import decode
 
-            tensors = _read_weights(source, data, device)
+            tensors = _read_weights(source, data, device, _mmap(options))
             return decode(data["tree"], tensors)
         if "program" in source.cache:
             from modelsafe.flavors.torch_export import load_program
@@ -306,6 +306,14 @@ def _export(model: Any, sample: Any, store: ComponentStore) -> dict[str, Any]:
 # audit and load
 # ---------------------------------------------------------------------------------------
 
+def _mmap(options: LoadOptions) -> bool:
+    """``load(..., mmap=False)`` reads the weights into private memory instead of mapping the file."""
+    value = options.extra.get("mmap", True)
+    if not isinstance(value, bool):
+        raise ValueError(f"Invalid `mmap`: expected True or False. Received: mmap={value!r}")
+    return value
+
+
 def _program_choice(options: LoadOptions) -> str:
     choice = options.extra.get("program", "auto")
     if choice not in PROGRAM_CHOICES:
@@ -390,16 +398,21 @@ def _headers(source: ComponentSource, data: Mapping[str, Any]) -> dict[str, Head
     return cached if cached is not None else {m: read_header(source, m) for m in data["weights"]["members"]}
 
 
-def _read_weights(source: ComponentSource, data: Mapping[str, Any], device: str) -> dict[str, "torch.Tensor"]:
-    """Every saved tensor, members read in parallel, ties restored, in the saved key order."""
+def _read_weights(source: ComponentSource, data: Mapping[str, Any], device: str,
+                  mmap: bool) -> dict[str, "torch.Tensor"]:
+    """Every saved tensor (mapped, or members read in parallel), ties restored, in the saved key order."""
     weights = data["weights"]
     headers = _headers(source, data)
     members = list(weights["members"])
-    if len(members) > 1:
+
+    def read(member: str) -> dict[str, Any]:
+        return read_tensors(source, member, device, header=headers[member], mmap=mmap)
+
+    if len(members) > 1 and not mmap:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelsafe-read") as pool:
-            parts = list(pool.map(lambda m: read_tensors(source, m, device, header=headers[m]), members))
+            parts = list(pool.map(read, members))
     else:
-        parts = [read_tensors(source, m, device, header=headers[m]) for m in members]
+        parts = [read(m) for m in members]
     tensors: dict[str, Any] = {}
     for part in parts:
         tensors.update(part)
@@ -445,7 +458,7 @@ def _load_module(source: ComponentSource, data: Mapping[str, Any], options: Load
                      strict=options.strict)
     if not report.ok and options.strict:
         report.raise_if_failed()
-    tensors = _read_weights(source, data, "cpu")
+    tensors = _read_weights(source, data, "cpu", _mmap(options))
     buffers = read_tensors(source, BUFFERS, "cpu", header=_headers(source, data).get(BUFFERS)) \
         if data.get("buffers") else {}
     if report.ok:

@@ -9,9 +9,12 @@ recorded as aliases in the header's ``__metadata__``; :func:`read_tensors` gives
 the very same tensor back. The header is padded so the data starts 64-byte aligned.
 
 :func:`read_tensors` validates the header (dtypes, shapes, offsets that tile the data
-exactly, size limits) before reading anything, then reads each tensor with ``pread``
-directly into its own memory: no memory map stays resident and no temporary copy is made.
-The member is a valid safetensors file: ``safetensors.safe_open`` reads it.
+exactly, size limits) before reading anything. Then either each tensor is read with
+``pread`` directly into its own memory (no map stays resident, no temporary copy), or,
+with ``mmap=True``, each tensor views a private copy-on-write map of the file through the
+reader's own descriptor: nothing is copied, pages are read when first used, and writes
+stay in the process. The member is a valid safetensors file: ``safetensors.safe_open``
+reads it.
 
 This module is reused by :mod:`modelsafe.flavors.torch` and by checkpoints.
 """
@@ -291,15 +294,22 @@ def read_header(source: "ComponentSource", relname: str) -> Header:
 
 
 def read_tensors(source: "ComponentSource", relname: str, device: "str | torch.device | None" = None, *,
-                 header: Header | None = None, names: Iterable[str] | None = None) -> dict[str, "torch.Tensor"]:
+                 header: Header | None = None, names: Iterable[str] | None = None,
+                 mmap: bool = False) -> dict[str, "torch.Tensor"]:
     """Read the tensors of member ``relname`` (all, or ``names``) onto ``device`` (default CPU).
 
+    ``mmap=True`` gives CPU tensors backed by a private, copy-on-write map of the file (no
+    copy is made; pages are read when first used, and writes stay in this process), each
+    tensor with a storage of its own. Otherwise each tensor is read into its own memory.
     Aliases recorded at write come back as the same tensor object under each name.
     """
     header = header or read_header(source, relname)
     wanted = header.entries if names is None else {n: header.entries[n] for n in names if n in header.entries}
     located = source.locate(relname)
-    if located is not None:
+    if located is not None and mmap:
+        base = _file_map(source, located[0])
+        tensors = {e.name: _mapped(base, located[1] + header.data_start, e) for e in wanted.values()}
+    elif located is not None:
         tensors = _pread_all(located[0], located[1] + header.data_start, wanted.values())
     else:
         view = source.view(relname)
@@ -310,6 +320,33 @@ def read_tensors(source: "ComponentSource", relname: str, device: "str | torch.d
         if target in tensors:
             tensors[alias] = tensors[target]
     return tensors
+
+
+def _file_map(source: "ComponentSource", fd: int) -> Any:
+    """One private (copy-on-write) map of the file behind ``fd``, as a writable uint8 array."""
+    import mmap as _mmap
+
+    import numpy as np
+
+    key = f"map:{fd}"
+    if key not in source.cache:
+        size = os.fstat(fd).st_size
+        mapping = _mmap.mmap(fd, size, access=_mmap.ACCESS_COPY) if size else None
+        source.cache[key] = np.frombuffer(mapping, dtype=np.uint8) if mapping is not None else np.empty(0, np.uint8)
+    return source.cache[key]
+
+
+def _mapped(base: Any, start: int, entry: TensorEntry) -> "torch.Tensor":
+    import torch
+
+    offset = start + entry.start
+    if offset % max(_ITEMSIZE[entry.dtype], 1):  # never for files modelsafe writes: widest items come first
+        import numpy as np
+
+        tensor = _empty(entry)
+        np.copyto(np.frombuffer(_writable_bytes(tensor), dtype=np.uint8), base[offset : start + entry.end])
+        return tensor
+    return torch.from_numpy(base[offset : start + entry.end]).view(entry.torch_dtype).reshape(entry.shape)
 
 
 def _empty(entry: TensorEntry) -> "torch.Tensor":
