@@ -612,3 +612,10 @@ def test_crafted_trees_are_refused_before_prediction(tmp_path, fresh, edit, word
             print("refused:", exc)
     """)
     assert "refused: The XGBoost model in this artifact is malformed" in proc.stdout and words in proc.stdout
+
+
+def test_booster_bundle_predicts_a_dmatrix_too(saved):
+    root, _ = saved
+    bundle = ms.load(root / "booster-unnamed.msafe")
+    X = _numeric()[0]
+    assert np.array_equal(bundle.predict(xgb.DMatrix(X)), np.load(root / "booster-unnamed.predict.npy"))

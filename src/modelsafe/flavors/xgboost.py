@@ -269,6 +269,8 @@ def _predict(obj: Any, x: Any) -> Any:
         return obj.predict(x)
     nameless = obj.feature_names is None
     try:
+        if isinstance(x, xgboost.DMatrix):
+            return obj.predict(x)
         try:
             return obj.inplace_predict(x)
         except TypeError:  # input kinds inplace prediction does not take (e.g. lists of rows)
