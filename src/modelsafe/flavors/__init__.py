@@ -42,7 +42,7 @@ REGISTRY: dict[str, FlavorSpec] = {
         FlavorSpec("torch", "modelsafe.flavors.torch", "TorchFlavor", ("torch", "safetensors"), "torch"),
         FlavorSpec("keras", "modelsafe.flavors.keras", "KerasFlavor", ("keras",), "keras"),
         FlavorSpec("xgboost", "modelsafe.flavors.xgboost", "XGBoostFlavor", ("xgboost",), "xgboost"),
-        FlavorSpec("lightgbm", "modelsafe.flavors.lightgbm", "LightGBMFlavor", ("lightgbm",), "xgboost"),
+        FlavorSpec("lightgbm", "modelsafe.flavors.lightgbm", "LightGBMFlavor", ("lightgbm",), "lightgbm"),
     )
 }
 
