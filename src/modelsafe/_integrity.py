@@ -23,7 +23,7 @@ import json
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
 from modelsafe._archive import CHUNK, MANIFEST_NAME, ArtifactReader, ProgressCallback, check_member_name
 from modelsafe._manifest import MemberRecord

@@ -1,0 +1,173 @@
+"""``load``: a pipeline of named steps, in the order the spec gives.
+
+manifest + format version -> integrity (hashes; large members finish in the background)
+-> bundled-code trust gate -> security audit (nothing from the artifact is imported
+before this) -> every hash checked -> environment check -> deserialize -> verification.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from modelsafe._archive import MANIFEST_NAME, ArtifactReader, open_artifact
+from modelsafe._bundle import Bundle
+from modelsafe._manifest import Manifest
+from modelsafe.flavors import get_flavor
+from modelsafe.flavors._base import ComponentSource, LoadOptions
+
+PathLike = str | os.PathLike[str]
+_ENV_MODES = ("strict", "warn", "ignore")
+_CODE_MODES = ("auto", "bundled", "current")
+
+
+@dataclass
+class _LoadState:
+    path: Path
+    options: LoadOptions
+    env: str
+    verify: bool
+    reader: ArtifactReader | None = None
+    manifest: Manifest | None = None
+    env_report: Any = None
+    objects: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, ComponentSource] = field(default_factory=dict)
+    integrity: Any = None
+    bundle: Bundle | None = None
+
+    def source(self, key: str) -> ComponentSource:
+        """The component's member reader, shared by the audit and deserialize steps."""
+        assert self.reader is not None
+        if key not in self.sources:
+            self.sources[key] = ComponentSource(self.reader, key)
+        return self.sources[key]
+
+
+def load(path: PathLike, *, verify: bool = True, env: str = "warn", device: str | None = None,
+         trust_code: bool = False, trusted: Iterable[str] = (), code: str = "auto", strict: bool = True,
+         **extra: Any) -> Bundle:
+    """Load an artifact: check it, audit it, rebuild the model, and verify its predictions.
+
+    Parameters
+    ----------
+    verify
+        Replay the stored sample and raise VerificationError on any difference.
+    env
+        ``"strict"`` raises on differences beyond a patch release, ``"warn"`` warns, ``"ignore"``.
+    device
+        For tensor frameworks: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+    trust_code
+        Required before any code bundled in the artifact is imported.
+    trusted
+        Extra ``module.name`` globals the restricted unpickler may resolve.
+    code
+        ``"auto"`` (importable local modules, else bundled), ``"bundled"`` or ``"current"``.
+
+    Examples
+    --------
+    >>> import modelsafe as ms
+    >>> ms.load("/tmp/doc-model.msafe").manifest.flavor
+    'sklearn'
+    """
+    _check_choice("env", env, _ENV_MODES)
+    _check_choice("code", code, _CODE_MODES)
+    options = LoadOptions(trusted=tuple(trusted), trust_code=trust_code, device=device, code=code,
+                          strict=strict, extra=extra)
+    state = _LoadState(path=Path(path), options=options, env=env, verify=verify)
+    try:
+        for step in _LOAD_STEPS:
+            step(state)
+    except BaseException:
+        if state.integrity is not None:
+            state.integrity.close()
+        if state.reader is not None:
+            state.reader.close()
+        raise
+    assert state.bundle is not None
+    return state.bundle
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"Invalid `{name}`: expected one of {', '.join(map(repr, choices))}. Received: {name}={value!r}")
+
+
+def _step_manifest(state: _LoadState) -> None:
+    state.reader = open_artifact(state.path)
+    state.manifest = read_manifest(state.reader)
+
+
+def read_manifest(reader: ArtifactReader) -> Manifest:
+    """Parse the manifest, checking its format version (raises FormatError)."""
+    return Manifest.from_json(reader.read(MANIFEST_NAME), where=f"{reader.path}/{MANIFEST_NAME}")
+
+
+def _step_integrity(state: _LoadState) -> None:
+    """Check sizes and hashes: small members now, large ones in the background.
+
+    No member is read before its own check passed (the reader's gate waits for it), and
+    :func:`_step_integrity_done` joins every check before anything is deserialized.
+    """
+    from modelsafe._integrity import MemberChecks
+
+    assert state.reader is not None and state.manifest is not None
+    state.integrity = MemberChecks(state.reader, state.manifest.members, progress=state.options.extra.get("progress"))
+    state.reader.gate = state.integrity.wait
+
+
+def _step_integrity_done(state: _LoadState) -> None:
+    assert state.reader is not None
+    state.integrity.wait_all()
+    state.reader.gate = None
+
+
+def _step_code(state: _LoadState) -> None:
+    """Decide how bundled code is provided; imports nothing yet unless trusted."""
+    from modelsafe import _code
+
+    assert state.reader is not None and state.manifest is not None
+    state.options = _code.prepare_code(state.manifest, state.reader, state.options)
+
+
+def _step_audit(state: _LoadState) -> None:
+    assert state.reader is not None and state.manifest is not None
+    for key, component in state.manifest.components.items():
+        flavor = get_flavor(component.flavor)
+        flavor.audit(state.source(key), component.data, state.options)
+
+
+def _step_environment(state: _LoadState) -> None:
+    from modelsafe._environment import check_environment
+
+    assert state.manifest is not None
+    if state.manifest.environment:
+        state.env_report = check_environment(dict(state.manifest.environment), state.env)
+
+
+def _step_deserialize(state: _LoadState) -> None:
+    assert state.reader is not None and state.manifest is not None
+    for key, component in state.manifest.components.items():
+        flavor = get_flavor(component.flavor)
+        state.objects[key] = flavor.load(state.source(key), component.data, state.options)
+    state.bundle = Bundle(state.path, state.manifest, state.objects["model"], state.objects.get("preprocess"),
+                          state.reader, state.env_report, state.options.code_changes)
+
+
+def _step_verify(state: _LoadState) -> None:
+    assert state.bundle is not None
+    if state.verify:
+        state.bundle.verify().raise_if_failed()
+
+
+_LOAD_STEPS: tuple[Callable[[_LoadState], None], ...] = (
+    _step_manifest,       # manifest + format version
+    _step_integrity,      # sizes and hashes (large members finish in the background)
+    _step_code,           # bundled code: trust gate (nothing imported from the artifact)
+    _step_audit,          # allowlist audit of every component
+    _step_integrity_done,  # every hash checked before anything is deserialized
+    _step_environment,    # saved vs current versions
+    _step_deserialize,    # build objects
+    _step_verify,         # replay the sample
+)

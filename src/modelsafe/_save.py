@@ -1,0 +1,240 @@
+"""``save``: a pipeline of named steps that writes one artifact atomically.
+
+components (each object by its flavor) -> verification sample (outputs on the raw input)
+-> custom code (bundled source) -> environment fingerprint -> manifest -> commit
+(fsync + rename). Anything that fails leaves nothing at the target path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from modelsafe._archive import ArtifactWriter
+from modelsafe._manifest import FORMAT_VERSION, Component, Manifest, MemberRecord
+from modelsafe.errors import ModelsafeError, SaveError
+from modelsafe.flavors import detect_flavor, get_flavor
+from modelsafe.flavors._base import ComponentStore, SavedComponent
+
+PathLike = str | os.PathLike[str]
+#: At most this many sample rows are stored for verification (the schema uses them all).
+MAX_SAMPLE_ROWS = 100
+
+
+
+@dataclass
+class _SaveState:
+    obj: Any
+    path: Path
+    sample: Any
+    preprocess: Any
+    code: tuple[Any, ...]
+    metadata: Mapping[str, Any]
+    options: Mapping[str, Any]
+    components: dict[str, Component] = field(default_factory=dict)
+    saved: dict[str, SavedComponent] = field(default_factory=dict)
+    verification: dict[str, Any] | None = None
+    schema: dict[str, Any] | None = None
+    code_records: list[dict[str, Any]] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
+def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None, code: Iterable[Any] = (),
+         metadata: Mapping[str, Any] | None = None, overwrite: bool = False, **options: Any) -> Manifest:
+    """Save ``obj`` (and its preprocessing) as a self-describing, verifiable artifact.
+
+    Parameters
+    ----------
+    obj
+        A fitted model: scikit-learn estimator or Pipeline, PyTorch module, Keras model,
+        XGBoost model, or a plain callable / object with ``predict``.
+    path
+        ``*.msafe`` for a single file; any other path gives a folder with the same members.
+    sample
+        A few input rows (numpy, pandas, tensor, list of texts). Their outputs are recorded
+        and re-checked after every load; the input schema is recorded from them.
+    preprocess
+        Anything applied to raw input before the model (transformer, tokenizer, function).
+    code
+        Extra modules (objects or paths) whose source is bundled.
+    metadata
+        JSON-able user metadata.
+    overwrite
+        Replace an existing artifact at ``path``.
+    **options
+        ``training_data=X`` records the input ranges from ``X`` instead of the sample, so
+        the input guard knows what the model saw in training. Other options go to the
+        model's flavor (e.g. ``init_args=`` for PyTorch).
+
+    Returns
+    -------
+    Manifest
+        What was written.
+
+    Examples
+    --------
+    >>> import modelsafe as ms, numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X = np.random.default_rng(0).normal(size=(40, 3)); y = (X[:, 0] > 0).astype(int)
+    >>> manifest = ms.save(LogisticRegression().fit(X, y), "/tmp/doc-model.msafe", sample=X[:5], overwrite=True)
+    >>> manifest.flavor
+    'sklearn'
+    """
+    training_data = options.pop("training_data", None)
+    state = _SaveState(obj=obj, path=Path(path), sample=sample, preprocess=preprocess, code=tuple(code),
+                       metadata=dict(metadata or {}), options=options)
+    _check_metadata(state.metadata)
+    state.schema = _capture_schema(sample, training_data)
+    with ArtifactWriter(state.path, overwrite=overwrite, progress=options.pop("progress", None)) as writer:
+        _save_components(state, writer)
+        _save_sample(state, writer)
+        _save_code(state, writer)
+        _capture_environment(state)
+        manifest = _build_manifest(state, writer)
+        writer.commit(manifest.to_json())
+    return manifest
+
+
+def _check_metadata(metadata: Mapping[str, Any]) -> None:
+    import json
+
+    try:
+        json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SaveError(
+            f"metadata must be JSON-able ({exc}): it is stored as JSON in the manifest. "
+            "Convert values to str, int, float, bool, lists or dicts.",
+        ) from exc
+
+
+def _save_components(state: _SaveState, writer: ArtifactWriter) -> None:
+    parts = {"model": state.obj}
+    if state.preprocess is not None:
+        parts["preprocess"] = state.preprocess
+    for key, obj in parts.items():
+        flavor = get_flavor(detect_flavor(obj))
+        store = ComponentStore(writer, key)
+        # The model's flavor also gets its input sample (e.g. to export a program from it, or to
+        # check at save that the recorded architecture rebuilds a model that predicts the same).
+        model_sample = state.sample if state.preprocess is None else None
+        options = {**state.options, "sample": model_sample} if key == "model" else {}
+        saved = flavor.save(obj, store, options)
+        state.saved[key] = saved
+        state.components[key] = Component(flavor=flavor.name, flavor_version=flavor.version,
+                                          members=tuple(store.members), data=saved.data,
+                                          type_name=saved.type_name)
+
+
+def _save_sample(state: _SaveState, writer: ArtifactWriter) -> None:
+    if state.sample is None:
+        return
+    from modelsafe._data import as_arrays, encode
+    from modelsafe._verify import default_tolerance
+
+    inputs = _head(state.sample, MAX_SAMPLE_ROWS)
+    try:
+        outputs = _run_outputs(state.obj, state.preprocess, inputs, state.components)
+    except (ModelsafeError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise SaveError(
+            f"The model failed on the verification sample at save: {type(exc).__name__}: {exc}. "
+            "A sample must be input the model accepts (with preprocess applied by modelsafe, if given). "
+            "Pass a few rows of real input, or sample=None to skip verification.",
+        ) from exc
+    store = ComponentStore(writer, "sample")
+
+    def write(name: str, array: Any) -> str:
+        return store.write_array(name, array)
+
+    spec_inputs = encode(inputs, write, "inputs")
+    recorded: dict[str, Any] = {}
+    for name, value in outputs.items():
+        arr = as_arrays(value)
+        recorded[name] = {"member": store.write_array(f"outputs/{name}.npy", arr),
+                          "dtype": str(arr.dtype), "shape": list(arr.shape),
+                          "tolerance": default_tolerance(arr.dtype)}
+    state.verification = {"inputs": spec_inputs, "outputs": recorded, "rows": _rows(inputs),
+                          "members": list(store.members)}
+
+
+def _capture_schema(sample: Any, training_data: Any) -> dict[str, Any] | None:
+    """The input schema, from the sample (ranges from ``training_data`` when given)."""
+    if sample is None and training_data is None:
+        return None
+    from modelsafe._schema import capture_schema
+
+    return capture_schema(_head(training_data, MAX_SAMPLE_ROWS) if sample is None else sample, training_data)
+
+
+def _save_code(state: _SaveState, writer: ArtifactWriter) -> None:
+    """Bundle the source of custom code the components reference (see modelsafe._code)."""
+    from modelsafe import _code
+
+    refs: set[tuple[str, str]] = set()
+    for saved in state.saved.values():
+        refs |= saved.refs
+    state.code_records = _code.bundle_code(refs, state.code, ComponentStore(writer, _code.CODE_PREFIX))
+
+
+def _capture_environment(state: _SaveState) -> None:
+    from modelsafe._environment import capture_environment
+
+    modules: set[str] = set()
+    devices: dict[str, Any] = {}
+    for key, saved in state.saved.items():
+        modules |= saved.modules
+        devices.update(get_flavor(state.components[key].flavor).device_info(
+            state.obj if key == "model" else state.preprocess))
+    env = capture_environment(sorted(modules))
+    if devices:
+        env = {**env, "devices": {**env.get("devices", {}), **devices}}
+    state.environment = env
+
+
+def _build_manifest(state: _SaveState, writer: ArtifactWriter) -> Manifest:
+    from modelsafe import __version__
+
+    members = {name: MemberRecord(m.size, m.sha256) for name, m in writer.members.items()}
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        modelsafe_version=__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        components=state.components,
+        members=members,
+        environment=state.environment,
+        schema=state.schema,
+        verification=state.verification,
+        code=tuple(state.code_records),
+        metadata=state.metadata,
+        source=state.options.get("source"),
+    )
+
+
+def _head(x: Any, n: int) -> Any:
+    if hasattr(x, "iloc"):
+        return x.iloc[:n]
+    if isinstance(x, dict):
+        return {k: _head(v, n) for k, v in x.items()}
+    try:
+        return x[:n]
+    except TypeError:
+        return x
+
+
+def _rows(x: Any) -> int:
+    if isinstance(x, dict):
+        return max((_rows(v) for v in x.values()), default=0)
+    try:
+        return len(x)
+    except TypeError:
+        return 1
+
+
+def _run_outputs(model: Any, preprocess: Any, x: Any, components: Mapping[str, Component]) -> dict[str, Any]:
+    if preprocess is not None:
+        x = get_flavor(components["preprocess"].flavor).transform(preprocess, x)
+    return get_flavor(components["model"].flavor).outputs(model, x)
