@@ -189,6 +189,8 @@ def _capture_environment(state: _SaveState) -> None:
         modules |= saved.modules
         devices.update(get_flavor(state.components[key].flavor).device_info(
             state.obj if key == "model" else state.preprocess))
+    if state.schema is not None and state.schema.get("kind") in ("dataframe", "series"):
+        modules.add("pandas")  # the model is fed pandas objects: how pandas behaves matters too
     env = capture_environment(sorted(modules))
     if devices:
         env = {**env, "devices": {**env.get("devices", {}), **devices}}
