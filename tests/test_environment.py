@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from modelsafe._environment import (EnvironmentWarning, Level, capture_environment, check_environment,
                                     compare_environments, distribution_for_module, is_local_module,
-                                    version_level)
+                                    version_level, warn_environment)
 from modelsafe.errors import EnvironmentMismatchError
 
 
@@ -79,7 +79,9 @@ def test_modes():
     assert "pip install 'scikit-learn==0.24.2'" in str(err.value)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        report = check_environment(saved, "warn")
+        report = check_environment(saved, "warn")  # load warns later, once the model has loaded
+        assert seen == []
+        warn_environment(report)
     assert len(seen) == 1 and issubclass(seen[0].category, EnvironmentWarning)
     assert "scikit-learn 0.24.2" in str(seen[0].message) and not report.ok
     with warnings.catch_warnings(record=True) as seen:
@@ -101,3 +103,64 @@ def test_missing_package_and_python_difference():
     text = str(report)
     assert "not installed" in text and "pip install 'not-a-real-dist==1.0.0'" in text
     json.dumps(report.to_dict())
+
+
+def _saved_with(path, **versions):
+    """Rewrite a folder artifact's manifest as if saved with other package versions."""
+    manifest = path / "modelsafe.json"
+    data = json.loads(manifest.read_text())
+    for dist, version in versions.items():
+        data["environment"]["packages"][dist.replace("_", "-")]["version"] = version
+    manifest.write_text(json.dumps(data))
+
+
+@pytest.fixture
+def tree_artifact(tmp_path):
+    import numpy as np
+    from sklearn.tree import DecisionTreeClassifier
+
+    import modelsafe as ms
+
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    ms.save(DecisionTreeClassifier(random_state=0).fit(X, X[:, 0] > 0), tmp_path / "m", sample=X[:8])
+    return tmp_path / "m"
+
+
+def test_load_warns_once_after_a_successful_load(tree_artifact):
+    import modelsafe as ms
+
+    _saved_with(tree_artifact, scikit_learn="1.4.2")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ms.load(tree_artifact)
+    env_warnings = [w for w in seen if issubclass(w.category, EnvironmentWarning)]
+    assert len(env_warnings) == 1 and "scikit-learn 1.4.2 ->" in str(env_warnings[0].message)
+    assert not [w for w in seen if "Trying to unpickle estimator" in str(w.message)]
+
+
+def test_failed_load_gives_one_error_naming_the_versions_and_no_warning(tree_artifact):
+    import modelsafe as ms
+
+    import numpy as np
+
+    _saved_with(tree_artifact, scikit_learn="1.4.2")
+    # The model no longer predicts what it did at save (as when a library changed behaviour).
+    predict = tree_artifact / "sample/outputs/predict.npy"
+    np.save(predict, ~np.load(predict))
+    _rehash(tree_artifact, "sample/outputs/predict.npy")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(ms.VerificationError) as err:
+            ms.load(tree_artifact)
+    assert not [w for w in seen if issubclass(w.category, EnvironmentWarning)]
+    assert "the environment differs from the one the model was saved in: scikit-learn 1.4.2 ->" in str(err.value)
+
+
+def _rehash(path, member):
+    import hashlib
+
+    manifest = path / "modelsafe.json"
+    data = json.loads(manifest.read_text())
+    raw = (path / member).read_bytes()
+    data["members"][member] = {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    manifest.write_text(json.dumps(data))

@@ -96,7 +96,8 @@ class Bundle:
         sample = self.sample()
         if sample is None:
             return VerifyReport(path=str(self.path), skipped="the artifact was saved without a sample")
-        return replay(str(self.path), sample, self.outputs, self.code_changes)
+        environment = self.env_report.summary() if self.env_report is not None else ""
+        return replay(str(self.path), sample, self.outputs, self.code_changes, environment)
 
     def close(self) -> None:
         self._reader.close()

@@ -203,6 +203,11 @@ class EnvReport(Report):
     def notable(self) -> list[Difference]:
         return [d for d in self.differences if d.level is not Level.SAME]
 
+    def summary(self) -> str:
+        """The differences in one line: ``scikit-learn 1.4.2 -> 1.9.1 (minor), ...``."""
+        return ", ".join(f"{d.package} {d.saved or '-'} -> {d.current or 'not installed'} ({d.level.value})"
+                         for d in self.notable())
+
     def _lines(self) -> list[str]:
         lines = [f"environment: saved on Python {self.saved_python} ({self.saved_platform}), "
                  f"now Python {self.current_python} ({self.current_platform})",
@@ -247,7 +252,12 @@ ENV_MODES = ("strict", "warn", "ignore")
 
 
 def check_environment(saved: dict[str, Any], mode: str) -> EnvReport:
-    """Compare and act: "strict" raises beyond patch, "warn" warns once, "ignore" is silent."""
+    """Compare with this environment; under ``"strict"`` raise beyond a patch release.
+
+    ``"warn"`` does not warn here: ``load`` warns (:func:`warn_environment`) only once the
+    model has loaded and verified, so a load that fails gives one error that names the
+    versions instead of a warning followed by an error.
+    """
     if mode not in ENV_MODES:
         raise ValueError(f"Invalid `env`: expected one of 'strict', 'warn', 'ignore'. Received: env={mode!r}")
     report = compare_environments(saved)
@@ -257,10 +267,12 @@ def check_environment(saved: dict[str, Any], mode: str) -> EnvReport:
             + str(report), report=report,
             packages=[d.package for d in report.differences if _RANK[d.level] > _RANK[Level.PATCH]],
         )
-    if mode == "warn" and report.notable():
-        summary = ", ".join(f"{d.package} {d.saved or '-'} -> {d.current or 'missing'} ({d.level.value})"
-                            for d in report.notable())
-        warnings.warn(f"The model was saved in a different environment: {summary}. Predictions are "
-                      "re-verified against the stored sample; run `modelsafe env` for details.",
-                      EnvironmentWarning, stacklevel=4)
     return report
+
+
+def warn_environment(report: EnvReport, *, stacklevel: int = 2) -> None:
+    """One readable warning listing every difference from the saved environment (if any)."""
+    if report.notable():
+        warnings.warn(f"The model was saved in a different environment: {report.summary()}. It loaded and its "
+                      "predictions on the stored sample were re-verified; run `modelsafe env` for details.",
+                      EnvironmentWarning, stacklevel=stacklevel + 1)

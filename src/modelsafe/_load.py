@@ -7,6 +7,7 @@ before this) -> every hash checked -> environment check -> deserialize -> verifi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Callable, Iterable
 from modelsafe._archive import MANIFEST_NAME, ArtifactReader, open_artifact
 from modelsafe._bundle import Bundle
 from modelsafe._manifest import Manifest
+from modelsafe.errors import EnvironmentMismatchError, ModelsafeError, SecurityError
 from modelsafe.flavors import get_flavor
 from modelsafe.flavors._base import ComponentSource, LoadOptions
 
@@ -97,6 +99,7 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 def _step_manifest(state: _LoadState) -> None:
     state.reader = open_artifact(state.path)
     state.manifest = read_manifest(state.reader)
+    state.options = dataclasses.replace(state.options, environment=dict(state.manifest.environment))
 
 
 def read_manifest(reader: ArtifactReader) -> Manifest:
@@ -150,15 +153,39 @@ def _step_deserialize(state: _LoadState) -> None:
     assert state.reader is not None and state.manifest is not None
     for key, component in state.manifest.components.items():
         flavor = get_flavor(component.flavor)
-        state.objects[key] = flavor.load(state.source(key), component.data, state.options)
+        try:
+            state.objects[key] = flavor.load(state.source(key), component.data, state.options)
+        except (ModelsafeError, AttributeError, TypeError, ValueError, ImportError) as exc:
+            raise _rebuild_failure(state, key, component.type_name, exc) from exc
     state.bundle = Bundle(state.path, state.manifest, state.objects["model"], state.objects.get("preprocess"),
                           state.reader, state.env_report, state.options.code_changes)
+
+
+def _rebuild_failure(state: _LoadState, key: str, type_name: str, exc: BaseException) -> BaseException:
+    """A component that passed every check but cannot be rebuilt: name the versions if they differ."""
+    report = state.env_report
+    if isinstance(exc, (SecurityError, EnvironmentMismatchError)) or report is None or not report.notable():
+        return exc
+    return EnvironmentMismatchError(
+        f"The {key} component ({type_name or 'unknown type'}) could not be rebuilt here: {type(exc).__name__}: "
+        f"{exc}\nIt was saved in a different environment: {report.summary()}. The libraries that define it "
+        "changed in a way it cannot survive. Install the saved versions (`modelsafe env` lists them with pip "
+        "commands), or load it where it was saved and re-save it with the versions of this environment.",
+        report=report, component=key, packages=[d.package for d in report.notable()])
 
 
 def _step_verify(state: _LoadState) -> None:
     assert state.bundle is not None
     if state.verify:
         state.bundle.verify().raise_if_failed()
+
+
+def _step_warn(state: _LoadState) -> None:
+    """Under env="warn", say how the environment differs, now that the model has loaded."""
+    from modelsafe._environment import warn_environment
+
+    if state.env == "warn" and state.env_report is not None:
+        warn_environment(state.env_report, stacklevel=3)
 
 
 _LOAD_STEPS: tuple[Callable[[_LoadState], None], ...] = (
@@ -170,4 +197,5 @@ _LOAD_STEPS: tuple[Callable[[_LoadState], None], ...] = (
     _step_environment,    # saved vs current versions
     _step_deserialize,    # build objects
     _step_verify,         # replay the sample
+    _step_warn,           # environment differences, once everything succeeded
 )

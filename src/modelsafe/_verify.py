@@ -85,6 +85,8 @@ class VerifyReport(Report):
     skipped: str = ""
     #: Local modules used at load whose source differs from the copy bundled at save.
     code_changes: tuple[str, ...] = ()
+    #: How this environment differs from the saved one (``"numpy 1.26.4 -> 2.4.6 (major)"``).
+    environment: str = ""
 
     @property
     def ok(self) -> bool:
@@ -98,6 +100,8 @@ class VerifyReport(Report):
         if self.error:
             lines.append(f"  FAIL  the model raised while replaying the sample: {self.error}")
         lines.extend(c.describe() for c in self.checks)
+        if not self.ok and self.environment:
+            lines.append(f"  note  the environment differs from the one the model was saved in: {self.environment}")
         if not self.ok and self.code_changes:
             lines.append(f"  note  the code of {', '.join(self.code_changes)} changed since the model was saved "
                          "(the importable copy was used); load with code='bundled', trust_code=True to use the "
@@ -177,13 +181,13 @@ def _scalar(value: Any) -> Any:
 
 
 def replay(path: str, sample: Sample, run: Callable[[Any], dict[str, Any]],
-           code_changes: tuple[str, ...] = ()) -> VerifyReport:
+           code_changes: tuple[str, ...] = (), environment: str = "") -> VerifyReport:
     """Run the model on the sample inputs and compare every recorded output."""
     try:
         actual = run(sample.inputs)
     except Exception as exc:  # noqa: BLE001 - the report carries it
         return VerifyReport(path=path, rows=sample.rows, error=f"{type(exc).__name__}: {exc}",
-                            code_changes=code_changes)
+                            code_changes=code_changes, environment=environment)
     checks = []
     for name, expected in sample.outputs.items():
         if name not in actual:
@@ -191,4 +195,5 @@ def replay(path: str, sample: Sample, run: Callable[[Any], dict[str, Any]],
                                       problem=f"the model no longer produces {name!r}"))
             continue
         checks.append(compare_output(name, expected, actual[name], sample.tolerances.get(name)))
-    return VerifyReport(path=path, checks=tuple(checks), rows=sample.rows, code_changes=code_changes)
+    return VerifyReport(path=path, checks=tuple(checks), rows=sample.rows, code_changes=code_changes,
+                        environment=environment)

@@ -115,6 +115,8 @@ class LoadOptions:
     allowed_modules: tuple[str, ...] = ()
     #: Local modules used at load whose source differs from the copy bundled at save.
     code_changes: tuple[str, ...] = ()
+    #: The environment fingerprint recorded at save (to name saved versions in messages).
+    environment: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

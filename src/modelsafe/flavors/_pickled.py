@@ -14,13 +14,14 @@ each is audited and rebuilt by its own flavor.
 
 from __future__ import annotations
 
+import importlib
 import io
 import pickle
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping
 
-from modelsafe.errors import FormatError, UnsavableObjectError
+from modelsafe.errors import EnvironmentMismatchError, FormatError, UnsavableObjectError
 from modelsafe.flavors._base import ComponentSource, ComponentStore, LoadOptions, SavedComponent
 
 STREAM = "graph.pkl"
@@ -163,10 +164,59 @@ def audit_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadO
         recorded=data.get("globals", ()),
         allow_persistent=bool(embedded),
     )
+    check_resolvable([(g.module, g.name) for g in summary.globals], options)
     for entry in embedded:
         get_flavor(entry["flavor"]).audit(source.sub(entry["prefix"]), entry.get("data", {}), options)
     source.cache["audit"] = summary
     return summary
+
+
+def check_resolvable(names: list[tuple[str, str]], options: LoadOptions) -> None:
+    """Refuse, before anything is built, a stream whose globals the installed packages lack.
+
+    Every name passed the allowlist already; here each is looked up in the installed
+    package (the modules are imported, nothing is called). A module or attribute that is
+    gone means the package changed since saving: an error naming both versions now beats
+    a ModuleNotFoundError, or an AttributeError at predict, later.
+    """
+    for module, name in names:
+        if module in options.allowed_modules:
+            continue  # bundled or local code, resolved by modelsafe._code
+        problem = _missing(module, name)
+        if problem is not None:
+            raise _version_refusal(module, name, problem, options)
+
+
+def _missing(module: str, name: str) -> str | None:
+    try:
+        target: Any = importlib.import_module(module)
+    except ImportError:
+        return f"has no module {module}"
+    for part in name.split("."):
+        if not hasattr(target, part):
+            return f"has no {module}.{name}"
+        target = getattr(target, part)
+    return None
+
+
+def _version_refusal(module: str, name: str, problem: str, options: LoadOptions) -> EnvironmentMismatchError:
+    from modelsafe._environment import distribution_for_module
+
+    found = distribution_for_module(module)
+    dist, current = found if found is not None else (module.split(".")[0], "not installed")
+    saved = options.environment.get("packages", {}).get(dist, {}).get("version") or "unknown"
+    needed = f"{module}.{name}"
+    if module.startswith("numpy._core") and current.split(".")[0] == "1":
+        message = (f"The artifact needs {needed}: it was saved with numpy {saved}, whose internals live in "
+                   f"numpy._core, and this environment has numpy {current}, which has no numpy._core. Nothing was "
+                   f"loaded. Install numpy>=2 here (pip install 'numpy>={saved}'), or load the model where it was "
+                   "saved and re-save it in an environment with numpy 1.x.")
+    else:
+        message = (f"The artifact needs {needed}, but {dist} {current} installed here {problem}; the model was "
+                   f"saved with {dist} {saved}. Nothing was loaded. Install the saved version (pip install "
+                   f"'{dist}=={saved}'), or load the model where it was saved and re-save it with {dist} {current}.")
+    return EnvironmentMismatchError(message, packages=[dist], modules=[module], missing=[needed],
+                                    saved=saved, current=current)
 
 
 def load_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
