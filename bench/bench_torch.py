@@ -22,6 +22,7 @@ Run: ``.venv-bench/bin/python bench/bench_torch.py`` (``BENCH_ROUNDS``, default 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -38,6 +39,11 @@ D = int(os.environ.get("BENCH_D", "2048"))
 BLOCKS = int(os.environ.get("BENCH_BLOCKS", "24"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 GIB = 1 << 30
+#: Imported before timing (torch and safetensors are imported before timing too).
+MODELSAFE_MODULES = ("modelsafe._api", "modelsafe._load", "modelsafe._save", "modelsafe._bundle", "modelsafe._verify",
+                     "modelsafe._environment", "modelsafe._integrity", "modelsafe._code", "modelsafe._data",
+                     "modelsafe._schema", "modelsafe.flavors.torch", "modelsafe.flavors.torch_tree",
+                     "modelsafe.security")
 
 
 # ---------------------------------------------------------------------------------------
@@ -119,8 +125,9 @@ def child(op: str, folder: Path) -> dict[str, Any]:
     import torch
 
     import modelsafe as ms
-    import modelsafe._api  # noqa: F401  (imports are not part of any tool's timing)
-    import modelsafe.flavors.torch  # noqa: F401
+
+    for module in MODELSAFE_MODULES:  # imports are not part of any tool's timing
+        importlib.import_module(module)
 
     torch.set_num_threads(1)
     sd = state_dict() if op.startswith(("save", "raw")) else None
@@ -145,6 +152,7 @@ def child(op: str, folder: Path) -> dict[str, Any]:
         "load:ms lazy": lambda: _ms_load(files["ms"], cache=True),
         "load:ms copy": lambda: _ms_load(files["ms"], cache=True, mmap=False),
     }
+    fsync_seconds = _time_fsync()
     before_rss, before_anon = _status("VmRSS"), _status("RssAnon")
     _reset_hwm()
     with _AnonPeak() as anon:
@@ -153,7 +161,22 @@ def child(op: str, folder: Path) -> dict[str, Any]:
         seconds = time.perf_counter() - start
     peak = _status("VmHWM")
     del result
-    return {"op": op, "seconds": seconds, "peak_extra": peak - before_rss, "anon_extra": anon.peak - before_anon}
+    return {"op": op, "seconds": seconds, "peak_extra": peak - before_rss, "anon_extra": anon.peak - before_anon,
+            "fsync": fsync_seconds[0]}
+
+
+def _time_fsync() -> list[float]:
+    """Count the time spent waiting in os.fsync (the disk), to report it beside the totals."""
+    spent = [0.0]
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        start = time.perf_counter()
+        real(fd)
+        spent[0] += time.perf_counter() - start
+
+    os.fsync = fsync
+    return spent
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,6 +189,7 @@ LOADS = ["load:torch", "load:torch mmap", "load:safetensors", "load:safetensors 
 
 
 def run_child(op: str, folder: Path) -> dict[str, Any]:
+    os.sync()  # no writeback left over from the previous operation
     env = {**os.environ, "MODELSAFE_CACHE_DIR": str(folder / "cache"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, __file__, "--child", op, str(folder)], capture_output=True, text=True,
                           env=env, timeout=900)
@@ -204,15 +228,20 @@ def table(results: dict[str, list[dict[str, Any]]], size: int) -> str:
              "|---|---|---|---|---|"]
     for op, rows in results.items():
         secs = [r["seconds"] for r in rows]
-        lines.append(f"| {op} | {t[op]:.2f} [{min(secs):.2f}-{max(secs):.2f}] | {gib / t[op]:.2f} | "
+        lines.append(f"| {op} | {t[op]:.3f} [{min(secs):.3f}-{max(secs):.3f}] | {gib / t[op]:.2f} | "
                      f"{_median(rows, 'peak_extra') / GIB:.2f} GiB | {_median(rows, 'anon_extra') / GIB:.2f} GiB |")
+    own = {op: statistics.median(r["seconds"] - r["fsync"] for r in rows) for op, rows in results.items()}
+    lines.append(f"| save:ms without its fsync wait | {own['save:ms']:.3f} | {gib / own['save:ms']:.2f} | | |")
+    lines.append(f"| save:torch+fsync without the fsync | {own['save:torch+fsync']:.3f} | "
+                 f"{gib / own['save:torch+fsync']:.2f} | | |")
     lines += [
         "",
         "| target | measured | met |",
         "|---|---|---|",
-        f"| save >= 1.3 x torch.save throughput | {t['save:torch'] / t['save:ms']:.2f} x "
-        f"({t['save:torch+fsync'] / t['save:ms']:.2f} x torch.save + fsync) | "
-        f"{'yes' if t['save:torch'] / t['save:ms'] >= 1.3 else 'no'} |",
+        f"| save >= 1.3 x torch.save throughput | total {t['save:torch'] / t['save:ms']:.2f} x; without the fsync "
+        f"wait {t['save:torch'] / own['save:ms']:.2f} x; vs torch.save + fsync "
+        f"{t['save:torch+fsync'] / t['save:ms']:.2f}"
+        f" x | {'yes' if t['save:torch'] / t['save:ms'] >= 1.3 else 'no (total)'} |",
         f"| lazy load within 2 x safetensors.load_file | {t['load:ms lazy'] / t['load:safetensors']:.2f} x | "
         f"{'yes' if t['load:ms lazy'] <= 2 * t['load:safetensors'] else 'no'} |",
         f"| verified load >= 1.2 GiB/s | {gib / t['load:ms verified']:.2f} GiB/s | "

@@ -101,8 +101,8 @@ if TYPE_CHECKING:
     from modelsafe._verify import VerifyReport
 
 
-if "torch" in _sys.modules:  # from now on, record nn.Module constructor arguments (see flavors.torch_arch)
-    from modelsafe.flavors.torch_arch import install_recorder as _install_recorder
+if "torch" in _sys.modules:  # from now on, record nn.Module constructor arguments (see flavors.torch_args)
+    from modelsafe.flavors.torch_args import install_recorder as _install_recorder
 
     _install_recorder()
 

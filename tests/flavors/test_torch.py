@@ -140,20 +140,20 @@ def test_module_round_trip_fresh_process_eval_mode_and_predict(tmp_path, fresh, 
     with torch.no_grad():
         expected = model.eval()(torch.from_numpy(x)).numpy()
     np.save(tmp_path / "expected.npy", expected)
-    out = _fresh_json(fresh, f"""
+    out = _fresh_json(fresh, """
         import numpy as np, torch, modelsafe as ms
         x = np.load("expected.npy")
         b = ms.load("mlp.msafe")
         m = b.model
         pred = b.predict(np.asarray(b.sample_inputs()))
         from_tensor = b.predict(torch.from_numpy(np.asarray(b.sample_inputs())))
-        out = {{"type": type(m).__module__ + "." + type(m).__name__, "training": m.training,
+        out = {"type": type(m).__module__ + "." + type(m).__name__, "training": m.training,
                 "act": type(m.act).__name__, "scale": m.scale.tolist(), "device": str(m.fc1.weight.device),
                 "pred_is_numpy": type(pred).__name__, "close": bool(np.allclose(pred, x, atol=1e-6)),
                 "tensor_close": bool(np.allclose(from_tensor, x, atol=1e-6)),
                 "float64_ok": bool(np.allclose(b.predict(np.asarray(b.sample_inputs(), dtype=np.float64)), x,
                                                atol=1e-5)),
-                "grad": torch.is_grad_enabled(), "verify": ms.verify("mlp.msafe").ok}}
+                "grad": torch.is_grad_enabled(), "verify": ms.verify("mlp.msafe").ok}
     """)
     assert out == {"type": f"{models.__name__}.MLP", "training": False, "act": "GELU", "scale": [2.0, 2.0, 2.0],
                    "device": "cpu", "pred_is_numpy": "ndarray", "close": True, "tensor_close": True,
@@ -260,7 +260,8 @@ def test_wrappers_and_prefixed_state_dicts_load_into_the_plain_module(tmp_path, 
         plain = MLP(5)
         plain.load_state_dict(state)
         out = {{"types": [type(a).__name__, type(c).__name__], "keys": list(a.state_dict()),
-                "state": type(state).__name__, "same": all(torch.equal(state[k], v) for k, v in a.state_dict().items())}}
+                "state": type(state).__name__,
+                "same": all(torch.equal(state[k], v) for k, v in a.state_dict().items())}}
     """)
     assert out == {"types": ["MLP", "MLP"], "keys": ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"],
                    "state": "OrderedDict", "same": True}
@@ -359,10 +360,9 @@ def test_torch_module_inside_a_python_object_is_embedded(tmp_path, fresh):
 def test_init_args_explicit_inferred_and_refused(tmp_path, models):
     torch_flavor.install_recorder()
     model = models.NoAttrs(5, 3)
-    torch_flavor._REPORTS.clear()
-    from modelsafe.flavors import torch_arch
+    from modelsafe.flavors import torch_args
 
-    torch_arch._RECORDED.pop(model, None)  # as if built before modelsafe was imported
+    torch_args._RECORDED.pop(model, None)  # as if built before modelsafe was imported
     with pytest.raises(SaveError) as info:
         ms.save(model, tmp_path / "a.msafe")
     text = str(info.value)
@@ -386,7 +386,7 @@ def test_init_args_explicit_inferred_and_refused(tmp_path, models):
 
     # Attributes named like the parameters (the usual pattern) are enough without the recorder.
     linear = torch.nn.Linear(4, 2, bias=False)
-    torch_arch._RECORDED.pop(linear, None)
+    torch_args._RECORDED.pop(linear, None)
     arch = ms.save(linear, tmp_path / "lin.msafe").components["model"].data["architecture"]
     assert arch["args_from"] == "inferred" and arch["kwargs"]["bias"] is None
     seq = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh())
@@ -395,10 +395,10 @@ def test_init_args_explicit_inferred_and_refused(tmp_path, models):
 
 
 def test_wrong_recorded_arguments_are_caught_at_save_by_the_sample(tmp_path, models):
-    from modelsafe.flavors import torch_arch
+    from modelsafe.flavors import torch_args
 
     model = models.MLP(5, act=torch.nn.Tanh)
-    torch_arch._RECORDED[model] = ((5,), {})  # as if the recorder had missed `act`: ReLU would be rebuilt
+    torch_args._RECORDED[model] = ((5,), {})  # as if the recorder had missed `act`: ReLU would be rebuilt
     with pytest.raises(SaveError) as info:
         ms.save(model, tmp_path / "m.msafe", sample=_x())
     assert "predicts differently on the sample" in str(info.value) and "init_args" in str(info.value)

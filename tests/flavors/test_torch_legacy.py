@@ -193,8 +193,8 @@ def test_convert_whole_model_and_state_dict_then_load_fresh(tmp_path, fresh, net
     x = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
     name = net_module.__name__
     # convert's scan lists torch.nn classes too; the torch reader itself accepts them (see the test above)
-    manifest = ms.convert(tmp_path / "whole.pt", tmp_path / "whole.msafe", trusted=[f"{name}.Net", "torch.nn.modules.*"],
-                          sample=x)
+    manifest = ms.convert(tmp_path / "whole.pt", tmp_path / "whole.msafe",
+                          trusted=[f"{name}.Net", "torch.nn.modules.*"], sample=x)
     assert manifest.components["model"].data["architecture"]["class"] == [name, "Net"]
     assert manifest.source["path"] == str((tmp_path / "whole.pt").resolve())
     assert manifest.components["model"].data["architecture"]["args_from"] == "inferred"

@@ -241,8 +241,8 @@ def _restricted(data: Any, trusted: tuple[str, ...], storages: _Storages, where:
     if refused:
         shown = "\n".join(f"  - {n}" for n in refused)
         raise UntrustedContentError(
-            f"{where} needs {len(refused)} global(s) beyond tensors and torch.nn modules:\n{shown}\nUnpickling could run "
-            "any of them, so a checkpoint from an untrusted source could execute code. Nothing was loaded. If you "
+            f"{where} needs {len(refused)} global(s) beyond tensors and torch.nn modules:\n{shown}\nUnpickling could "
+            "run any of them, so a checkpoint from an untrusted source could execute code. Nothing was loaded. If you "
             "trust the file's source, pass exactly these names: trusted=[" + ", ".join(repr(n) for n in refused)
             + "].", globals=refused)
     return restricted_loads(data, trusted=trusted, standins=standins, persistent_load=storages)
@@ -281,9 +281,9 @@ def read_checkpoint(path: str | Path, *, trusted: Collection[str] = ()) -> Any:
     if storages.devices:
         from modelsafe.flavors.torch import DeviceChangedWarning
 
-        warnings.warn(f"{str(path)!r} holds tensors saved on {', '.join(sorted(storages.devices))}; they were read onto "
-                      "the CPU (load the converted artifact with device='auto' to use a GPU).", DeviceChangedWarning,
-                      stacklevel=2)
+        warnings.warn(f"{str(path)!r} holds tensors saved on {', '.join(sorted(storages.devices))}; they were read "
+                      "onto the CPU (load the converted artifact with device='auto' to use a GPU).",
+                      DeviceChangedWarning, stacklevel=2)
     return obj
 
 
