@@ -100,4 +100,16 @@ class Bundle:
         return replay(str(self.path), sample, self.outputs, self.code_changes, environment)
 
     def close(self) -> None:
+        """Release the artifact file (the loaded objects do not depend on it)."""
         self._reader.close()
+
+    def __enter__(self) -> "Bundle":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.close()

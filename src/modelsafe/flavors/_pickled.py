@@ -164,7 +164,6 @@ def audit_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadO
         recorded=data.get("globals", ()),
         allow_persistent=bool(embedded),
     )
-    check_resolvable([(g.module, g.name) for g in summary.globals], options)
     for entry in embedded:
         get_flavor(entry["flavor"]).audit(source.sub(entry["prefix"]), entry.get("data", {}), options)
     source.cache["audit"] = summary
@@ -228,6 +227,9 @@ def load_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadOp
     members = [memoryview(bytearray(source.view(name))) for name in data.get("buffer_members", ())]
     buffers = [members[part][offset : offset + length] for part, offset, length in data.get("buffers", ())]
     embedded = _embedded(data)
+    audited = source.cache.get("audit") or audit_graph(source, data, options)
+    # Here rather than in the audit: after the environment check, so env="strict" names every package first.
+    check_resolvable([(g.module, g.name) for g in audited.globals], options)
     return restricted_loads(
         source.view(data["stream"]),
         buffers=buffers,
@@ -236,7 +238,7 @@ def load_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadOp
         recorded=data.get("globals", ()),
         resolve=options.resolve,
         persistent_load=_embedded_loader(source, embedded, options) if embedded else None,
-        audited=source.cache.get("audit"),
+        audited=audited,
     )
 
 
