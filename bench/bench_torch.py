@@ -133,8 +133,11 @@ def child(op: str, folder: Path) -> dict[str, Any]:
     sd = state_dict() if op.startswith(("save", "raw")) else None
     files = {"raw": folder / "raw.bin", "torch": folder / "sd.pt", "safetensors": folder / "sd.safetensors",
              "ms": folder / "sd.msafe"}
-    if op == "save:ms":  # the verified-hash cache must not know the new file before its first load
-        files["ms"].unlink(missing_ok=True)
+    if op.startswith(("save", "raw")):  # every tool writes a new file (replacing one costs its unlink)
+        target = {"raw write": "raw", "save:torch": "torch", "save:torch+fsync": "torch",
+                  "save:safetensors": "safetensors", "save:ms": "ms"}[op]
+        files[target].unlink(missing_ok=True)
+        os.sync()
     from safetensors.torch import load_file, save_file
 
     ops: dict[str, Callable[[], Any]] = {
