@@ -1,0 +1,272 @@
+"""Writing one checkpoint artifact, straight away or from a host-memory snapshot.
+
+A checkpoint is an ordinary modelsafe artifact (``ms.inspect`` reads it; ``ms.load`` gives
+the model back):
+
+* ``model/``: the model, saved by its flavor (for PyTorch: safetensors weights plus the
+  architecture, so ``ms.load`` rebuilds the module; weights only when the constructor
+  arguments cannot be recorded);
+* ``checkpoint/``: the training state (:mod:`modelsafe._checkpoint_state`);
+* ``code/``: source of custom classes from ``__main__`` or local modules;
+* the manifest, whose ``metadata["modelsafe.checkpoint"]`` records step, metrics and time.
+
+Synchronous saves write members with :class:`~modelsafe._archive.ArtifactWriter` directly
+from the live tensors (no copy). Asynchronous saves run the very same code against a
+:class:`HostSnapshot`, which copies every member's bytes into reusable host buffers as
+they are produced; a background thread later replays them into an ``ArtifactWriter``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+from modelsafe._archive import ArtifactWriter, check_member_name
+from modelsafe._manifest import FORMAT_VERSION, Component, Manifest, MemberRecord
+from modelsafe.errors import SaveError, UnsavableObjectError, UnsupportedModelError
+from modelsafe.flavors._base import ComponentStore, SavedComponent
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from modelsafe._archive import WrittenMember
+
+#: Members at least this large are copied into a reusable buffer; smaller ones into bytes.
+_BUFFERED = 1 << 20
+SUPPORTED_FLAVORS = ("torch", "keras")
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was written, but with less than usual (e.g. weights only, no bundled code)."""
+
+
+# ---------------------------------------------------------------------------------------
+# the host-memory snapshot
+# ---------------------------------------------------------------------------------------
+
+
+class _CopyStream:
+    """Receives a member's bytes and copies them at once (into a buffer when the size is known)."""
+
+    def __init__(self, buffer: "np.ndarray | None") -> None:
+        self._buffer = buffer
+        self._pieces: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        import numpy as np
+
+        view = memoryview(data).cast("B")
+        n = len(view)
+        if self._buffer is not None and not self._pieces and self.size + n <= len(self._buffer):
+            np.copyto(self._buffer[self.size : self.size + n], np.frombuffer(view, dtype=np.uint8))
+        else:
+            if self._buffer is not None and not self._pieces:  # more than announced: keep what we have
+                self._pieces.append(bytes(self._buffer[: self.size]))
+            self._pieces.append(bytes(view))
+        self.size += n
+        return n
+
+    def data(self) -> "np.ndarray | list[bytes]":
+        if self._buffer is not None and not self._pieces:
+            return self._buffer[: self.size]
+        return self._pieces
+
+
+class HostSnapshot:
+    """Stands in for an ArtifactWriter while the state is captured; :meth:`replay` writes it later.
+
+    ``buffers`` (member name -> uint8 array) is reused from one snapshot to the next, so
+    steady-state snapshots only copy memory, never allocate it.
+    """
+
+    def __init__(self, buffers: dict[str, "np.ndarray"]) -> None:
+        self._buffers = buffers
+        self._data: dict[str, Any] = {}
+        self._sizes: dict[str, int] = {}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self._sizes.values())
+
+    def write(self, name: str, buffers: Any, *, size: int | None = None) -> None:
+        if isinstance(buffers, (bytes, bytearray, memoryview)):
+            size = memoryview(buffers).nbytes
+            buffers = (buffers,)
+        with self.open_member(name, size=size) as out:
+            for piece in buffers:
+                out.write(piece)
+
+    @contextlib.contextmanager
+    def open_member(self, name: str, *, size: int | None = None) -> Iterator[_CopyStream]:
+        check_member_name(name)
+        if name in self._data:
+            raise SaveError(f"Member {name!r} was written twice; this is a bug in the flavor that wrote it.",
+                            member=name)
+        stream = _CopyStream(self._buffer(name, size) if size is not None and size >= _BUFFERED else None)
+        yield stream
+        self._data[name] = stream.data()
+        self._sizes[name] = stream.size
+
+    def _buffer(self, name: str, size: int) -> "np.ndarray":
+        import numpy as np
+
+        buffer = self._buffers.get(name)
+        if buffer is None or len(buffer) < size or len(buffer) > 2 * size:
+            buffer = self._buffers[name] = np.empty(size, dtype=np.uint8)
+        return buffer
+
+    def release_unused(self) -> None:
+        """Drop buffers of members this snapshot did not write (the model changed)."""
+        for name in [n for n in self._buffers if n not in self._data]:
+            del self._buffers[name]
+
+    def replay(self, writer: ArtifactWriter) -> None:
+        """Write every captured member, in capture order, into ``writer`` (hashed while written)."""
+        for name, data in self._data.items():
+            if isinstance(data, list):
+                writer.write(name, data, size=self._sizes[name])
+            else:
+                writer.write(name, memoryview(data))
+
+
+# ---------------------------------------------------------------------------------------
+# capturing the members (the same code for both targets)
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """Everything of the manifest except the member hashes, known once the members are captured."""
+
+    components: dict[str, Component]
+    code: list[dict[str, Any]]
+    environment: dict[str, Any]
+    metadata: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SaveContext:
+    """Per-Checkpointer memory: cached environment fingerprints and warnings already given."""
+
+    environments: dict[frozenset[str], dict[str, Any]] = field(default_factory=dict)
+    warned: set[str] = field(default_factory=set)
+
+    def warn_once(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            warnings.warn(message, CheckpointWarning, stacklevel=5)
+
+
+def prepare(target: Any, model: Any, write_training: Callable[[ComponentStore], dict[str, Any]],
+            facts: Mapping[str, Any], context: SaveContext) -> Prepared:
+    """Write the model, the training state and the code into ``target``; return the manifest's parts."""
+    from modelsafe.flavors import detect_flavor, get_flavor
+
+    flavor_name = detect_flavor(model)
+    if flavor_name not in SUPPORTED_FLAVORS:
+        raise UnsupportedModelError(
+            f"Checkpointer saves PyTorch modules and Keras models; got a {type(model).__module__}."
+            f"{type(model).__qualname__} (flavor {flavor_name!r}). For other models use ms.save(model, path) "
+            "at the end of training.", type_name=f"{type(model).__module__}.{type(model).__qualname__}")
+    flavor = get_flavor(flavor_name)
+    saved, component = _save_model(target, flavor, model, context)
+    training = write_training(ComponentStore(target, "checkpoint"))
+    code = _bundle(target, saved, context)
+    modules = frozenset(saved.modules)
+    if modules not in context.environments:
+        from modelsafe._environment import capture_environment
+
+        context.environments[modules] = capture_environment(sorted(modules))
+    environment = dict(context.environments[modules])
+    devices = flavor.device_info(model)
+    if devices:
+        environment["devices"] = {**environment.get("devices", {}), **devices}
+    metadata = {"modelsafe.checkpoint": {**facts, "training": training, "model_kind": component.data.get("kind")}}
+    return Prepared(components={"model": component}, code=code, environment=environment, metadata=metadata)
+
+
+def _save_model(target: Any, flavor: Any, model: Any, context: SaveContext) -> tuple[SavedComponent, Component]:
+    store = ComponentStore(target, "model")
+    try:
+        saved = flavor.save(model, store, {})
+    except SaveError as exc:
+        if flavor.name != "torch" or store.members:  # only a failed architecture capture writes nothing
+            raise
+        from modelsafe.flavors.torch_args import unwrap
+
+        inner = unwrap(model)[0]
+        context.warn_once("weights-only", (
+            f"Checkpoints of {type(inner).__qualname__} store its weights only: its constructor arguments could not "
+            f"be recorded ({exc.message.split('. ')[0]}). Checkpointer.restore works as usual, but "
+            "ms.load(checkpoint) gives the state dict instead of the module. Store the arguments as attributes of "
+            "the same names (self.hidden = hidden) to get the module back."))
+        store = ComponentStore(target, "model")
+        saved = flavor.save(inner.state_dict(), store, {})
+    component = Component(flavor=flavor.name, flavor_version=flavor.version, members=tuple(store.members),
+                          data=saved.data, type_name=saved.type_name)
+    return saved, component
+
+
+def _bundle(target: Any, saved: SavedComponent, context: SaveContext) -> list[dict[str, Any]]:
+    from modelsafe import _code
+
+    try:
+        return _code.bundle_code(saved.refs, (), ComponentStore(target, _code.CODE_PREFIX))
+    except UnsavableObjectError as exc:
+        context.warn_once("code", (
+            f"The source of the model's custom code could not be bundled with the checkpoints ({exc.message}). "
+            "Checkpointer.restore is not affected; ms.load(checkpoint) in another process needs that code "
+            "importable there."))
+        return []
+
+
+def build_manifest(prepared: Prepared, members: Mapping[str, "WrittenMember"]) -> Manifest:
+    from modelsafe import __version__
+
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        modelsafe_version=__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        components=prepared.components,
+        members={name: MemberRecord(m.size, m.sha256) for name, m in members.items()},
+        environment=prepared.environment,
+        code=tuple(prepared.code),
+        metadata=prepared.metadata,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# writing the artifact
+# ---------------------------------------------------------------------------------------
+
+
+def write_now(path: Path, capture: Callable[[Any], Prepared]) -> Manifest:
+    """Write a checkpoint from the live objects: members straight to a temporary file, then rename."""
+    with ArtifactWriter(path) as writer:
+        prepared = capture(writer)
+        manifest = build_manifest(prepared, writer.members)
+        writer.commit(manifest.to_json())
+    return manifest
+
+
+def snapshot(buffers: dict[str, "np.ndarray"], capture: Callable[[Any], Prepared]) -> tuple[HostSnapshot, Prepared]:
+    """Copy everything a checkpoint holds into host memory (the only part a training loop waits for)."""
+    snap = HostSnapshot(buffers)
+    prepared = capture(snap)
+    snap.release_unused()
+    return snap, prepared
+
+
+def write_snapshot(path: Path, snap: HostSnapshot, prepared: Prepared) -> Manifest:
+    """Write a captured snapshot as the checkpoint artifact at ``path`` (atomically)."""
+    with ArtifactWriter(path) as writer:
+        snap.replay(writer)
+        manifest = build_manifest(prepared, writer.members)
+        writer.commit(manifest.to_json())
+    return manifest
