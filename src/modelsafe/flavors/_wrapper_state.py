@@ -183,8 +183,32 @@ def capture_attributes(obj: Any, skip: Iterable[str], where: str) -> dict[str, A
 
 
 def restore_attributes(obj: Any, attributes: Mapping[str, Any]) -> None:
+    """Set the recorded fitted attributes on a rebuilt wrapper.
+
+    A library version may turn a stored attribute into a read-only property it derives
+    from the model (XGBoost 1.7 stored ``classes_``; 3.x computes it). Then the derived
+    value must equal the recorded one, or the rebuilt model would not be the saved one.
+    """
     for name, value in attributes.items():
-        setattr(obj, name, from_json(value))
+        decoded = from_json(value)
+        prop = getattr(type(obj), name, None)
+        if isinstance(prop, property) and prop.fset is None:
+            _check_derived(obj, name, decoded)
+        else:
+            setattr(obj, name, decoded)
+
+
+def _check_derived(obj: Any, name: str, recorded: Any) -> None:
+    import numpy as np
+
+    try:
+        current = getattr(obj, name)
+        same = bool(np.array_equal(np.asarray(current), np.asarray(recorded)))
+    except Exception:  # noqa: BLE001 - an attribute this version cannot derive counts as different
+        current, same = "<not available>", False
+    if not same:
+        raise ValueError(f"{type(obj).__name__}.{name} is derived by this version of the library and gives "
+                         f"{current!r}, but the saved model recorded {recorded!r}")
 
 
 # ---------------------------------------------------------------------------------------
