@@ -9,7 +9,7 @@ export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv old-venv demo test test-fast bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,11 +22,25 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
+# The compatibility suite's second environment: older scikit-learn, numpy, pandas and
+# XGBoost (tests/compat/requirements-old.txt), with this project installed into it.
+OLD_VENV := .venv-old
+OLD_STAMP := $(OLD_VENV)/.modelsafe-installed
+
+$(OLD_STAMP): tests/compat/requirements-old.txt pyproject.toml
+	test -x $(OLD_VENV)/bin/python || $(PYTHON) -m venv $(OLD_VENV)
+	$(OLD_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(OLD_VENV)/bin/python -m pip install --quiet -r tests/compat/requirements-old.txt
+	$(OLD_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $(OLD_STAMP)
+
+old-venv: $(OLD_STAMP)
+
 demo: venv
 	$(PY) examples/demo.py
 
-# One run of the whole suite, stress tests included (they are sized to fit CI).
-test: venv
+# One run of the whole suite, stress tests and the compatibility suite included.
+test: venv old-venv
 	$(PY) -m pytest -n 2 --timeout=1200 -q
 
 # Everything but the stress tests, stopping at the first failure.
@@ -48,4 +62,4 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/run.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache build dist src/*.egg-info
+	rm -rf $(VENV) $(OLD_VENV) $(BENCH_VENV) .pytest_cache build dist src/*.egg-info
