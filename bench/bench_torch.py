@@ -43,7 +43,7 @@ GIB = 1 << 30
 MODELSAFE_MODULES = ("modelsafe._api", "modelsafe._load", "modelsafe._save", "modelsafe._bundle", "modelsafe._verify",
                      "modelsafe._environment", "modelsafe._integrity", "modelsafe._code", "modelsafe._data",
                      "modelsafe._schema", "modelsafe.flavors.torch", "modelsafe.flavors.torch_tree",
-                     "modelsafe.security")
+                     "modelsafe.security", "packaging.version", "importlib.metadata")
 
 
 # ---------------------------------------------------------------------------------------

@@ -124,8 +124,10 @@ def capture_environment(modules: Iterable[str] = (), *, extra_distributions: Ite
         if root not in entry["modules"]:
             entry["modules"].append(root)
     for dist in extra_distributions:
+        if dist in packages:
+            continue  # already found from a module (each metadata lookup reads files)
         try:
-            packages.setdefault(dist, {"version": metadata.version(dist), "modules": []})
+            packages[dist] = {"version": metadata.version(dist), "modules": []}
         except metadata.PackageNotFoundError:
             continue
     return {
