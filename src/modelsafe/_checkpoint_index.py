@@ -22,8 +22,8 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import threading
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -181,9 +181,9 @@ def write_index(directory: Path, index: Index) -> None:
     body = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "next_seq": index.next_seq,
             "checkpoints": [e.to_json() for e in sorted(index.entries, key=lambda e: e.seq)]}
     data = json.dumps(body, indent=1).encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{INDEX_NAME}.tmp-", dir=directory)
+    tmp = directory / f".{INDEX_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:  # permissions from the umask, like any file the user writes
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

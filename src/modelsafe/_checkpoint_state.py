@@ -56,8 +56,11 @@ def rng_states() -> dict[str, Any]:
     return states
 
 
-def training_state(parts: Mapping[str, Any], extra: Any) -> dict[str, Any]:
-    """The state dicts of the given parts (live references: write them before training goes on)."""
+def training_state(model: Any, parts: Mapping[str, Any], extra: Any) -> dict[str, Any]:
+    """The state dicts of the given parts (live references: write them before training goes on).
+
+    ``model`` is written by its flavor, not here.
+    """
     state: dict[str, Any] = {"rng": rng_states()}
     for name in PARTS:
         obj = parts.get(name)

@@ -160,7 +160,7 @@ class SaveContext:
     def warn_once(self, key: str, message: str) -> None:
         if key not in self.warned:
             self.warned.add(key)
-            warnings.warn(message, CheckpointWarning, stacklevel=5)
+            warnings.warn(message, CheckpointWarning, stacklevel=7)  # the caller of Checkpointer.save
 
 
 def prepare(target: Any, model: Any, write_training: Callable[[ComponentStore], dict[str, Any]],
@@ -219,10 +219,11 @@ def _bundle(target: Any, saved: SavedComponent, context: SaveContext) -> list[di
     try:
         return _code.bundle_code(saved.refs, (), ComponentStore(target, _code.CODE_PREFIX))
     except UnsavableObjectError as exc:
+        what = "; ".join(f"{path} ({reason})" for path, _, reason in exc.problems[:3])
         context.warn_once("code", (
-            f"The source of the model's custom code could not be bundled with the checkpoints ({exc.message}). "
-            "Checkpointer.restore is not affected; ms.load(checkpoint) in another process needs that code "
-            "importable there."))
+            f"The source of the model's custom code could not be bundled with the checkpoints: {what}. "
+            "Checkpointer.restore is not affected, but ms.load(checkpoint) in another process needs that code "
+            "importable there. Define the classes in a module file or a script to have them bundled."))
         return []
 
 

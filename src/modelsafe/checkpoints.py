@@ -186,7 +186,7 @@ class Checkpointer:
             from modelsafe import _checkpoint_keras as state_module
         else:
             from modelsafe import _checkpoint_state as state_module  # type: ignore[no-redef]
-        state = state_module.training_state(parts, extra)  # RNG and references taken now, at the call
+        state = state_module.training_state(model, parts, extra)  # RNG and references taken now, at the call
         write = _write()
         return lambda target: write.prepare(target, model, lambda store: state_module.write_state(store, state),
                                             facts, self._context)
@@ -471,4 +471,21 @@ def _flush_at_exit() -> None:
             sys.stderr.write(f"modelsafe: the last checkpoint was not written: {exc}\n")
 
 
-atexit.register(_flush_at_exit)
+def _register_exit_hook() -> None:
+    """Flush before the interpreter stops thread pools (the artifact writer hashes on one).
+
+    ``threading._register_atexit`` hooks run at the start of interpreter shutdown, in reverse
+    order of registration, before non-daemon threads are joined; ``concurrent.futures``
+    registers there the hook that refuses new work, so ours (registered after it) runs first.
+    Plain ``atexit`` hooks would run only after that.
+    """
+    import concurrent.futures.thread  # noqa: F401 - its shutdown hook must be registered before ours
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # pragma: no cover - not CPython 3.9+
+        atexit.register(_flush_at_exit)
+    else:
+        register(_flush_at_exit)
+
+
+_register_exit_hook()
