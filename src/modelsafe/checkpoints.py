@@ -169,7 +169,7 @@ class Checkpointer:
         path = self.directory / entry.file
         write = _write()
         if not self.async_save:
-            with self._failures(entry):
+            with _WriteFailure(self, entry):
                 write.write_now(path, capture)
                 self._commit(entry)
             return CheckpointInfo.of(self.directory, self._sized(entry))
@@ -193,7 +193,7 @@ class Checkpointer:
 
     def _write_in_background(self, entry: idx.Entry, snap: Any, prepared: Any) -> None:
         try:
-            with self._failures(entry):
+            with _WriteFailure(self, entry, background=True):
                 _write().write_snapshot(self.directory / entry.file, snap, prepared)
                 self._commit(entry)
         except BaseException as exc:  # noqa: BLE001 - handed to the next call on the training thread
@@ -369,9 +369,6 @@ class Checkpointer:
                     warnings.warn(f"Could not delete the old checkpoint {old.file}: {exc}. It is no longer listed; "
                                   "delete it by hand to free the space.", RuntimeWarning, stacklevel=2)
 
-    def _failures(self, entry: idx.Entry) -> Any:
-        return _WriteFailure(self, entry)
-
     def _warn_unrankable(self, step: int, values: Mapping[str, float]) -> None:
         if self.monitor is None:
             return
@@ -391,8 +388,8 @@ class Checkpointer:
 class _WriteFailure:
     """Turns an OS error during a write into a SaveError that says the older checkpoints are intact."""
 
-    def __init__(self, checkpointer: Checkpointer, entry: idx.Entry) -> None:
-        self.checkpointer, self.entry = checkpointer, entry
+    def __init__(self, checkpointer: Checkpointer, entry: idx.Entry, *, background: bool = False) -> None:
+        self.checkpointer, self.entry, self.background = checkpointer, entry, background
 
     def __enter__(self) -> None:
         return None
@@ -410,10 +407,11 @@ class _WriteFailure:
         fix = ("Free disk space (or raise the quota / file-size limit)" if full else
                "Fix the directory's permissions or choose a writable directory")
         raise SaveError(
-            f"Checkpoint step {entry.step} could not be written to {str(ck.directory / entry.file)!r}: "
+            f"Checkpoint step {entry.step} could not be written{' (in the background)' if self.background else ''} "
+            f"to {str(ck.directory / entry.file)!r}: "
             f"{exc.strerror or exc} (errno {exc.errno}). Nothing was half-written: its temporary file was removed and "
             f"{intact}. {fix}, then save again.", path=str(ck.directory / entry.file), step=entry.step,
-            errno=exc.errno, latest=None if newest is None else newest.step) from exc
+            errno=exc.errno, latest=None if newest is None else newest.step, background=self.background) from exc
 
 
 def replace_size(entry: idx.Entry, size: int) -> idx.Entry:
