@@ -13,9 +13,9 @@ load their implementation on first use.
 from __future__ import annotations
 
 import importlib
-import sys as _sys
 from typing import TYPE_CHECKING, Any
 
+from modelsafe import _torch_hook
 from modelsafe.errors import (
     ArchitectureMismatchError,
     ArtifactError,
@@ -101,10 +101,7 @@ if TYPE_CHECKING:
     from modelsafe._verify import VerifyReport
 
 
-if "torch" in _sys.modules:  # from now on, record nn.Module constructor arguments (see flavors.torch_args)
-    from modelsafe.flavors.torch_args import install_recorder as _install_recorder
-
-    _install_recorder()
+_torch_hook.arm()  # record nn.Module constructor arguments once torch is imported (imports no framework)
 
 
 def __getattr__(name: str) -> Any:

@@ -763,3 +763,17 @@ def test_mapped_and_copied_loads_agree(tmp_path, models):
         ms.load(path, mmap="yes")
     mapped.close()
     copied.close()
+
+
+def test_constructor_arguments_are_recorded_whatever_the_import_order(tmp_path, fresh):
+    (tmp_path / "plainnet.py").write_text(MODELS)
+    out = _fresh_json(fresh, """
+        import sys
+        import modelsafe as ms          # before torch: the recorder is armed, torch is not imported
+        assert "torch" not in sys.modules
+        import torch
+        from plainnet import NoAttrs    # its arguments are stored on no attribute
+        m = ms.save(NoAttrs(5, 2), "n.msafe", sample=torch.ones(3, 5))
+        out = [m.components["model"].data["architecture"]["args_from"], ms.load("n.msafe").verify().ok]
+    """)
+    assert out == ["recorded", True]

@@ -1,9 +1,9 @@
 """Constructor arguments of torch modules: recorded when built, stored as JSON, decoded at load.
 
 * **Recording.** :func:`install_recorder` puts a light hook on ``torch.nn.Module.__new__``
-  (installed when the torch flavor is imported, or by ``import modelsafe`` when torch is
-  already imported) that remembers the arguments of every module built afterwards, in a
-  weak map: the instance itself is untouched.
+  that remembers the arguments of every module built afterwards, in a weak map: the
+  instance itself is untouched. ``import modelsafe`` arranges for it to be installed as soon
+  as torch is imported, in either import order (:mod:`modelsafe._torch_hook`).
 * **Inferring.** :func:`infer_args` reads the constructor's signature: attributes named like
   its parameters (``self.hidden = hidden``), else the defaults.
 * **Encoding.** Besides JSON values, arguments may be tuples, ``OrderedDict``, torch dtypes
