@@ -5,6 +5,7 @@ Layout of a checkpoint directory::
     checkpoints.json                 the index (written atomically, after the artifact is complete)
     step-0000000120.msafe            one modelsafe artifact per checkpoint, never modified once written
     .modelsafe-checkpoints.lock      held (flock) by the one process that writes here
+                                     (see :mod:`modelsafe._checkpoint_directory`)
 
 The index lists every checkpoint with its step, save sequence number, metrics and time.
 Each artifact also records the same facts in its manifest (``metadata["modelsafe.checkpoint"]``),
@@ -22,7 +23,6 @@ import math
 import os
 import re
 import shutil
-import threading
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -270,81 +270,3 @@ def reconcile(directory: Path, index: Index | None, *, clean: bool) -> tuple[Ind
         adopted.append(name)
     lost_files = tuple(e.file for e in index.entries if e.seq in lost)
     return kept, Repair(tuple(removed), tuple(adopted), lost_files, tuple(unreadable))
-
-
-# ---------------------------------------------------------------------------------------
-# the writer lock: one process writes a checkpoint directory at a time
-# ---------------------------------------------------------------------------------------
-
-
-class DirectoryLock:
-    """An exclusive ``flock`` on the directory's lock file, shared by every Checkpointer of this process.
-
-    The operating system releases it when the process ends, however it ends (SIGKILL too),
-    so a crashed writer never blocks the next run. Where ``fcntl`` is missing (Windows)
-    locking is skipped.
-    """
-
-    _held: dict[str, tuple[int, int]] = {}
-    _guard = threading.Lock()
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / LOCK_NAME
-        self.key = os.path.realpath(directory)
-        self.held = False
-        #: Serializes index updates of Checkpointers of this process that share the directory.
-        self.index_lock = _index_locks.setdefault(self.key, threading.RLock())
-
-    def acquire(self) -> bool:
-        """Take the lock without waiting; True when this process holds it (now or already)."""
-        if self.held:
-            return True
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            self.held = True
-            return True
-        with self._guard:
-            fd, count = self._held.get(self.key, (-1, 0))
-            if count == 0:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    os.close(fd)
-                    return False
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
-                    os.pwrite(fd, str(os.getpid()).encode(), 0)
-            self._held[self.key] = (fd, count + 1)
-            self.held = True
-            return True
-
-    @property
-    def first_holder(self) -> bool:
-        """True when this instance is the only holder in this process (so no write of ours is in flight)."""
-        return self._held.get(self.key, (-1, 0))[1] == 1
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        self.held = False
-        with self._guard:
-            fd, count = self._held.get(self.key, (-1, 0))
-            if count <= 1:
-                self._held.pop(self.key, None)
-                if fd >= 0:
-                    os.close(fd)  # closing the descriptor drops the flock
-            else:
-                self._held[self.key] = (fd, count - 1)
-
-    def holder(self) -> str:
-        """The pid recorded by the process holding the lock, for messages."""
-        try:
-            pid = self.path.read_text().strip()
-        except OSError:
-            pid = ""
-        return f"process {pid}" if pid.isdigit() else "another process"
-
-
-_index_locks: dict[str, threading.RLock] = {}

@@ -25,6 +25,7 @@ Keras-style (``keras.callbacks.Callback``)::
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import datetime as _dt
 import math
 import operator
@@ -37,7 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from modelsafe import _checkpoint_index as idx
-from modelsafe.errors import FormatError, SaveError
+from modelsafe._checkpoint_directory import CheckpointDirectory, Retention
+from modelsafe.errors import SaveError
 
 if TYPE_CHECKING:
     import os
@@ -129,18 +131,13 @@ class Checkpointer:
         self.monitor, self.mode = monitor, mode
         self.keep_best, self.keep_last = keep_best, keep_last
         self.async_save = bool(async_save)
-        self._lock = idx.DirectoryLock(self.directory)
-        weakref.finalize(self, self._lock.release)
+        self._dir = CheckpointDirectory(self.directory, Retention(monitor, mode, keep_best, keep_last))
+        weakref.finalize(self, self._dir.release)
         self._context = _write().SaveContext()
         self._buffers: dict[str, np.ndarray] = {}
         self._pending: threading.Thread | None = None
         self._error: BaseException | None = None
-        self._reserved = 0
-        if self.directory.is_dir() and self._lock.acquire():  # nobody writes here: repair what a crash left
-            try:
-                self._repair()
-            finally:
-                self._lock.release()
+        self._dir.repair_if_free()  # nobody writes here: remove what a crash left
         _LIVE.add(self)
 
     def __repr__(self) -> str:
@@ -160,8 +157,8 @@ class Checkpointer:
         step = _check_step(step)
         values = _check_metrics(metrics)
         self._warn_unrankable(step, values)
-        self._take_directory()
-        entry = self._reserve(step, values)
+        self._dir.take()
+        entry = self._dir.reserve(step, values)
         parts = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
         facts = {"step": step, "seq": entry.seq, "time": entry.time, "metrics": idx.encode_metrics(values),
                  "monitor": self.monitor, "mode": self.mode}
@@ -169,15 +166,15 @@ class Checkpointer:
         path = self.directory / entry.file
         write = _write()
         if not self.async_save:
-            with _WriteFailure(self, entry):
+            with self._dir.failures(entry):
                 write.write_now(path, capture)
-                self._commit(entry)
-            return CheckpointInfo.of(self.directory, self._sized(entry))
+                self._dir.commit(entry)
+            return CheckpointInfo.of(self.directory, self._dir.sized(entry))
         snap, prepared = write.snapshot(self._buffers, capture)
         self._pending = threading.Thread(target=self._write_in_background, args=(entry, snap, prepared),
                                          name=f"modelsafe-checkpoint-{step}", daemon=False)
         self._pending.start()
-        return CheckpointInfo.of(self.directory, replace_size(entry, snap.nbytes))
+        return CheckpointInfo.of(self.directory, dataclasses.replace(entry, size=snap.nbytes))
 
     def _capturer(self, model: Any, parts: Mapping[str, Any], extra: Any, facts: Mapping[str, Any]) -> Any:
         from modelsafe.flavors import detect_flavor
@@ -193,9 +190,9 @@ class Checkpointer:
 
     def _write_in_background(self, entry: idx.Entry, snap: Any, prepared: Any) -> None:
         try:
-            with _WriteFailure(self, entry, background=True):
+            with self._dir.failures(entry, background=True):
                 _write().write_snapshot(self.directory / entry.file, snap, prepared)
-                self._commit(entry)
+                self._dir.commit(entry)
         except BaseException as exc:  # noqa: BLE001 - handed to the next call on the training thread
             self._error = exc
 
@@ -214,7 +211,7 @@ class Checkpointer:
         try:
             self.wait()
         finally:
-            self._lock.release()
+            self._dir.release()
 
     def __enter__(self) -> "Checkpointer":
         return self
@@ -232,20 +229,20 @@ class Checkpointer:
     def list(self) -> list[CheckpointInfo]:
         """Every checkpoint on disk, oldest save first (waits for a pending write)."""
         self.wait()
-        return [CheckpointInfo.of(self.directory, e) for e in sorted(self._entries(), key=lambda e: e.seq)]
+        return [CheckpointInfo.of(self.directory, e) for e in self._dir.entries()]
 
     @property
     def latest(self) -> CheckpointInfo | None:
         """The most recently saved checkpoint, or None."""
         self.wait()
-        entry = idx.latest(self._entries())
+        entry = idx.latest(self._dir.entries())
         return None if entry is None else CheckpointInfo.of(self.directory, entry)
 
     @property
     def best(self) -> CheckpointInfo | None:
         """The checkpoint with the best finite ``monitor`` value, or None (no monitor, or none yet)."""
         self.wait()
-        entry = idx.best(self._entries(), self.monitor, self.mode)
+        entry = idx.best(self._dir.entries(), self.monitor, self.mode)
         return None if entry is None else CheckpointInfo.of(self.directory, entry)
 
     # -- restoring ----------------------------------------------------------------------
@@ -259,7 +256,7 @@ class Checkpointer:
         moves the model there first. Everything is checked before anything changes.
         """
         self.wait()
-        entry = self._pick(which)
+        entry = self._dir.pick(which)
         path = self.directory / entry.file
         from modelsafe import _checkpoint_restore
 
@@ -267,107 +264,6 @@ class Checkpointer:
                                                                       "scaler": scaler}, device)
         info = CheckpointInfo.of(self.directory, entry)
         return Restored(step=info.step, metrics=info.metrics, path=info.path, time=info.time, extra=extra)
-
-    def _pick(self, which: str | int) -> idx.Entry:
-        entries = self._entries()
-        if not entries:
-            state = "does not exist" if not self.directory.exists() else "holds no checkpoints"
-            raise FormatError(
-                f"No checkpoint to restore: {str(self.directory)!r} {state}. Nothing can be restored from it. Check "
-                "the directory (it is the one given to Checkpointer), or start training from scratch and save "
-                "there first.", path=str(self.directory), which=which)
-        if which == "latest":
-            return idx.latest(entries)  # type: ignore[return-value]
-        if which == "best":
-            return self._pick_best(entries)
-        if isinstance(which, str) or isinstance(which, bool):
-            raise ValueError(f"Invalid `which`: expected 'latest', 'best' or a step number. Received: which={which!r}")
-        step = operator.index(which)
-        matching = [e for e in entries if e.step == step]
-        if not matching:
-            steps = sorted({e.step for e in entries})
-            raise FormatError(
-                f"No checkpoint of step {step} in {str(self.directory)!r}; the steps on disk are {steps}. Older "
-                "checkpoints are deleted as keep_best/keep_last say. Pick one of those steps, 'latest' or 'best'.",
-                path=str(self.directory), which=step, steps=steps)
-        return idx.latest(matching)  # type: ignore[return-value]
-
-    def _pick_best(self, entries: list[idx.Entry]) -> idx.Entry:
-        if self.monitor is None:
-            raise ValueError("Invalid `which`: 'best' needs a metric to rank by, but this Checkpointer has "
-                             "monitor=None. Pass monitor='<metric name>' (and mode) to Checkpointer, or restore "
-                             "which='latest'.")
-        found = idx.best(entries, self.monitor, self.mode)
-        if found is None:
-            names = sorted({k for e in entries for k in e.metrics})
-            raise FormatError(
-                f"No checkpoint in {str(self.directory)!r} has a finite {self.monitor!r} metric (metrics recorded: "
-                f"{names or 'none'}), so none is 'best'. Restore which='latest', or pass monitor= one of the "
-                "recorded metrics.", path=str(self.directory), monitor=self.monitor)
-        return found
-
-    # -- the directory and its index ----------------------------------------------------
-    def _take_directory(self) -> None:
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SaveError(f"Cannot create the checkpoint directory {str(self.directory)!r}: {exc}. No checkpoint "
-                            "can be written there. Choose a writable directory.", path=str(self.directory)) from exc
-        if self._lock.held:
-            return
-        if not self._lock.acquire():
-            raise SaveError(
-                f"{self._lock.holder()} is writing checkpoints to {str(self.directory)!r}. Two writers would delete "
-                "each other's checkpoints and temporaries. Use another directory for this run, or stop the other "
-                "one (its lock is released when it ends or calls close()).", path=str(self.directory))
-        if self._lock.first_holder:
-            self._repair()
-
-    def _repair(self) -> None:
-        with self._lock.index_lock:
-            index, repair = self._read(clean=True)
-            if repair.adopted or repair.lost:
-                idx.write_index(self.directory, index)
-
-    def _read(self, *, clean: bool = False) -> tuple[idx.Index, idx.Repair]:
-        try:
-            index = idx.read_index(self.directory)
-        except idx.IndexDamaged as exc:
-            warnings.warn(f"{exc}; it is rebuilt from the checkpoint files themselves.", RuntimeWarning, stacklevel=4)
-            index = None
-        return idx.reconcile(self.directory, index, clean=clean)
-
-    def _entries(self) -> list[idx.Entry]:
-        if not self.directory.is_dir():
-            return []
-        with self._lock.index_lock:
-            return list(self._read()[0].entries)
-
-    def _reserve(self, step: int, metrics: Mapping[str, float]) -> idx.Entry:
-        with self._lock.index_lock:
-            index = self._read()[0]
-            seq = max(index.next_seq, self._reserved + 1)
-            self._reserved = seq
-            name = idx.artifact_name(step, seq, [e.file for e in index.entries] + _names(self.directory))
-        return idx.Entry(step=step, seq=seq, file=name, time=idx.now(), metrics=dict(metrics))
-
-    def _sized(self, entry: idx.Entry) -> idx.Entry:
-        return replace_size(entry, (self.directory / entry.file).stat().st_size)
-
-    def _commit(self, entry: idx.Entry) -> None:
-        """Add the written checkpoint to the index (atomically), then delete what retention drops."""
-        with self._lock.index_lock:
-            index = self._read()[0].without({entry.seq}).with_entry(self._sized(entry))
-            keep = {e.seq for e in idx.retained(list(index.entries), monitor=self.monitor, mode=self.mode,
-                                                 keep_best=self.keep_best, keep_last=self.keep_last)}
-            dropped = [e for e in index.entries if e.seq not in keep]
-            idx.write_index(self.directory, index.without({e.seq for e in dropped}))
-            for old in dropped:
-                try:
-                    (self.directory / old.file).unlink(missing_ok=True)
-                except OSError as exc:
-                    warnings.warn(f"Could not delete the old checkpoint {old.file}: {exc}. It is no longer listed; "
-                                  "delete it by hand to free the space.", RuntimeWarning, stacklevel=2)
 
     def _warn_unrankable(self, step: int, values: Mapping[str, float]) -> None:
         if self.monitor is None:
@@ -383,43 +279,6 @@ class Checkpointer:
                       f"can never be the best one (it is kept only among the last {self.keep_last}). Pass "
                       f"metrics={{{self.monitor!r}: value}} to save, or set monitor= to a metric you report.",
                       MetricWarning, stacklevel=3)
-
-
-class _WriteFailure:
-    """Turns an OS error during a write into a SaveError that says the older checkpoints are intact."""
-
-    def __init__(self, checkpointer: Checkpointer, entry: idx.Entry, *, background: bool = False) -> None:
-        self.checkpointer, self.entry, self.background = checkpointer, entry, background
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc is None or not isinstance(exc, OSError):
-            return
-        ck, entry = self.checkpointer, self.entry
-        with ck._lock.index_lock:
-            entries = ck._read()[0].entries
-        newest = idx.latest(entries)
-        intact = (f"the {len(entries)} checkpoint(s) already there are intact (latest: step {newest.step}, "
-                  f"{newest.file})" if newest else "no earlier checkpoint exists")
-        full = getattr(exc, "errno", None) in (28, 27, 122)  # ENOSPC, EFBIG, EDQUOT
-        fix = ("Free disk space (or raise the quota / file-size limit)" if full else
-               "Fix the directory's permissions or choose a writable directory")
-        raise SaveError(
-            f"Checkpoint step {entry.step} could not be written{' (in the background)' if self.background else ''} "
-            f"to {str(ck.directory / entry.file)!r}: "
-            f"{exc.strerror or exc} (errno {exc.errno}). Nothing was half-written: its temporary file was removed and "
-            f"{intact}. {fix}, then save again.", path=str(ck.directory / entry.file), step=entry.step,
-            errno=exc.errno, latest=None if newest is None else newest.step, background=self.background) from exc
-
-
-def replace_size(entry: idx.Entry, size: int) -> idx.Entry:
-    return idx.Entry(entry.step, entry.seq, entry.file, entry.time, entry.metrics, size)
-
-
-def _names(directory: Path) -> list[str]:
-    return [p.name for p in directory.iterdir()] if directory.is_dir() else []
 
 
 def _write() -> Any:

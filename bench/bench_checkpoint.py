@@ -1,0 +1,163 @@
+"""Benchmark: ms.Checkpointer (sync and async) vs torch.save of the same training checkpoint.
+
+Workload: a module of 24 blocks of a ``3d x d`` and a ``d x d`` float32 matrix, d = 2048
+(1.5 GiB of weights), with Adam's state (two moments per weight: 3 GiB more) unless
+``BENCH_ADAM=0``. The peer saves ``{"model": model.state_dict(), "optimizer":
+opt.state_dict()}`` with ``torch.save``; modelsafe saves the same objects with
+``Checkpointer.save`` (an artifact with the SHA-256 of every member, fsync, atomic rename,
+index update).
+
+Rows, measured side by side in one process, rounds interleaved (``BENCH_ROUNDS``, default 3):
+
+* ``torch.save``: no fsync, so part of the data is still in the page cache when it returns;
+  ``torch.save + fsync`` shows what durability costs the peer.
+* ``Checkpointer.save``: synchronous; "fsync wait" is the time spent in ``os.fsync``.
+* ``Checkpointer(async_save=True).save``: the *stall* is how long the training loop is
+  blocked (the copy to host memory); "until written" adds the background write (``wait()``).
+
+Every tool writes a new file; ``os.sync()`` runs between operations (not timed), so no
+tool pays for another's writeback. Files go to ``BENCH_DIR`` (default /tmp) and are deleted.
+
+Run: ``.venv-bench/bin/python bench/bench_checkpoint.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import modelsafe as ms
+
+D = int(os.environ.get("BENCH_D", "2048"))
+BLOCKS = int(os.environ.get("BENCH_BLOCKS", "24"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ADAM = os.environ.get("BENCH_ADAM", "1") != "0"
+GIB = 1 << 30
+
+
+class Block(torch.nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.qkv = torch.nn.Linear(d, 3 * d, bias=False)
+        self.proj = torch.nn.Linear(d, d, bias=False)
+
+
+class Model(torch.nn.Module):
+    def __init__(self, d: int, blocks: int) -> None:
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(Block(d) for _ in range(blocks))
+
+
+def build() -> tuple[Any, Any]:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model = Model(D, BLOCKS)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    if ADAM:  # one step with zero gradients creates both moments for every weight
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return model, opt
+
+
+class FsyncClock:
+    """Counts the time spent waiting in os.fsync (the disk), to show it beside the totals."""
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+        self._real = os.fsync
+        os.fsync = self._fsync  # type: ignore[assignment]
+
+    def _fsync(self, fd: int) -> None:
+        start = time.perf_counter()
+        self._real(fd)
+        self.spent += time.perf_counter() - start
+
+    def reset(self) -> float:
+        spent, self.spent = self.spent, 0.0
+        return spent
+
+
+def timed(fn: Callable[[], Any], clock: FsyncClock) -> tuple[float, float]:
+    os.sync()
+    clock.reset()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start, clock.reset()
+
+
+def main() -> None:
+    model, opt = build()
+    nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    nbytes += sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values())
+    folder = Path(tempfile.mkdtemp(prefix="bench-checkpoint-", dir=os.environ.get("BENCH_DIR", "/tmp")))
+    clock = FsyncClock()
+    sync_ck = ms.Checkpointer(folder / "sync", keep_last=1)
+    async_ck = ms.Checkpointer(folder / "async", keep_last=1, async_save=True)
+    peer_file = folder / "checkpoint.pt"
+
+    def torch_save(fsync: bool) -> None:
+        peer_file.unlink(missing_ok=True)
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, peer_file)
+        if fsync:
+            fd = os.open(peer_file, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+
+    rows: dict[str, list[tuple[float, float]]] = {}
+    step = 0
+    try:
+        # warm-up, not counted: every tool has written once (the VM's first touch of page-cache memory is slow)
+        first_stall, _ = timed(lambda: async_ck.save(step, model=model, optimizer=opt), clock)
+        async_ck.wait()
+        timed(lambda: torch_save(False), clock)
+        timed(lambda: sync_ck.save(step, model=model, optimizer=opt), clock)
+        for _ in range(ROUNDS):
+            step += 1
+            rows.setdefault("torch.save", []).append(timed(lambda: torch_save(False), clock))
+            rows.setdefault("torch.save + fsync", []).append(timed(lambda: torch_save(True), clock))
+            peer_file.unlink(missing_ok=True)
+            rows.setdefault("Checkpointer.save (sync)", []).append(
+                timed(lambda: sync_ck.save(step, model=model, optimizer=opt), clock))
+            stall = timed(lambda: async_ck.save(step, model=model, optimizer=opt), clock)
+            start = time.perf_counter()
+            async_ck.wait()
+            rows.setdefault("Checkpointer.save (async): stall", []).append(stall)
+            rows.setdefault("Checkpointer.save (async): until written", []).append(
+                (stall[0] + time.perf_counter() - start, clock.reset()))
+    finally:
+        sync_ck.close()
+        async_ck.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    report(rows, nbytes, first_stall)
+
+
+def report(rows: dict[str, list[tuple[float, float]]], nbytes: int, first_stall: float) -> None:
+    what = f"{BLOCKS} blocks, d = {D}: {nbytes / GIB:.2f} GiB " + ("(weights + Adam moments)" if ADAM else "(weights)")
+    print(f"Checkpoint of {what}; {ROUNDS} rounds, median (min-max).\n")
+    print("| operation | seconds | GiB/s | fsync wait (s) |")
+    print("|---|---|---|---|")
+    median = {}
+    for name, values in rows.items():
+        seconds = [v[0] for v in values]
+        median[name] = statistics.median(seconds)
+        print(f"| {name} | {median[name]:.2f} ({min(seconds):.2f}-{max(seconds):.2f}) | "
+              f"{nbytes / GIB / median[name]:.2f} | {statistics.median(v[1] for v in values):.2f} |")
+    sync = median["Checkpointer.save (sync)"]
+    stall = median["Checkpointer.save (async): stall"]
+    print(f"\nasync stall / sync save: {100 * stall / sync:.1f} % (target <= 10 %); the first async save, which "
+          f"allocates the host buffers, stalled {first_stall:.2f} s")
+    print(f"sync save throughput / torch.save throughput: {median['torch.save'] / sync:.2f} (target >= 1); "
+          f"/ torch.save + fsync: {median['torch.save + fsync'] / sync:.2f}")
+
+
+if __name__ == "__main__":
+    main()
