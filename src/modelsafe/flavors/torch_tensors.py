@@ -306,8 +306,8 @@ def read_tensors(source: "ComponentSource", relname: str, device: "str | torch.d
     header = header or read_header(source, relname)
     wanted = header.entries if names is None else {n: header.entries[n] for n in names if n in header.entries}
     located = source.locate(relname)
-    if located is not None and mmap:
-        base = _file_map(source, located[0])
+    base = _file_map(source, located[0]) if located is not None and mmap else None
+    if base is not None:
         tensors = {e.name: _mapped(base, located[1] + header.data_start, e) for e in wanted.values()}
     elif located is not None:
         tensors = _pread_all(located[0], located[1] + header.data_start, wanted.values())
@@ -323,7 +323,7 @@ def read_tensors(source: "ComponentSource", relname: str, device: "str | torch.d
 
 
 def _file_map(source: "ComponentSource", fd: int) -> Any:
-    """One private (copy-on-write) map of the file behind ``fd``, as a writable uint8 array."""
+    """One private (copy-on-write) map of the file behind ``fd`` as a writable uint8 array (None: cannot map)."""
     import mmap as _mmap
 
     import numpy as np
@@ -331,7 +331,10 @@ def _file_map(source: "ComponentSource", fd: int) -> Any:
     key = f"map:{fd}"
     if key not in source.cache:
         size = os.fstat(fd).st_size
-        mapping = _mmap.mmap(fd, size, access=_mmap.ACCESS_COPY) if size else None
+        try:
+            mapping = _mmap.mmap(fd, size, access=_mmap.ACCESS_COPY) if size else None
+        except (OSError, ValueError):  # a file system that cannot map: read the tensors instead
+            return None
         source.cache[key] = np.frombuffer(mapping, dtype=np.uint8) if mapping is not None else np.empty(0, np.uint8)
     return source.cache[key]
 
@@ -378,9 +381,11 @@ def _pread_into(fd: int, buffer: memoryview, offset: int, name: str) -> None:
         piece = buffer[done : min(total, done + _READ_PIECE)]
         if hasattr(os, "preadv"):
             n = os.preadv(fd, [piece], offset + done)
-        else:  # pragma: no cover - platforms without preadv
+        else:  # pragma: no cover - platforms without preadv (Windows): one copy per piece
             os.lseek(fd, offset + done, os.SEEK_SET)
-            n = os.readv(fd, [piece])
+            data = os.read(fd, len(piece))
+            piece[: len(data)] = data
+            n = len(data)
         if n <= 0:
             raise FormatError(f"The file ended while reading tensor {name!r}: it was truncated after it was checked. "
                               "Copy the artifact again from its source.", member=name)
