@@ -84,13 +84,25 @@ def tools() -> dict[str, list[str]]:
     return found
 
 
+def environment(work: Path) -> dict[str, str]:
+    """Same conditions for every tool: bytecode cached (in one prefix outside the repository)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    return env
+
+
+ENV: dict[str, str] = {}
+
+
 def run(argv: list[str]) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", LAUNCHER, *argv], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", LAUNCHER, *argv], capture_output=True, text=True, check=True,
+                         env=ENV or None)
     return json.loads(out.stdout)
 
 
 def measure(argv: list[str], repeat: int) -> dict[str, float]:
-    """Median time and the largest peak RSS over ``repeat`` runs."""
+    """Median time and the largest peak RSS over ``repeat`` runs, after one warm-up run."""
+    run(argv)
     runs = [run(argv) for _ in range(repeat)]
     return {"seconds": statistics.median(r["seconds"] for r in runs), "rss_mb": max(r["rss_mb"] for r in runs),
             "code": runs[-1]["code"]}
@@ -98,9 +110,10 @@ def measure(argv: list[str], repeat: int) -> dict[str, float]:
 
 def in_process(path: Path) -> float:
     """modelsafe's own scan time for ``path`` (interpreter start-up excluded)."""
-    code = ("import time, modelsafe as ms\nt = time.perf_counter()\nr = ms.scan(%r)\n"
+    code = ("import time, modelsafe as ms, modelsafe.security.scanner\nt = time.perf_counter()\nr = ms.scan(%r)\n"
             "print(time.perf_counter() - t, r.ok)" % str(path))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=ENV or None).stdout.split()
     return float(out[0])
 
 
@@ -111,7 +124,8 @@ def corpus_detection(available: dict[str, list[str]]) -> dict[str, int]:
     for tool, argv in available.items():
         flagged = 0
         for path in names:
-            proc = subprocess.run([*argv, str(path)], capture_output=True, text=True, cwd=tempfile.gettempdir())
+            proc = subprocess.run([*argv, str(path)], capture_output=True, text=True, cwd=tempfile.gettempdir(),
+                                  env=ENV or None)
             text = proc.stdout + proc.stderr
             if proc.returncode != 0 or (tool == "modelscan" and "No issues found" not in text):
                 flagged += 1
@@ -120,10 +134,10 @@ def corpus_detection(available: dict[str, list[str]]) -> dict[str, int]:
 
 
 def row(case: str, tool: str, m: dict[str, float], size: int, base: float) -> str:
-    gib_s = size / m["seconds"] / (1 << 30)
+    rate = size / m["seconds"]
+    speed = f"{rate / (1 << 30):.2f} GiB/s" if rate >= 1 << 30 else f"{rate / (1 << 20):.1f} MiB/s"
     ratio = m["seconds"] / base
-    return (f"| {case} | {tool} | {m['seconds']:.3f} | {gib_s:.2f} GiB/s | {m['rss_mb']:.0f} | {ratio:.2f}x |"
-            f" {m['code']} |")
+    return f"| {case} | {tool} | {m['seconds']:.3f} | {speed} | {m['rss_mb']:.0f} | {ratio:.2f}x | {m['code']} |"
 
 
 def main() -> None:
@@ -135,6 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     available = tools()
     work = Path(tempfile.mkdtemp(prefix="modelsafe-bench-scan-", dir="/tmp"))
+    ENV.update(environment(work))
     lines = ["| case | tool | time (s) | throughput | peak RSS (MB) | time vs modelsafe | exit |",
              "|---|---|---|---|---|---|---|"]
     notes = []

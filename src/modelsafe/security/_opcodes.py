@@ -182,56 +182,6 @@ def summarize_pickle(source: bytes | bytearray | memoryview | BinaryIO, *,
     return summary
 
 
-def summarize_pickles(fileobj: BinaryIO, *, raw_data: RawDataHook | None = None,
-                      limit: int | None = None) -> list[PickleSummary]:
-    """Summaries of consecutive pickles in a file, until its end, an incomplete stream,
-    or ``limit`` streams (the file is then left positioned after the last one read)."""
-    reader = StreamReader(fileobj, raw_data=raw_data)
-    out: list[PickleSummary] = []
-    while (limit is None or len(out) < limit) and not reader.at_end():
-        summary = reader.next_stream()
-        out.append(summary)
-        if not summary.complete:
-            break
-    reader.give_back()
-    return out
-
-
-class StreamReader:
-    """Reads consecutive pickle streams, and raw bytes between them, from one window."""
-
-    def __init__(self, source: bytes | bytearray | memoryview | BinaryIO, *,
-                 raw_data: RawDataHook | None = None) -> None:
-        self.window = Window(source)
-        self.pos = 0
-        self.raw_data = raw_data
-
-    @property
-    def offset(self) -> int:
-        return self.window.base + self.pos
-
-    def at_end(self) -> bool:
-        self.pos = self.window.settle(self.pos)
-        return self.pos >= len(self.window.buf)
-
-    def next_stream(self, *, values: bool = False) -> PickleSummary:
-        """Summarize the stream at the current position (``values``: track its result value)."""
-        hook = self.raw_data if self.raw_data is not None or not values else _no_raw_data
-        summary, self.pos = _summarize(self.window, self.pos, hook, 0)
-        return summary
-
-    def cursor(self) -> Cursor:
-        """A cursor at the current position; assign ``reader.pos = cursor.pos`` after using it."""
-        return Cursor(self.window, self.pos, None)
-
-    def give_back(self) -> None:
-        self.window.give_back(self.pos)
-
-
-def _no_raw_data(obj: TrackedObject, cursor: Cursor) -> None:
-    return None
-
-
 def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) -> tuple[PickleSummary, int]:
     """Read one stream starting at ``pos`` of ``src``; return its summary and the end position."""
     start = src.base + pos
@@ -249,6 +199,7 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
     result: object = None
     ops = _VALUE_OPS if values else _OPS
     buf = src.buf
+    end, soft = len(buf), src.soft_end  # refreshed whenever the window moves
     any_, mark = _ANY, _MARK
 
     def record(glob: _Global, invoked: bool) -> None:
@@ -265,25 +216,35 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
             problems.append(f"{_NAMES[what]} at byte {at} calls an object computed while unpickling, "
                             "not a named global")
 
+    marks: list[int] = []  # positions of MARKs on the stack (checked before use: streams may be hostile)
+
     def pop_mark() -> list:
-        items = []
-        while stack:
-            item = stack.pop()
-            if item is mark:
-                return items[::-1]
-            items.append(item)
+        while marks:
+            at = marks.pop()
+            if at < len(stack) and stack[at] is mark:
+                items = stack[at + 1 :]
+                if mark not in items:
+                    del stack[at:]
+                    return items
+                break
+        for at in range(len(stack) - 1, -1, -1):  # a mark moved by DUP or memo: search for it
+            if stack[at] is mark:
+                items = stack[at + 1 :]
+                del stack[at:]
+                return items
         raise ValueError("MARK missing")
 
     def line(p: int) -> tuple[bytes, int]:
-        nonlocal buf
-        end = buf.find(b"\n", p)
-        if end < 0:
+        nonlocal buf, end, soft
+        stop = buf.find(b"\n", p)
+        if stop < 0:
             p = src.refill(p)
             buf = src.buf
-            end = buf.find(b"\n", p)
-            if end < 0:
+            end, soft = len(buf), src.soft_end
+            stop = buf.find(b"\n", p)
+            if stop < 0:
                 raise Truncated
-        return buf[p:end], end + 1
+        return buf[p:stop], stop + 1
 
     def nested(at: int) -> tuple[PickleSummary, int]:
         if depth >= _MAX_NESTING:
@@ -292,9 +253,10 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
 
     try:
         while True:
-            if pos >= src.soft_end:
+            if pos >= soft:
                 pos = src.refill(pos)
                 buf = src.buf
+                end, soft = len(buf), src.soft_end
             at_pos = pos
             code = buf[pos]
             pos += 1
@@ -310,11 +272,13 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
             arg: object = None
             if kind == _FIXED:
                 if action >= _A_PUT:  # memo keys, PROTO and tracked ints need the value; others skip it
-                    arg = int.from_bytes(buf[pos : pos + size], "little")
+                    arg = buf[pos] if size == 1 else int.from_bytes(buf[pos : pos + size], "little")
                 pos += size
             elif kind:
                 if kind == _LINE:
                     arg, pos = line(pos)
+                    if action == _A_PUT or action == _A_GET:
+                        arg = int(arg)  # type: ignore[call-overload]
                 elif kind == _LINE2:
                     first, pos = line(pos)
                     second, pos = line(pos)
@@ -328,15 +292,30 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
                     if (action == _A_STRING or action == _A_INT) and length <= _KEEP_STRING:
                         arg = buf[pos : pos + length]
                         pos += length
-                        if pos > len(buf):
+                        if pos > end:
                             raise Truncated
                     else:
                         pos = src.skip(pos, length)
                         buf = src.buf
-            if pos > len(buf):
+                        end, soft = len(buf), src.soft_end
+            if pos > end:
                 raise Truncated
 
-            if action == _A_GENERIC:
+            # Most frequent actions first (memo traffic dominates protocol 4+ streams).
+            if action == _A_MEMOIZE or action == _A_PUT:
+                if action == _A_MEMOIZE:
+                    key, memo_next = memo_next, memo_next + 1
+                else:
+                    key = arg  # type: ignore[assignment]
+                top = stack[-1]
+                if top is not any_ and (memo_room > 0 or isinstance(top, _Global)):
+                    memo[key] = top  # strings, globals and (value mode) small values: memory stays bounded
+                    memo_room -= len(top) + 90 if isinstance(top, bytes) else 200
+                elif memo:
+                    memo.pop(key, None)
+            elif action == _A_GET:
+                stack.append(memo.get(arg, any_))  # type: ignore[call-overload]
+            elif action == _A_GENERIC:
                 if to_mark:
                     pop_mark()
                 if pops:
@@ -351,19 +330,6 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
                 if isinstance(arg, (bytes, bytearray)) and _NAMES[code] == "STRING":
                     arg = arg.strip()[1:-1]
                 stack.append(arg if arg is not None else any_)
-            elif action == _A_MEMOIZE or action == _A_PUT:
-                if action == _A_MEMOIZE:
-                    key, memo_next = memo_next, memo_next + 1
-                else:
-                    key = int(arg)  # type: ignore[call-overload]
-                top = stack[-1]
-                if top is not any_ and (memo_room > 0 or isinstance(top, _Global)):
-                    memo[key] = top  # strings, globals and (value mode) small values: memory stays bounded
-                    memo_room -= len(top) + 90 if isinstance(top, bytes) else 200
-                elif memo:
-                    memo.pop(key, None)
-            elif action == _A_GET:
-                stack.append(memo.get(int(arg), any_))  # type: ignore[call-overload]
             elif action == _A_KEEP:
                 if to_mark:
                     pop_mark()
@@ -395,6 +361,7 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
                     cursor = Cursor(src, pos, nested)
                     raw_data(target, cursor)  # type: ignore[misc]
                     pos, buf = cursor.pos, src.buf
+                    end, soft = len(buf), src.soft_end
                     for inner in cursor.streams:
                         for ref in inner.globals:
                             record(_Global(ref.module, ref.name, ref.offset), ref.invoked)
@@ -403,6 +370,7 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
                     if problems:
                         break
             elif action == _A_MARK:
+                marks.append(len(stack))
                 stack.append(mark)
             elif action == _A_GLOBAL or action == _A_INST:
                 module, qual = (text(x) or "" for x in arg)  # type: ignore[union-attr]

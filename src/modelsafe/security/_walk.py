@@ -21,7 +21,8 @@ from modelsafe.security._compressed import Decompressed, ExpansionLimit, availab
 from modelsafe.security._findings import Finding, GlobalRecord, ItemRecord, StreamRecord, message
 from modelsafe.security._joblib import FORMAT_GLOBALS, skip_array_data
 from modelsafe.security._keras_config import check_config
-from modelsafe.security._opcodes import PickleSummary, StreamReader
+from modelsafe.security._opcodes import PickleSummary
+from modelsafe.security._streams import StreamReader
 from modelsafe.security._sniff import HEAD, sniff, text_kind
 from modelsafe.security._window import Truncated
 
@@ -29,6 +30,8 @@ from modelsafe.security._window import Truncated
 MAX_DEPTH = 4
 MAX_ITEMS = 200_000
 MAX_STREAMS = 10_000
+#: Members of one archive, or entries of one folder (the same limit artifacts have).
+MAX_MEMBERS = 100_000
 MAX_NPY_HEADER = 1 << 20
 #: Decompression errors and the like: the content ends or breaks while being read.
 READ_ERRORS = (EOFError, ExpansionLimit, OSError, Truncated, ValueError, struct.error)

@@ -1,5 +1,5 @@
-"""Containers for the scanner: zip (torch, Keras, npz, modelsafe, nested), tar (including
-torch's oldest format), directories (modelsafe artifacts, SavedModels, plain folders).
+"""Archives for the scanner: zip (torch, Keras, npz, modelsafe, nested) and tar (including
+torch's oldest format).
 
 Member names are checked like artifact members (no absolute paths, ``..``, links or
 duplicates); member counts are read from the zip's end record before the central
@@ -9,21 +9,19 @@ directory is parsed, so a flood of members is refused cheaply.
 from __future__ import annotations
 
 import json
-import os
 import stat
 import struct
 import tarfile
 import zipfile
-from pathlib import Path
 from typing import Any, BinaryIO
 
-from modelsafe._archive import MAX_MEMBERS, check_member_name
+from modelsafe._archive import check_member_name
 from modelsafe.errors import UnsafeArchiveError
 from modelsafe.security._compressed import MAX_EXPANSION
 from modelsafe.security._findings import ItemRecord
-from modelsafe.security._opcodes import StreamReader
+from modelsafe.security._streams import StreamReader
 from modelsafe.security._sniff import zip_flavor
-from modelsafe.security._walk import SliceFile, Walker, join, open_path
+from modelsafe.security._walk import MAX_MEMBERS, SliceFile, Walker, join
 
 _EOCD = b"PK\x05\x06"
 _ZIP64_LOCATOR = b"PK\x06\x07"
@@ -265,71 +263,3 @@ def _legacy_records(w: Walker, location: str, f: BinaryIO, role: str) -> None:
         w.record_stream(location, reader.next_stream(), persistent_ok=False)
     if not reader.at_end():
         w.add("medium", "incomplete", location, reader.offset, role, f"data follows the last {role} record")
-
-
-# ---------------------------------------------------------------------------------------
-# directories
-# ---------------------------------------------------------------------------------------
-
-
-def scan_directory(w: Walker, root: Path) -> None:
-    artifact = (root / "modelsafe.json").is_file()
-    saved_model = (root / "saved_model.pb").is_file()
-    code = _directory_code(root) if artifact else set()
-    count = 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for name in sorted(dirnames + filenames):
-            full = Path(dirpath) / name
-            rel = full.relative_to(root).as_posix()
-            count += 1
-            if count > MAX_MEMBERS:
-                w.add("medium", "archive-limit", "", None, "directory", f"the directory holds more than "
-                      f"{MAX_MEMBERS} entries; the rest was not read")
-                return
-            _directory_entry(w, full, rel, artifact, saved_model, code)
-    if count == 0:
-        w.add("medium", "unknown-format", "", None, "directory", "the directory is empty: there is no model in it")
-    if saved_model:
-        w.add("medium", "unknown-format", "saved_model.pb", None, "SavedModel", "TensorFlow SavedModel graphs "
-              "(saved_model.pb) are not analysed; their ops can read and write files")
-
-
-def _directory_entry(w: Walker, full: Path, rel: str, artifact: bool, saved_model: bool, code: set[str]) -> None:
-    st = full.lstat()
-    if stat.S_ISLNK(st.st_mode):
-        w.add("high", "unsafe-archive", rel, None, rel, f"{rel!r} is a symbolic link to {os.readlink(full)!r}, "
-              "which was not followed")
-    elif stat.S_ISDIR(st.st_mode):
-        return
-    elif not stat.S_ISREG(st.st_mode):
-        w.add("medium", "unknown-format", rel, None, rel, f"{rel!r} is not a regular file (FIFO, socket or device); "
-              "it was not opened")
-    elif rel in code:
-        w.item(rel, "code", st.st_size)
-        w.add("medium", "bundled-code", rel, None, rel, f"bundled Python source {rel!r} is stored in the artifact")
-    else:
-        try:
-            handle = open_path(str(full))
-        except OSError as exc:
-            w.item(rel, "unreadable", st.st_size)
-            w.add("medium", "incomplete", rel, None, rel, f"{rel!r} could not be opened ({exc.strerror})")
-            return
-        with handle:
-            w.blob(rel, handle, st.st_size, 1, raw_ok=artifact or saved_model and rel.startswith("variables/"),
-                   path=str(full))
-
-
-def _directory_code(root: Path) -> set[str]:
-    try:
-        manifest = json.loads((root / "modelsafe.json").read_bytes())
-        return {str(r.get("member")) for r in manifest.get("code", ()) if isinstance(r, dict)}
-    except (ValueError, OSError, AttributeError):
-        return set()
-
-
-def describe_size(items: list[ItemRecord]) -> int:
-    return sum(i.size for i in items if "!" not in i.location)
-
-
-def facts_of(w: Walker) -> dict[str, Any]:
-    return dict(w.facts)

@@ -107,7 +107,7 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
     st = _stat(p)
     walker = Walker()
     if stat.S_ISDIR(st.st_mode):
-        from modelsafe.security._walk_archives import scan_directory
+        from modelsafe.security._walk_dirs import scan_directory
 
         scan_directory(walker, p)
         kind = _directory_kind(p)
