@@ -48,6 +48,9 @@ def _console(stderr: bool = False) -> Any:
 def _emit(state: _State, results: list[dict[str, Any]], texts: list[str]) -> None:
     if state.as_json:
         click.echo(json.dumps(results if len(results) != 1 else results[0], indent=2, default=str))
+    elif not sys.stdout.isatty():
+        for text in texts:  # plain text to pipes and files: rich adds nothing there but start-up time
+            click.echo(text)
     else:
         console = _console()
         for text in texts:
@@ -179,7 +182,8 @@ def scan(state: _State, paths: tuple[str, ...]) -> None:
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
         report = ms.scan(path)
-        return {"path": path, **report.to_dict()}, str(report), report.ok
+        data = {"path": path, **report.to_dict()} if state.as_json else {"path": path, "ok": report.ok}
+        return data, str(report), report.ok
 
     _run(state, paths, work)
 
@@ -193,7 +197,8 @@ def doctor(state: _State, paths: tuple[str, ...]) -> None:
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
         report = ms.doctor(path)
-        return {"path": path, **report.to_dict()}, str(report), report.ok
+        data = {"path": path, **report.to_dict()} if state.as_json else {"path": path, "ok": report.ok}
+        return data, str(report), report.ok
 
     _run(state, paths, work)
 
