@@ -145,13 +145,24 @@ def _save_module(obj: Any, store: ComponentStore, options: Mapping[str, Any]) ->
         "parameters": sum(p.numel() for p in model.parameters()),
         "wrappers": wrappers,
     }
-    sample = options.get("sample")
+    sample = _head(options.get("sample"))
     if sample is not None:
         _check_rebuild(model, arch, sample)
     if options.get("export"):
         data["export"] = _export(model, sample, store)
     modules = {"torch"} | {m for m, _ in arch.refs}
     return SavedComponent(data=data, modules=modules, type_name=_type_name(model), refs=set(arch.refs))
+
+
+def _head(sample: Any, rows: int = 32) -> Any:
+    """The first rows of a sample (array, tensor, or a dict / tuple of them) for save-time checks."""
+    if sample is None:
+        return None
+    if isinstance(sample, Mapping):
+        return {k: _head(v, rows) for k, v in sample.items()}
+    if isinstance(sample, tuple):
+        return tuple(_head(v, rows) for v in sample)
+    return sample[:rows] if hasattr(sample, "shape") and len(sample.shape) > 0 else sample
 
 
 def write_weights(store: ComponentStore, tensors: Mapping[str, "torch.Tensor"]) -> dict[str, Any]:
