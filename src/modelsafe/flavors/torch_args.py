@@ -32,11 +32,7 @@ if TYPE_CHECKING:
 
 #: Wrapper modules whose wrapped module is saved instead (attribute holding it).
 WRAPPERS = {"DataParallel": "module", "DistributedDataParallel": "module", "OptimizedModule": "_orig_mod"}
-
-
 _RECORDED: "weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], dict[str, Any]]]" = weakref.WeakKeyDictionary()
-
-
 _MAX_DEPTH = 20
 
 

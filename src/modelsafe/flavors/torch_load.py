@@ -28,12 +28,9 @@ if TYPE_CHECKING:
     import torch
 
 
+#: The member holding non-persistent buffers (they are not part of the state dict).
 BUFFERS = "buffers.safetensors"
-
-
 PROGRAM_CHOICES = ("auto", "class", "exported")
-
-
 _REPORTS: "weakref.WeakKeyDictionary[Any, WeightsReport]" = weakref.WeakKeyDictionary()
 
 
