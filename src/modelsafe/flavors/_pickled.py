@@ -187,8 +187,10 @@ def check_resolvable(names: list[tuple[str, str]], options: LoadOptions) -> None
 
 
 def _missing(module: str, name: str) -> str | None:
+    from modelsafe.security._unpickler import current_numpy_module
+
     try:
-        target: Any = importlib.import_module(module)
+        target: Any = importlib.import_module(current_numpy_module(module))
     except ImportError:
         return f"has no module {module}"
     for part in name.split("."):

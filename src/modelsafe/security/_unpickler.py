@@ -103,7 +103,22 @@ def resolve_global(module: str, name: str, *, trusted: tuple[str, ...], allowed_
     standin = validating_standin(f"{module}.{name}")
     if standin is not None:
         return standin
-    return default(module, name)
+    return default(current_numpy_module(module), name)
+
+
+def current_numpy_module(module: str) -> str:
+    """Where a numpy module named by a pickle lives in the installed numpy.
+
+    Pickles written with numpy 1 name ``numpy.core.*``; numpy 2 moved it to ``numpy._core``
+    and warns on the old name. The objects are the same, so the new name is used.
+    """
+    if module != "numpy.core" and not module.startswith("numpy.core."):
+        return module
+    import numpy
+
+    if int(numpy.__version__.split(".")[0]) < 2:
+        return module
+    return "numpy._core" + module[len("numpy.core"):]
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
