@@ -249,7 +249,7 @@ def build_manifest(prepared: Prepared, members: Mapping[str, "WrittenMember"]) -
 
 def write_now(path: Path, capture: Callable[[Any], Prepared]) -> Manifest:
     """Write a checkpoint from the live objects: members straight to a temporary file, then rename."""
-    with ArtifactWriter(path) as writer:
+    with ArtifactWriter(path, writeback=True) as writer:
         prepared = capture(writer)
         manifest = build_manifest(prepared, writer.members)
         writer.commit(manifest.to_json())
@@ -266,7 +266,7 @@ def snapshot(buffers: dict[str, "np.ndarray"], capture: Callable[[Any], Prepared
 
 def write_snapshot(path: Path, snap: HostSnapshot, prepared: Prepared) -> Manifest:
     """Write a captured snapshot as the checkpoint artifact at ``path`` (atomically)."""
-    with ArtifactWriter(path) as writer:
+    with ArtifactWriter(path, writeback=True) as writer:
         snap.replay(writer)
         manifest = build_manifest(prepared, writer.members)
         writer.commit(manifest.to_json())
