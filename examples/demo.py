@@ -14,11 +14,25 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import modelsafe as ms
+
+
+class ClipOutliers(BaseEstimator, TransformerMixin):
+    """A custom step defined in this script: modelsafe bundles its source with the model."""
+
+    def __init__(self, limit: float = 3.0) -> None:
+        self.limit = limit
+
+    def fit(self, X, y=None):  # noqa: ANN001 - scikit-learn's signature
+        return self
+
+    def transform(self, X):  # noqa: ANN001
+        return np.clip(X, -self.limit, self.limit)
 
 
 def banner(title: str) -> None:
@@ -64,7 +78,23 @@ def main() -> int:
         proc = cli(*command, cwd=work)
         print(f"$ modelsafe {' '.join(command)}   (exit {proc.returncode})\n{proc.stdout}")
 
-    banner("5. refuse a malicious file")
+    banner("5. a custom transformer from this script travels with the model")
+    custom = make_pipeline(ClipOutliers(3.0), StandardScaler(), RandomForestClassifier(20, random_state=0)).fit(X, y)
+    ms.save(custom, work / "custom.msafe", sample=X[:32])
+    print(f"bundled code: {[(r['module'], r['symbols']) for r in ms.inspect(work / 'custom.msafe').code]}")
+    proc = fresh_python("""
+        import modelsafe as ms
+        try:
+            ms.load("custom.msafe")
+        except ms.UntrustedContentError as exc:
+            print("without trust_code:", type(exc).__name__, "-", str(exc).splitlines()[0])
+        print("with trust_code:", ms.load("custom.msafe", trust_code=True).verify())
+    """, work)
+    print(proc.stdout or proc.stderr)
+    if proc.returncode != 0:
+        return 1
+
+    banner("6. refuse a malicious file")
     canary = work / "PWNED"
 
     class Exploit:
@@ -82,7 +112,10 @@ def main() -> int:
     print(f"$ modelsafe scan evil.pkl   (exit {proc.returncode})\n{proc.stdout}")
     print(f"payload ran: {canary.exists()}")
 
-    banner("6. a tampered artifact is caught before anything is loaded")
+    proc = cli("doctor", "evil.pkl", cwd=work)
+    print(f"$ modelsafe doctor evil.pkl   (exit {proc.returncode})\n{proc.stdout}")
+
+    banner("7. a tampered artifact is caught before anything is loaded")
     raw = bytearray((work / "model.msafe").read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # a byte in the middle of the weights
     (work / "tampered.msafe").write_bytes(bytes(raw))
