@@ -20,8 +20,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection
 
-from modelsafe.errors import (FlavorNotInstalledError, FormatError, ModelsafeError, UnsafeArchiveError,
-                              UnsupportedModelError, UntrustedContentError)
+from modelsafe.errors import (FlavorNotInstalledError, FormatError, UnsafeArchiveError, UnsupportedModelError,
+                              UntrustedContentError)
 
 if TYPE_CHECKING:
     from modelsafe._manifest import Manifest

@@ -88,23 +88,29 @@ def _check_global(name: str, module: str) -> list[Problem]:
         return [_missing(name, module, root)]
     if found == "partial":
         return [Problem(
-            what=f"{name}: the module {module!r} could not be found in the installed {root} {_version(root)}",
+            what=f"{name}: the module {module!r} could not be found in the installed {_dist(root)} {_version(root)}",
             why="it may be created at import time; if not, loading fails with ModuleNotFoundError",
-            fix=f"install the {root} version the file was written with", severity="warning", subject=name)]
+            fix=f"install the {_dist(root)} version the file was written with", severity="warning", subject=name)]
     if origin and origin.endswith(".py") and not defines(origin, attr.split(".")[0]):
         return [Problem(
-            what=f"{module} (from {root} {_version(root)}) does not define {attr.split('.')[0]}",
+            what=f"{module} (from {_dist(root)} {_version(root)}) does not define {attr.split('.')[0]}",
             why=f"the file needs {name}; loading fails with AttributeError (the name was renamed or removed "
                 "in this version)",
-            fix=f"install the {root} version the file was written with, load it there, and re-save it with ms.save",
+            fix=f"install the {_dist(root)} version the file was written with, load it there, and re-save it with "
+                "ms.save",
             subject=name)]
     return []
 
 
-def _missing(name: str, module: str, root: str) -> Problem:
+def _dist(root: str) -> str:
+    """The distribution name usually providing the import name ``root`` (sklearn -> scikit-learn)."""
     from modelsafe._environment import _KNOWN
 
-    dist = _KNOWN.get(root, (root,))[0]
+    return _KNOWN.get(root, (root,))[0]
+
+
+def _missing(name: str, module: str, root: str) -> Problem:
+    dist = _dist(root)
     return Problem(
         what=f"{name} comes from the module {module!r}, which is not importable here",
         why="unpickling imports it, so loading fails with ModuleNotFoundError: No module named "

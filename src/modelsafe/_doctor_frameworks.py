@@ -130,7 +130,7 @@ def keras_checks(path: Path, report: "ScanReport", facts: dict[str, Any]) -> lis
     if report.kind == "savedmodel-directory":
         return [_savedmodel(installed)]
     if report.kind == "zip:keras":
-        saved = report.facts.get("keras_keras_version")
+        saved = report.facts.get("keras_version")
     elif report.kind == "hdf5":
         saved = report.items[0].facts.get("keras_version") if report.items else None
         if saved is None and not any(i.location.endswith("model_config") for i in report.items):

@@ -321,6 +321,7 @@ def test_huge_member_counts_are_refused_before_reading(tmp_path):
     assert [f.kind for f in report.findings] == ["archive-limit"] and "5000000" in str(report)
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")
 def test_hostile_archive_members(tmp_path):
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as zf:

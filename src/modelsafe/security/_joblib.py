@@ -199,9 +199,10 @@ def restricted_load_joblib(path: str | os.PathLike[str], *, trusted: Collection[
 
     Examples
     --------
-    >>> import joblib, numpy as np                                  # doctest: +SKIP
-    >>> joblib.dump({"w": np.arange(3.0)}, "/tmp/w.joblib")          # doctest: +SKIP
-    >>> restricted_load_joblib("/tmp/w.joblib")["w"]                 # doctest: +SKIP
+    >>> import joblib, numpy as np
+    >>> joblib.dump({"w": np.arange(3.0)}, "/tmp/doc-w.joblib", compress=3)
+    ['/tmp/doc-w.joblib']
+    >>> restricted_load_joblib("/tmp/doc-w.joblib")["w"]
     array([0., 1., 2.])
     """
     from modelsafe.security._unpickler import audit_pickle

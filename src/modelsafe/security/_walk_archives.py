@@ -13,7 +13,7 @@ import stat
 import struct
 import tarfile
 import zipfile
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from modelsafe._archive import check_member_name
 from modelsafe.errors import UnsafeArchiveError
@@ -159,7 +159,8 @@ def _keras_metadata(w: Walker, raw: bytes) -> None:
     except ValueError:
         return
     if isinstance(meta, dict):
-        w.facts.update({f"keras_{k}": str(v) for k, v in meta.items() if k in ("keras_version", "date_saved")})
+        w.facts.update({f"keras_{k}".replace("keras_keras_", "keras_"): str(v) for k, v in meta.items()
+                        if k in ("keras_version", "date_saved")})
 
 
 def _modelsafe_code(zf: zipfile.ZipFile) -> set[str]:
