@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import subprocess
+import textwrap
 import threading
 import zipfile
 from pathlib import Path
@@ -16,6 +18,7 @@ import modelsafe as ms
 from modelsafe.errors import FormatError, ModelsafeError
 
 CORPUS = Path(__file__).resolve().parent / "security" / "corpus"
+OLD_PYTHON = Path(__file__).resolve().parents[1] / ".venv-old" / "bin" / "python"
 
 
 def _fitted():
@@ -125,14 +128,53 @@ def test_numpy_1_pickle_on_numpy_2_is_a_warning(tmp_path):
     assert "numpy 1" in p.what and report.ok
 
 
-def test_numpy_2_pickle_on_numpy_1_is_an_error(monkeypatch, tmp_path):
-    # The installed numpy is 2.x; the decision is shown by reporting numpy 1.26 as installed.
-    from modelsafe import _doctor_checks
+def _old_python() -> Path:
+    """The real numpy 1 / scikit-learn 1.4 environment of the compatibility suite (``make old-venv``)."""
+    if not OLD_PYTHON.is_file():
+        pytest.fail(f"{OLD_PYTHON} is missing: build it with `make old-venv` (`make test` does it first).")
+    return OLD_PYTHON
 
-    monkeypatch.setattr(_doctor_checks, "_version", lambda dist: "1.26.4" if dist == "numpy" else "")
-    problems = _doctor_checks._check_global("numpy._core.multiarray._reconstruct", "numpy._core.multiarray")
-    assert problems[0].severity == "error" and "numpy._core" in problems[0].why
-    assert "numpy>=2" in problems[0].fix
+
+def _in_old(code: str, cwd: Path) -> str:
+    proc = subprocess.run([str(_old_python()), "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_numpy_2_pickles_in_a_real_numpy_1_environment(tmp_path):
+    (tmp_path / "p5.pkl").write_bytes(pickle.dumps(np.arange(3.0), protocol=5))  # names numpy._core.numeric
+    (tmp_path / "p4.pkl").write_bytes(pickle.dumps(np.arange(3.0), protocol=4))  # names numpy._core.multiarray
+    out = json.loads(_in_old("""
+        import json, pickle, numpy, modelsafe as ms
+        result = {"numpy": numpy.__version__}
+        for name in ("p5.pkl", "p4.pkl"):
+            result[name] = ms.doctor(name).to_dict()
+            try:
+                pickle.load(open(name, "rb"))
+                result[name]["loads"] = "yes"
+            except ModuleNotFoundError as exc:
+                result[name]["loads"] = str(exc)
+        print(json.dumps(result))
+    """, tmp_path))
+    assert out["numpy"].startswith("1.")
+    p5, p4 = out["p5.pkl"], out["p4.pkl"]
+    assert p5["ok"] is False and p5["loads"] == "No module named 'numpy._core.numeric'"  # numpy 1 confirms it
+    problem = next(p for p in p5["problems"] if p["subject"] == "numpy._core.numeric._frombuffer")
+    assert problem["severity"] == "error" and "numpy>=2" in problem["fix"] and out["numpy"] in problem["what"]
+    assert p4["ok"] is True and p4["problems"] == [] and p4["loads"] == "yes"  # numpy 1.26's shim covers it
+
+
+def test_a_file_from_an_older_scikit_learn(tmp_path):
+    _in_old("""
+        import joblib, numpy as np
+        from sklearn.tree import DecisionTreeClassifier
+        X = np.random.default_rng(0).normal(size=(50, 3))
+        joblib.dump(DecisionTreeClassifier(max_depth=3).fit(X, X[:, 0] > 0), "old.joblib")
+    """, tmp_path)
+    report = ms.doctor(tmp_path / "old.joblib")
+    p = _problem(report, "scikit-learn", "warning")
+    assert report.facts["scikit-learn (saved)"].startswith("1.4") and "newer" in p.what
 
 
 def test_newer_pickle_protocol_than_this_python(tmp_path):

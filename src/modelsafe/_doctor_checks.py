@@ -125,10 +125,12 @@ def _numpy_layout(module: str, name: str) -> list[Problem]:
     installed = _version("numpy")
     major = int(installed.split(".")[0]) if installed and installed[0].isdigit() else None
     if module.startswith("numpy._core") and major is not None and major < 2:
+        if locate(module)[0] == "found":
+            return []  # numpy 1.26 ships part of numpy._core so that such pickles load
         return [Problem(
             what=f"the file was written with numpy 2 (it names {name}) and numpy {installed} is installed",
-            why="numpy 1 has no numpy._core, so loading fails with ModuleNotFoundError: No module named "
-                "'numpy._core'",
+            why=f"numpy {installed} has no {module} (numpy 1.26 provides only part of numpy._core), so loading "
+                f"fails with ModuleNotFoundError: No module named '{module}'",
             fix="pip install 'numpy>=2', or re-save the model from an environment with numpy 1", subject=name)]
     if module.startswith("numpy.core") and major is not None and major >= 2:
         return [Problem(
@@ -166,6 +168,10 @@ def defines(origin: str, name: str) -> bool:
         tree = ast.parse(source)
     except (OSError, SyntaxError, ValueError):
         return True
+    dynamic = {"globals", "vars", "exec", "setattr"}  # names made at import time: cannot tell statically
+    if any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in dynamic
+           for n in _module_level(tree)):
+        return True
     names: set[str] = set()
     for node in _top_level(tree.body):
         if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -178,6 +184,17 @@ def defines(origin: str, name: str) -> bool:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
     return name in names or "__getattr__" in names
+
+
+def _module_level(tree: ast.Module) -> Iterable[ast.AST]:
+    """Every node that runs at import time (function and class bodies excluded)."""
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                stack.append(child)
 
 
 def _top_level(body: list[ast.stmt]) -> Iterable[ast.stmt]:
