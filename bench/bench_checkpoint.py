@@ -10,13 +10,16 @@ index update).
 Rows, measured side by side in one process, rounds interleaved (``BENCH_ROUNDS``, default 3):
 
 * ``torch.save``: no fsync, so part of the data is still in the page cache when it returns;
-  ``torch.save + fsync`` shows what durability costs the peer.
+  ``torch.save + fsync`` shows what durability costs the peer; ``raw write + fsync`` writes
+  the same bytes with plain writes: what the disk allows. Each replaces its previous file,
+  as ``torch.save(ckpt, "last.pt")`` does; Checkpointer deletes its previous checkpoint
+  (``keep_last=1``), so every row pays for freeing the last one.
 * ``Checkpointer.save``: synchronous; "fsync wait" is the time spent in ``os.fsync``.
 * ``Checkpointer(async_save=True).save``: the *stall* is how long the training loop is
   blocked (the copy to host memory); "until written" adds the background write (``wait()``).
 
-Every tool writes a new file; ``os.sync()`` runs between operations (not timed), so no
-tool pays for another's writeback. Files go to ``BENCH_DIR`` (default /tmp) and are deleted.
+``os.sync()`` runs between operations (not timed), so no tool pays for another's writeback.
+The machine is shared: the table shows the median and range over interleaved rounds. Files go to ``BENCH_DIR`` (default /tmp) and are deleted.
 
 Run: ``.venv-bench/bin/python bench/bench_checkpoint.py``.
 """
@@ -104,13 +107,19 @@ def main() -> None:
     async_ck = ms.Checkpointer(folder / "async", keep_last=1, async_save=True)
     peer_file = folder / "checkpoint.pt"
 
-    def torch_save(fsync: bool) -> None:
-        peer_file.unlink(missing_ok=True)
+    def torch_save(fsync: bool) -> None:  # replaces last round's file, as torch.save(ckpt, "last.pt") does
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, peer_file)
         if fsync:
             fd = os.open(peer_file, os.O_RDONLY)
             os.fsync(fd)
             os.close(fd)
+
+    def raw_write() -> None:  # the same bytes, plain writes + fsync: what the disk allows
+        with open(peer_file, "wb") as f:
+            for tensor in [*model.state_dict().values(), *(t for s in opt.state.values() for t in s.values())]:
+                f.write(tensor.numpy().data)
+            f.flush()
+            os.fsync(f.fileno())
 
     rows: dict[str, list[tuple[float, float]]] = {}
     step = 0
@@ -124,7 +133,7 @@ def main() -> None:
             step += 1
             rows.setdefault("torch.save", []).append(timed(lambda: torch_save(False), clock))
             rows.setdefault("torch.save + fsync", []).append(timed(lambda: torch_save(True), clock))
-            peer_file.unlink(missing_ok=True)
+            rows.setdefault("raw write + fsync", []).append(timed(raw_write, clock))
             rows.setdefault("Checkpointer.save (sync)", []).append(
                 timed(lambda: sync_ck.save(step, model=model, optimizer=opt), clock))
             stall = timed(lambda: async_ck.save(step, model=model, optimizer=opt), clock)

@@ -112,6 +112,7 @@ class CheckpointDirectory:
         self.path = path
         self.retention = retention
         self.lock = DirectoryLock(path)
+        self._deleting: threading.Thread | None = None
 
     # -- reading ------------------------------------------------------------------------
     def _read(self, *, clean: bool = False) -> tuple[idx.Index, idx.Repair]:
@@ -202,6 +203,7 @@ class CheckpointDirectory:
             self._repair()
 
     def release(self) -> None:
+        self.finish_deleting()
         self.lock.release()
 
     def reserve(self, step: int, metrics: Mapping[str, float]) -> idx.Entry:
@@ -227,12 +229,31 @@ class CheckpointDirectory:
                                                  keep_best=r.keep_best, keep_last=r.keep_last)}
             dropped = [e for e in index.entries if e.seq not in keep]
             idx.write_index(self.path, index.without({e.seq for e in dropped}))
-            for old in dropped:
-                try:
-                    (self.path / old.file).unlink(missing_ok=True)
-                except OSError as exc:
-                    warnings.warn(f"Could not delete the old checkpoint {old.file}: {exc}. It is no longer listed; "
-                                  "delete it by hand to free the space.", RuntimeWarning, stacklevel=2)
+        if dropped:
+            self.finish_deleting()
+            self._deleting = threading.Thread(target=self._delete, args=([self.path / e.file for e in dropped],),
+                                              name="modelsafe-checkpoint-retention")
+            self._deleting.start()
+
+    @staticmethod
+    def _delete(paths: list[Path]) -> None:
+        """Delete checkpoints the index no longer lists (freeing GiBs takes a while: off the training loop).
+
+        A crash before they are gone leaves complete artifacts that the next start-up adopts
+        again and the next save deletes.
+        """
+        for path in paths:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                warnings.warn(f"Could not delete the old checkpoint {path.name}: {exc}. It is no longer listed; "
+                              "delete it by hand to free the space.", RuntimeWarning, stacklevel=2)
+
+    def finish_deleting(self) -> None:
+        """Wait until the checkpoints retention dropped are deleted."""
+        if self._deleting is not None:
+            self._deleting.join()
+            self._deleting = None
 
     @contextlib.contextmanager
     def failures(self, entry: idx.Entry, *, background: bool = False) -> Iterator[None]:

@@ -147,7 +147,6 @@ class Prepared:
     code: list[dict[str, Any]]
     environment: dict[str, Any]
     metadata: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -178,6 +177,13 @@ def prepare(target: Any, model: Any, write_training: Callable[[ComponentStore], 
     saved, component = _save_model(target, flavor, model, context)
     training = write_training(ComponentStore(target, "checkpoint"))
     code = _bundle(target, saved, context)
+    metadata = {"modelsafe.checkpoint": {**facts, "training": training, "model_kind": component.data.get("kind")}}
+    return Prepared(components={"model": component}, code=code, environment=_environment(context, saved, flavor, model),
+                    metadata=metadata)
+
+
+def _environment(context: SaveContext, saved: SavedComponent, flavor: Any, model: Any) -> dict[str, Any]:
+    """The environment fingerprint (captured once per set of modules: it does not change during a run)."""
     modules = frozenset(saved.modules)
     if modules not in context.environments:
         from modelsafe._environment import capture_environment
@@ -187,8 +193,7 @@ def prepare(target: Any, model: Any, write_training: Callable[[ComponentStore], 
     devices = flavor.device_info(model)
     if devices:
         environment["devices"] = {**environment.get("devices", {}), **devices}
-    metadata = {"modelsafe.checkpoint": {**facts, "training": training, "model_kind": component.data.get("kind")}}
-    return Prepared(components={"model": component}, code=code, environment=environment, metadata=metadata)
+    return environment
 
 
 def _save_model(target: Any, flavor: Any, model: Any, context: SaveContext) -> tuple[SavedComponent, Component]:

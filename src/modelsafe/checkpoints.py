@@ -101,6 +101,25 @@ class Checkpointer:
     async_save
         Copy the state to host memory and write in a background thread: ``save`` returns
         once the copy is made. At most one write is pending; errors surface on the next call.
+        The host buffers (one checkpoint's size) are kept for the next save until :meth:`close`.
+
+    Notes
+    -----
+    Each checkpoint is a modelsafe artifact: ``ms.inspect(ck.best.path)`` shows its step and
+    metrics (``manifest.metadata["modelsafe.checkpoint"]``), and ``ms.load(ck.best.path)``
+    gives the model back, rebuilt from its recorded class and constructor arguments (a
+    PyTorch module whose arguments cannot be recorded is checkpointed as weights only, with
+    a warning: ``ms.load`` then gives its state dict). Restoring never runs code from the
+    checkpoint: weights are safetensors or ``.npy``, everything else JSON.
+
+    Writes are atomic (temporary file beside the target, fsync, rename) and the index is
+    replaced atomically after the artifact is complete, so a crash at any moment leaves the
+    latest and the best checkpoint intact; a new Checkpointer removes what a killed write
+    left behind. One process writes a directory at a time (in distributed training, save
+    from rank 0 only); any process may read it.
+
+    Keras models: the model's variables and its compiled optimizer's are saved and restored
+    (``scheduler`` and ``scaler`` apply to PyTorch only; ``extra`` must be JSON-able).
 
     Examples
     --------
@@ -202,15 +221,17 @@ class Checkpointer:
         if pending is not None:
             pending.join()
             self._pending = None
+        self._dir.finish_deleting()
         error, self._error = self._error, None
         if error is not None:
             raise error
 
     def close(self) -> None:
-        """Flush the pending write and let other processes write to the directory."""
+        """Flush the pending write, free the host buffers and let other processes write to the directory."""
         try:
             self.wait()
         finally:
+            self._buffers.clear()
             self._dir.release()
 
     def __enter__(self) -> "Checkpointer":
