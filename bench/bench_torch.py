@@ -6,8 +6,11 @@ Every operation runs in its own fresh interpreter, so its memory can be measured
 resident memory (VmHWM) beyond what the process held just before the operation, and the
 peak anonymous memory sampled every 2 ms (file-backed pages of memory maps count in the
 first, not in the second). Files live in a temporary folder (``BENCH_DIR``, default /tmp)
-and stay in the page cache between operations, for every tool alike. Rounds interleave the
-tools, so background load hits all of them; the table shows the median and the range.
+and stay in the page cache between operations, for every tool alike. Before each save every
+output file is deleted and dirty pages are synced, so each writer starts from the same
+state. Rounds interleave the tools, so background load hits all of them; the table shows
+the median and the range, and the CPU seconds per thread of each save, which do not depend
+on what else runs on the machine.
 
 modelsafe operations:
 
@@ -133,10 +136,12 @@ def child(op: str, folder: Path) -> dict[str, Any]:
     sd = state_dict() if op.startswith(("save", "raw")) else None
     files = {"raw": folder / "raw.bin", "torch": folder / "sd.pt", "safetensors": folder / "sd.safetensors",
              "ms": folder / "sd.msafe"}
-    if op.startswith(("save", "raw")):  # every tool writes a new file (replacing one costs its unlink)
-        target = {"raw write": "raw", "save:torch": "torch", "save:torch+fsync": "torch",
-                  "save:safetensors": "safetensors", "save:ms": "ms"}[op]
-        files[target].unlink(missing_ok=True)
+    if op.startswith(("save", "raw")) and not os.environ.get("BENCH_KEEP"):
+        # Every save starts from the same state: no output file of any tool exists (so none pays an
+        # unlink, and every writer gets the same freed page-cache pages: on a VM, pages never touched
+        # before cost several times more to fill), and nothing is left to write back.
+        for path in files.values():
+            path.unlink(missing_ok=True)
         os.sync()
     from safetensors.torch import load_file, save_file
 
@@ -193,9 +198,13 @@ LOADS = ["load:torch", "load:torch mmap", "load:safetensors", "load:safetensors 
          "load:ms first", "load:ms lazy", "load:ms copy"]
 
 
-def run_child(op: str, folder: Path) -> dict[str, Any]:
+LOAD_INPUTS = ["save:torch", "save:safetensors", "save:ms"]
+
+
+def run_child(op: str, folder: Path, keep: bool = False) -> dict[str, Any]:
     os.sync()  # no writeback left over from the previous operation
-    env = {**os.environ, "MODELSAFE_CACHE_DIR": str(folder / "cache"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "MODELSAFE_CACHE_DIR": str(folder / "cache"), "OMP_NUM_THREADS": "1",
+           "BENCH_KEEP": "1" if keep else ""}
     proc = subprocess.run([sys.executable, __file__, "--child", op, str(folder)], capture_output=True, text=True,
                           env=env, timeout=900)
     if proc.returncode != 0:
@@ -211,7 +220,11 @@ def main() -> None:
     try:
         run_child("save:ms", folder)  # warm-up: first touches of fresh memory are slow on some VMs
         for round_ in range(ROUNDS):
-            for op in SAVES + LOADS:
+            for op in SAVES:
+                results[op].append(run_child(op, folder))
+            for op in LOAD_INPUTS:  # untimed: the files the loads read
+                run_child(op, folder, keep=True)
+            for op in LOADS:
                 results[op].append(run_child(op, folder))
             print(f"round {round_ + 1}/{ROUNDS} done", file=sys.stderr)
     finally:
