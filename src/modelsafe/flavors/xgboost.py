@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-from modelsafe.errors import FormatError, UnsupportedModelError
-from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
+from modelsafe.errors import FormatError
+from modelsafe.flavors._base import ComponentSource, ComponentStore, LoadOptions
+from modelsafe.flavors._boosting import BoostingFlavor
 from modelsafe.flavors._feature_guard import align_features, is_dataframe
 from modelsafe.flavors._wrapper_state import (
-    capture_attributes, check_class, check_component, construct, encode_params, find_base, from_json, resolve_class,
-    restore_attributes, to_json,
+    capture_attributes, construct, encode_params, from_json, restore_attributes, to_json,
 )
 from modelsafe.flavors import _xgboost_categories as categories
 from modelsafe.flavors._xgboost_trees import check_booster
@@ -29,41 +29,14 @@ if TYPE_CHECKING:
     import xgboost
 
 MODEL = "model.ubj"
-#: Public XGBoost classes this flavor saves, by their stable public name.
-WRAPPERS = ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor")
-KNOWN = tuple(f"xgboost:{name}" for name in ("Booster", *WRAPPERS))
 #: Wrapper attributes ``XGBModel.load_model`` overwrites from the booster's config.
 _FROM_CONFIG = ("objective", "booster", "base_score", "feature_types", "enable_categorical")
-_KINDS = ("booster", "classifier", "regressor", "ranker")
-
-
-def _known() -> dict[str, type]:
-    import xgboost
-
-    return {f"xgboost:{name}": getattr(xgboost, name) for name in ("Booster", *WRAPPERS)}
-
-
-def _kind(obj: Any) -> str:
-    import xgboost
-
-    if isinstance(obj, xgboost.Booster):
-        return "booster"
-    if isinstance(obj, xgboost.XGBRanker):
-        return "ranker"
-    return "classifier" if isinstance(obj, xgboost.XGBClassifier) else "regressor"
 
 
 def _booster(obj: Any) -> "xgboost.Booster":
     import xgboost
 
     return obj if isinstance(obj, xgboost.Booster) else obj.get_booster()
-
-
-def _is_fitted(obj: Any) -> bool:
-    """Boosters always are; an unfitted wrapper (e.g. a StackingClassifier's template) holds parameters only."""
-    import xgboost
-
-    return isinstance(obj, xgboost.Booster) or bool(obj.__sklearn_is_fitted__())
 
 
 def _save_booster(booster: "xgboost.Booster", store: ComponentStore) -> dict[str, Any]:
@@ -89,33 +62,25 @@ def _best(booster: "xgboost.Booster") -> dict[str, Any]:
     return best
 
 
-class XGBoostFlavor(Flavor):
+class XGBoostFlavor(BoostingFlavor):
     name = "xgboost"
     version = 1
+    library = "XGBoost"
+    model_member = MODEL
+    wrappers = ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor")
 
-    # -- save ----------------------------------------------------------------------------
-    def save(self, obj: Any, store: ComponentStore, options: Mapping[str, Any]) -> SavedComponent:
+    def classes(self) -> tuple[type, type, type, type]:
         import xgboost
 
-        base, ref = find_base(obj, _known(), "xgboost")
-        data: dict[str, Any] = {"class": ref, "base": base, "kind": _kind(obj), "xgboost_version": xgboost.__version__,
-                                "fitted": _is_fitted(obj)}
-        if data["fitted"]:
-            data.update(_save_booster(_booster(obj), store))
-        modules = {"xgboost", "numpy", "scipy"}
-        if data["kind"] == "booster":
-            data["attributes"] = capture_attributes(obj, {"handle"}, "booster")
-        else:
-            data.update(self._wrapper_state(obj, data["fitted"]))
-            modules.add("sklearn")
-        saved = SavedComponent(data=data, modules=modules, type_name=f"{type(obj).__module__}.{type(obj).__qualname__}")
-        if ref != base:  # a user's subclass: its code is needed at load
-            saved.refs.add((type(obj).__module__, type(obj).__qualname__))
-            saved.modules.add(type(obj).__module__)
-        return saved
+        return xgboost.Booster, xgboost.XGBModel, xgboost.XGBClassifier, xgboost.XGBRanker
 
-    @staticmethod
-    def _wrapper_state(obj: Any, fitted: bool) -> dict[str, Any]:
+    def save_model(self, obj: Any, store: ComponentStore) -> dict[str, Any]:
+        data = _save_booster(_booster(obj), store)
+        if self.kind(obj) == "booster":
+            data["attributes"] = capture_attributes(obj, {"handle"}, "booster")
+        return data
+
+    def wrapper_state(self, obj: Any, fitted: bool) -> dict[str, Any]:
         params = obj.get_params(deep=False)
         encoded, dropped = encode_params(params)
         state: dict[str, Any] = {
@@ -128,17 +93,8 @@ class XGBoostFlavor(Flavor):
             state["classes_"] = to_json(obj.classes_, "classes_")
         return state
 
-    def can_embed(self, obj: Any) -> bool:
-        try:
-            find_base(obj, _known(), "xgboost")
-        except UnsupportedModelError:
-            return False
-        return True
-
-    # -- load ----------------------------------------------------------------------------
     def audit(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> None:
-        check_component(data, _KINDS, MODEL, "xgboost")
-        check_class(data["class"], KNOWN, options)
+        super().audit(source, data, options)
         if not data.get("fitted", True):
             return
         head = bytes(source.view(data["member"])[:1])
@@ -149,48 +105,29 @@ class XGBoostFlavor(Flavor):
                 member=f"{source.prefix}/{data['member']}",
             )
 
-    def load(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
+    def read_model(self, source: ComponentSource, data: Mapping[str, Any], cls: type) -> Any:
         import xgboost
 
-        base = xgboost.Booster if data["kind"] == "booster" else xgboost.XGBModel
-        cls = resolve_class(data["class"], _known(), base, options, "xgboost")
-        if not data.get("fitted", True):
-            obj = construct(cls, data)
-            restore_attributes(obj, data.get("attributes", {}))
-            return obj
         raw = bytearray(source.view(data["member"]))
         try:
             obj = _load_booster(cls, raw, data) if data["kind"] == "booster" else _load_wrapper(cls, raw, data)
         except xgboost.core.XGBoostError as exc:
-            raise FormatError(
-                f"XGBoost {xgboost.__version__} could not read the model written by XGBoost "
-                f"{data.get('xgboost_version', '?')}: {str(exc).strip().splitlines()[0]}. Without it nothing can "
-                f"be predicted. Install xgboost=={data.get('xgboost_version', '<the recorded version>')} "
-                "(see `modelsafe env`), or re-save the model with this version.",
-                saved=data.get("xgboost_version"), current=xgboost.__version__,
-            ) from exc
+            raise self.unreadable(data, str(exc).strip().splitlines()[0]) from exc
         check_booster(_booster(obj))  # before anything predicts with it
-        _check_loaded(obj, data)
         return obj
 
-    # -- running -------------------------------------------------------------------------
-    def predict(self, obj: Any, x: Any) -> Any:
-        return _predict(obj, self._guard(obj, x))
+    def check_loaded(self, obj: Any, data: Mapping[str, Any]) -> None:
+        self.compare_recorded(_recorded_facts(obj, data), data)
 
-    def outputs(self, obj: Any, x: Any) -> dict[str, Any]:
-        x = self._guard(obj, x)
-        outputs = {"predict": _predict(obj, x)}
-        if _kind(obj) == "classifier":
-            outputs["predict_proba"] = obj.predict_proba(x)
-        return outputs
-
-    @staticmethod
-    def _guard(obj: Any, x: Any) -> Any:
+    def guard(self, obj: Any, x: Any) -> Any:
         booster = _booster(obj)
         x = align_features(x, booster.feature_names, int(booster.num_features()), model=type(obj).__name__)
         if is_dataframe(x):
             categories.check_frame(booster, x, model=type(obj).__name__)
         return x
+
+    def run(self, obj: Any, x: Any) -> Any:
+        return _predict(obj, x)
 
     def diagnose_file(self, path: str, report: Any = None) -> Any:
         """For ``ms.doctor``: which XGBoost wrote a pickle/joblib file, and how to re-export it.
@@ -245,21 +182,14 @@ def _global_names(summary: Any) -> list[str] | None:
     return [getattr(g, "qualname", getattr(g, "name", g)) for g in found]
 
 
-def _check_loaded(obj: Any, data: Mapping[str, Any]) -> None:
-    """The rebuilt model must expose exactly the recorded features and classes."""
+def _recorded_facts(obj: Any, data: Mapping[str, Any]) -> dict[str, Any]:
+    """What the rebuilt model says about its features and classes (compared with the manifest)."""
     booster = _booster(obj)
     found = {"feature_names_in_": booster.feature_names, "n_features_in_": int(booster.num_features()),
              "feature_types": booster.feature_types}
     if "classes_" in data:
         found["classes_"] = to_json(obj.classes_, "classes_")
-    for key, actual in found.items():
-        if key in data and data[key] != actual:
-            raise FormatError(
-                f"The loaded XGBoost model has {key}={actual!r} but the manifest records {data[key]!r}: the "
-                "model and its recorded state disagree, so its predictions could be attributed to the wrong "
-                "features or classes. Re-export the model from its source.",
-                field=key, expected=data[key], actual=actual,
-            )
+    return found
 
 
 def _predict(obj: Any, x: Any) -> Any:
