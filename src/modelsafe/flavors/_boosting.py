@@ -13,7 +13,8 @@ from typing import Any, ClassVar, Mapping
 from modelsafe.errors import FormatError, UnsupportedModelError
 from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
 from modelsafe.flavors._wrapper_state import (
-    check_class, check_component, construct, find_base, resolve_class, restore_attributes,
+    capture_attributes, check_class, check_component, construct, encode_params, find_base, resolve_class,
+    restore_attributes, to_json,
 )
 
 KINDS = ("booster", "classifier", "regressor", "ranker")
@@ -28,6 +29,8 @@ class BoostingFlavor(Flavor):
     model_member: ClassVar[str] = ""
     #: The wrapper classes saved, by public name in the library's top-level module.
     wrappers: ClassVar[tuple[str, ...]] = ()
+    #: Wrapper attributes rebuilt from the model file, never stored as JSON.
+    rebuilt_attributes: ClassVar[tuple[str, ...]] = ()
 
     # -- hooks -------------------------------------------------------------------------------
     def classes(self) -> tuple[type, type, type, type]:
@@ -39,8 +42,17 @@ class BoostingFlavor(Flavor):
         raise NotImplementedError  # abstract
 
     def wrapper_state(self, obj: Any, fitted: bool) -> dict[str, Any]:
-        """The scikit-learn wrapper's parameters and fitted attributes as JSON."""
-        raise NotImplementedError  # abstract
+        """The scikit-learn wrapper's parameters, fitted attributes and classes as JSON."""
+        params = obj.get_params(deep=False)
+        encoded, dropped = encode_params(params)
+        state: dict[str, Any] = {
+            "params": encoded,
+            "dropped_params": dropped,
+            "attributes": capture_attributes(obj, {*self.rebuilt_attributes, *params}, type(obj).__name__),
+        }
+        if fitted and self.kind(obj) == "classifier":
+            state["classes_"] = to_json(obj.classes_, "classes_")
+        return state
 
     def read_model(self, source: ComponentSource, data: Mapping[str, Any], cls: type) -> Any:
         """Rebuild a fitted model of class ``cls`` from its native file (audited already)."""

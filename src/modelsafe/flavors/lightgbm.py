@@ -26,7 +26,7 @@ from modelsafe.flavors._boosting import BoostingFlavor
 from modelsafe.flavors._feature_guard import align_features
 from modelsafe.flavors._lightgbm_text import check_model_text
 from modelsafe.flavors._wrapper_state import (
-    capture_attributes, construct, encode_params, from_json, restore_attributes, to_json,
+    construct, from_json, restore_attributes, to_json,
 )
 
 if TYPE_CHECKING:
@@ -78,6 +78,7 @@ class LightGBMFlavor(BoostingFlavor):
     library = "LightGBM"
     model_member = MODEL
     wrappers = ("LGBMClassifier", "LGBMRegressor", "LGBMRanker")
+    rebuilt_attributes = _REBUILT
 
     def classes(self) -> tuple[type, type, type, type]:
         import lightgbm
@@ -86,18 +87,6 @@ class LightGBMFlavor(BoostingFlavor):
 
     def save_model(self, obj: Any, store: ComponentStore) -> dict[str, Any]:
         return {**_save_booster(_booster(obj), store), "feature_names_in_": _feature_names(obj)}
-
-    def wrapper_state(self, obj: Any, fitted: bool) -> dict[str, Any]:
-        params = obj.get_params(deep=False)
-        encoded, dropped = encode_params(params)
-        state: dict[str, Any] = {
-            "params": encoded,
-            "dropped_params": dropped,
-            "attributes": capture_attributes(obj, {*_REBUILT, *params}, type(obj).__name__),
-        }
-        if fitted and self.kind(obj) == "classifier":
-            state["classes_"] = to_json(obj.classes_, "classes_")
-        return state
 
     def audit(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> None:
         super().audit(source, data, options)

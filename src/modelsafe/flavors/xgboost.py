@@ -20,7 +20,7 @@ from modelsafe.flavors._base import ComponentSource, ComponentStore, LoadOptions
 from modelsafe.flavors._boosting import BoostingFlavor
 from modelsafe.flavors._feature_guard import align_features, is_dataframe
 from modelsafe.flavors._wrapper_state import (
-    capture_attributes, construct, encode_params, from_json, restore_attributes, to_json,
+    capture_attributes, construct, from_json, restore_attributes, to_json,
 )
 from modelsafe.flavors import _xgboost_categories as categories
 from modelsafe.flavors._xgboost_trees import check_booster
@@ -68,6 +68,7 @@ class XGBoostFlavor(BoostingFlavor):
     library = "XGBoost"
     model_member = MODEL
     wrappers = ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor")
+    rebuilt_attributes = ("_Booster", "kwargs")
 
     def classes(self) -> tuple[type, type, type, type]:
         import xgboost
@@ -81,17 +82,8 @@ class XGBoostFlavor(BoostingFlavor):
         return data
 
     def wrapper_state(self, obj: Any, fitted: bool) -> dict[str, Any]:
-        params = obj.get_params(deep=False)
-        encoded, dropped = encode_params(params)
-        state: dict[str, Any] = {
-            "params": encoded,
-            "dropped_params": dropped,
-            "enable_categorical": bool(getattr(obj, "enable_categorical", False)),
-            "attributes": capture_attributes(obj, {"_Booster", "kwargs", *params}, type(obj).__name__),
-        }
-        if fitted and hasattr(obj, "n_classes_"):
-            state["classes_"] = to_json(obj.classes_, "classes_")
-        return state
+        return {**super().wrapper_state(obj, fitted),
+                "enable_categorical": bool(getattr(obj, "enable_categorical", False))}
 
     def audit(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> None:
         super().audit(source, data, options)
