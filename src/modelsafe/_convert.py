@@ -40,6 +40,9 @@ _FAMILY = {"pickle": "pickle", "joblib": "joblib", "zip:torch": "torch", "torch-
 _GLOBAL_KINDS = ("dangerous-global", "unknown-global")
 #: Findings a reader handles itself (SavedModel graphs are vetted by the Keras reader).
 _READER_VETTED = {"keras": {"SavedModel"}}
+#: The protobuf files of a SavedModel folder: the Keras reader audits the graph in
+#: saved_model.pb op by op before anything runs, and never executes the other two.
+_SAVEDMODEL_PROTOS = ("saved_model.pb", "keras_metadata.pb", "fingerprint.pb")
 
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted: Collection[str] = (),
@@ -136,7 +139,8 @@ def _refuse_findings(report: "ScanReport", family: str, trusted: tuple[str, ...]
             f"untrusted source could run code; nothing was read.{warn} If you trust the file's source, pass "
             f"trusted=[...] with exactly these names (modelsafe convert --trusted NAME).",
             globals=untrusted, path=report.path)
-    others = [f for f in report.findings if f.kind not in _GLOBAL_KINDS and f.subject not in vetted]
+    others = [f for f in report.findings if f.kind not in _GLOBAL_KINDS and f.subject not in vetted
+              and not _savedmodel_proto(report, f)]
     if not others:
         return
     lines = "\n".join(f"  - {f.describe()}" for f in others)
@@ -151,6 +155,12 @@ def _refuse_findings(report: "ScanReport", family: str, trusted: tuple[str, ...]
         f"Refusing to convert {report.path!r}: the scan found {len(others)} problem(s):\n{lines}\n"
         "A converted artifact must hold nothing that can run code and must be read completely; nothing was "
         "read. Run `modelsafe doctor` on the file for details.", **facts)
+
+
+def _savedmodel_proto(report: "ScanReport", finding: Any) -> bool:
+    """A SavedModel folder's own protobuf file, which the Keras reader vets (not unknown content)."""
+    return (report.kind == "savedmodel-directory" and finding.kind == "unknown-format"
+            and finding.location in _SAVEDMODEL_PROTOS)
 
 
 def _read(path: Path, family: str, trusted: tuple[str, ...]) -> Any:

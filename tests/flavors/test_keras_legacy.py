@@ -167,7 +167,8 @@ def test_tf2_savedmodels_become_inference_endpoints(tmp_path, fresh, name):
     endpoint = read_legacy(FIXTURES / name)
     assert endpoint.endpoint == "serving_default"
     np.testing.assert_allclose(endpoint.predict(X), _expected(name), rtol=1e-5, atol=1e-6)
-    manifest = _convert(name, tmp_path / "sm.msafe")
+    manifest = ms.convert(FIXTURES / name, tmp_path / "sm.msafe", sample=X)  # scan, read, save, verify
+    assert manifest.source["kind"] == "savedmodel-directory"
     data = manifest.components["model"].data
     assert data["format"] == "savedmodel" and data["endpoint"] == "serving_default"
     assert data["saved_by_tensorflow"] == "2.15.1" and "saved_model.pb" in data["files"]
