@@ -199,6 +199,9 @@ LOADS = ["load:torch", "load:torch mmap", "load:safetensors", "load:safetensors 
 
 
 LOAD_INPUTS = ["save:torch", "save:safetensors", "save:ms"]
+#: Operations whose other-thread work runs on two threads at once (the two weight members of a large
+#: artifact are hashed, or read, in parallel); the others have at most one busy helper thread.
+PARALLEL = {"load:ms verified": 2, "load:ms first": 2, "load:ms copy": 2}
 
 
 def run_child(op: str, folder: Path, keep: bool = False) -> dict[str, Any]:
@@ -253,15 +256,16 @@ def table(results: dict[str, list[dict[str, Any]]], size: int) -> str:
     lines.append(f"| save:torch+fsync without the fsync | {own['save:torch+fsync']:.3f} | "
                  f"{gib / own['save:torch+fsync']:.2f} | | |")
     crit = {}
-    lines += ["", "CPU seconds of the saves (independent of other load): on an idle two-core machine a save takes "
-              "about its critical path, the larger of the main thread and the other threads, plus disk waits.", "",
+    lines += ["", "CPU seconds (independent of other load): on an idle two-core machine an operation takes about "
+              "its critical path, the larger of the main thread and the other threads (shared by the threads that "
+              "run at once), plus waits for the disk.", "",
               "| operation | main-thread CPU | other-thread CPU | critical path | GiB/s on it |",
               "|---|---|---|---|---|"]
-    for op in SAVES:
+    for op in SAVES + LOADS:
         main_cpu = statistics.median(r["main_cpu"] for r in results[op])
         other = statistics.median(r["cpu"] - r["main_cpu"] for r in results[op])
-        crit[op] = max(main_cpu, other)
-        lines.append(f"| {op} | {main_cpu:.2f} | {other:.2f} | {crit[op]:.2f} | {gib / crit[op]:.2f} |")
+        crit[op] = max(main_cpu, other / PARALLEL.get(op, 1))
+        lines.append(f"| {op} | {main_cpu:.3f} | {other:.3f} | {crit[op]:.3f} | {gib / max(crit[op], 1e-9):.2f} |")
     lines += [
         "",
         "| target | measured | met |",
@@ -273,7 +277,8 @@ def table(results: dict[str, list[dict[str, Any]]], size: int) -> str:
         f"{'yes' if t['save:torch'] / t['save:ms'] >= 1.3 else 'no (total)'} |",
         f"| lazy load within 2 x safetensors.load_file | {t['load:ms lazy'] / t['load:safetensors']:.2f} x | "
         f"{'yes' if t['load:ms lazy'] <= 2 * t['load:safetensors'] else 'no'} |",
-        f"| verified load >= 1.2 GiB/s | {gib / t['load:ms verified']:.2f} GiB/s | "
+        f"| verified load >= 1.2 GiB/s | {gib / t['load:ms verified']:.2f} GiB/s (on its CPU critical path "
+        f"{gib / crit['load:ms verified']:.2f} GiB/s) | "
         f"{'yes' if gib / t['load:ms verified'] >= 1.2 else 'no'} |",
         f"| save: no full second copy | {_median(results['save:ms'], 'peak_extra') / size:.2f} x model size | "
         f"{'yes' if _median(results['save:ms'], 'peak_extra') < 0.5 * size else 'no'} |",
