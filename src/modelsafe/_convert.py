@@ -46,7 +46,7 @@ _SAVEDMODEL_PROTOS = ("saved_model.pb", "keras_metadata.pb", "fingerprint.pb")
 
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted: Collection[str] = (),
-            sample: Any = None, overwrite: bool = False) -> "Manifest":
+            sample: Any = None, overwrite: bool = False, trust_code: bool = False) -> "Manifest":
     """Convert a legacy pickle, joblib, torch or Keras file into a verified modelsafe artifact.
 
     Parameters
@@ -64,6 +64,9 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
         checked against them.
     overwrite
         Replace an existing artifact at ``dst``.
+    trust_code
+        Allow Keras Lambda layers, whose stored bytecode runs when the model is loaded (as
+        ``ms.load(..., trust_code=True)`` does). Everything else the scan finds is still refused.
 
     Returns
     -------
@@ -96,11 +99,11 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
     src_path, trusted = Path(src), tuple(trusted)
     report = scan(src_path)
     family = _family(report)
-    _refuse_findings(report, family, trusted)
-    obj = _read(src_path, family, trusted)
+    _refuse_findings(report, family, trusted, trust_code)
+    obj = _read(src_path, family, trusted, trust_code)
     manifest = _save(obj, src_path, Path(dst), report, trusted, sample, overwrite)
     if sample is not None:
-        _verify(Path(dst), trusted)
+        _verify(Path(dst), trusted, trust_code)
     return manifest
 
 
@@ -124,7 +127,7 @@ def _is_trusted(name: str, trusted: tuple[str, ...]) -> bool:
     return name in trusted or any(t.endswith(".*") and name.startswith(t[:-1]) for t in trusted)
 
 
-def _refuse_findings(report: "ScanReport", family: str, trusted: tuple[str, ...]) -> None:
+def _refuse_findings(report: "ScanReport", family: str, trusted: tuple[str, ...], trust_code: bool = False) -> None:
     """Raise unless every finding is a global the caller trusts (nothing has been read yet)."""
     vetted = _READER_VETTED.get(family, set())
     untrusted = sorted({f.subject for f in report.findings if f.kind in _GLOBAL_KINDS
@@ -140,7 +143,7 @@ def _refuse_findings(report: "ScanReport", family: str, trusted: tuple[str, ...]
             f"trusted=[...] with exactly these names (modelsafe convert --trusted NAME).",
             globals=untrusted, path=report.path)
     others = [f for f in report.findings if f.kind not in _GLOBAL_KINDS and f.subject not in vetted
-              and not _savedmodel_proto(report, f)]
+              and not _savedmodel_proto(report, f) and not (trust_code and _lambda_layer(f))]
     if not others:
         return
     lines = "\n".join(f"  - {f.describe()}" for f in others)
@@ -163,7 +166,12 @@ def _savedmodel_proto(report: "ScanReport", finding: Any) -> bool:
             and finding.location in _SAVEDMODEL_PROTOS)
 
 
-def _read(path: Path, family: str, trusted: tuple[str, ...]) -> Any:
+def _lambda_layer(finding: Any) -> bool:
+    """A Keras Lambda layer (allowed by trust_code; the Keras reader applies the same gate)."""
+    return finding.kind == "keras-code" and str(finding.subject).startswith("Lambda layer")
+
+
+def _read(path: Path, family: str, trusted: tuple[str, ...], trust_code: bool = False) -> Any:
     if family == "pickle":
         from modelsafe.security import restricted_loads
 
@@ -174,7 +182,7 @@ def _read(path: Path, family: str, trusted: tuple[str, ...]) -> Any:
         return restricted_load_joblib(path, trusted=trusted)
     reader = _reader(family)
     if family == "keras":
-        return reader(path, trusted=trusted, trust_code=False)
+        return reader(path, trusted=trusted, trust_code=trust_code)
     return reader(path, trusted=trusted)
 
 
@@ -210,12 +218,12 @@ def _save(obj: Any, src: Path, dst: Path, report: "ScanReport", trusted: tuple[s
     return save(obj, dst, sample=sample, overwrite=overwrite, source=source)
 
 
-def _verify(dst: Path, trusted: tuple[str, ...]) -> None:
+def _verify(dst: Path, trusted: tuple[str, ...], trust_code: bool = False) -> None:
     """Load the artifact back and replay the sample; remove the artifact if it does not match."""
     from modelsafe._api import verify
 
     try:
-        verify(dst, trusted=trusted, env="ignore").raise_if_failed()
+        verify(dst, trusted=trusted, env="ignore", trust_code=trust_code).raise_if_failed()
     except BaseException:
         if dst.is_dir():
             shutil.rmtree(dst, ignore_errors=True)

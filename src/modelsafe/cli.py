@@ -208,13 +208,14 @@ def doctor(state: _State, paths: tuple[str, ...]) -> None:
 @click.argument("dst")
 @click.option("--trusted", multiple=True, metavar="MODULE.NAME", help="Global the legacy file may use.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing artifact at DST.")
+@click.option("--trust-code", is_flag=True, help="Allow Keras Lambda layers (their bytecode runs at load).")
 @_json_option
 @click.pass_obj
-def convert(state: _State, src: str, dst: str, trusted: tuple[str, ...], overwrite: bool) -> None:
+def convert(state: _State, src: str, dst: str, trusted: tuple[str, ...], overwrite: bool, trust_code: bool) -> None:
     """Convert a legacy pickle / joblib / torch / h5 file into an artifact."""
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
-        manifest = ms.convert(path, dst, trusted=trusted, overwrite=overwrite)
+        manifest = ms.convert(path, dst, trusted=trusted, overwrite=overwrite, trust_code=trust_code)
         return ({"path": dst, "source": path, "ok": True, **manifest.to_dict()},
                 f"converted {path} -> {dst} (flavor {manifest.flavor})", True)
 

@@ -269,6 +269,10 @@ def test_ms_convert_keras2_h5_and_keras2_keras(tmp_path, fresh):
     with pytest.raises(UntrustedContentError, match="double_plus_one"):
         ms.convert(FIXTURES / "k2_lambda.h5", tmp_path / "lam.msafe", sample=X)
     assert not (tmp_path / "lam.msafe").exists()
+    trusted = ms.convert(FIXTURES / "k2_lambda.h5", tmp_path / "lam.msafe", sample=X, trust_code=True)
+    assert trusted.flavor == "keras"
+    with pytest.raises(UntrustedContentError, match="Lambda"):
+        ms.load(tmp_path / "lam.msafe")  # the artifact keeps the gate: loading it needs trust_code too
     np.save(tmp_path / "X.npy", X)
     fresh("""
         import numpy as np, modelsafe as ms
