@@ -19,7 +19,8 @@ Rows, measured side by side in one process, rounds interleaved (``BENCH_ROUNDS``
   blocked (the copy to host memory); "until written" adds the background write (``wait()``).
 
 ``os.sync()`` runs between operations (not timed), so no tool pays for another's writeback.
-The machine is shared: the table shows the median and range over interleaved rounds. Files go to ``BENCH_DIR`` (default /tmp) and are deleted.
+The machine is shared: the table shows the median and range over interleaved rounds.
+Files go to ``BENCH_DIR`` (default /tmp) and are deleted.
 
 Run: ``.venv-bench/bin/python bench/bench_checkpoint.py``.
 """
@@ -122,21 +123,19 @@ def main() -> None:
             os.fsync(f.fileno())
 
     rows: dict[str, list[tuple[float, float]]] = {}
-    step = 0
     try:
         # warm-up, not counted: every tool has written once (the VM's first touch of page-cache memory is slow)
-        first_stall, _ = timed(lambda: async_ck.save(step, model=model, optimizer=opt), clock)
+        first_stall, _ = timed(lambda: async_ck.save(0, model=model, optimizer=opt), clock)
         async_ck.wait()
         timed(lambda: torch_save(False), clock)
-        timed(lambda: sync_ck.save(step, model=model, optimizer=opt), clock)
-        for _ in range(ROUNDS):
-            step += 1
+        timed(lambda: sync_ck.save(0, model=model, optimizer=opt), clock)
+        for step in range(1, ROUNDS + 1):
             rows.setdefault("torch.save", []).append(timed(lambda: torch_save(False), clock))
             rows.setdefault("torch.save + fsync", []).append(timed(lambda: torch_save(True), clock))
             rows.setdefault("raw write + fsync", []).append(timed(raw_write, clock))
             rows.setdefault("Checkpointer.save (sync)", []).append(
-                timed(lambda: sync_ck.save(step, model=model, optimizer=opt), clock))
-            stall = timed(lambda: async_ck.save(step, model=model, optimizer=opt), clock)
+                timed(lambda s=step: sync_ck.save(s, model=model, optimizer=opt), clock))
+            stall = timed(lambda s=step: async_ck.save(s, model=model, optimizer=opt), clock)
             start = time.perf_counter()
             async_ck.wait()
             rows.setdefault("Checkpointer.save (async): stall", []).append(stall)

@@ -22,7 +22,7 @@ import pytest
 
 import modelsafe as ms
 from modelsafe.checkpoints import CheckpointInfo, MetricWarning, Restored
-from modelsafe.errors import ArchitectureMismatchError, FormatError, IntegrityError, SaveError, UnsupportedModelError
+from modelsafe.errors import FormatError
 
 torch = pytest.importorskip("torch")
 
@@ -81,7 +81,7 @@ def train_step(model, optimizer, scheduler):
     loss.backward()
     optimizer.step()
     scheduler.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def save_params(model, path):
@@ -367,3 +367,17 @@ def test_resume_in_a_new_process_is_bitwise_identical(tmp_path, train, fresh):
         assert straight[name].dtype == resumed[name].dtype
         assert straight[name].tobytes() == resumed[name].tobytes(), name
     assert out["lr"] == [0.05 * 0.5 ** (n // 3)]
+
+
+def test_reading_a_checkpoint_directory_imports_no_framework(tmp_path, train, fresh):
+    model, opt, sched = train.build()
+    ms.Checkpointer(tmp_path / "ck", monitor="loss").save(2, model=model, optimizer=opt, metrics={"loss": 0.5})
+    out = _fresh_json(fresh, """
+        import sys, modelsafe as ms
+        ck = ms.Checkpointer("ck", monitor="loss")
+        listed = [(c.step, c.metrics) for c in ck.list()]
+        facts = ms.inspect(ck.best.path).metadata["modelsafe.checkpoint"]
+        out = {"listed": listed, "step": facts["step"],
+               "imported": sorted(m for m in ("torch", "tensorflow", "keras", "sklearn") if m in sys.modules)}
+    """)
+    assert out == {"listed": [[2, {"loss": 0.5}]], "step": 2, "imported": []}

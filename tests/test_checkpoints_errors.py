@@ -7,11 +7,13 @@ import json
 import os
 import re
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
 
 import modelsafe as ms
+from modelsafe._checkpoint_write import CheckpointWarning
 from modelsafe.checkpoints import MetricWarning
 from modelsafe.errors import (ArchitectureMismatchError, FormatError, IntegrityError, SaveError,
                               UnsavableObjectError, UnsupportedModelError)
@@ -293,3 +295,24 @@ def test_a_second_writer_process_is_refused_until_the_first_closes(tmp_path, fre
     assert "@@saved" in fresh(code).stdout
     assert [c.step for c in ms.Checkpointer(tmp_path / "ck", keep_last=2).list()] == [1, 2]
     assert json.loads((tmp_path / "ck" / "checkpoints.json").read_text())["next_seq"] == 3
+
+
+def test_a_model_whose_constructor_cannot_be_recorded_is_checkpointed_as_weights(tmp_path):
+    class Local(nn.Module):  # defined in a function: no other process could import it
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+    torch.manual_seed(0)
+    model = Local()
+    ck = ms.Checkpointer(tmp_path / "ck", keep_last=2)
+    with pytest.warns(CheckpointWarning, match=r"Checkpoints of .*Local store its weights only.*ms\.load\(checkpoint\) "
+                                               r"gives the state dict"):
+        first = ck.save(0, model=model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CheckpointWarning)  # said once per Checkpointer
+        ck.save(1, model=model)
+    other = Local()
+    assert ck.restore(model=other, device="cpu").step == 1 and torch.equal(other.fc.weight, model.fc.weight)
+    loaded = ms.load(first.path).model
+    assert list(loaded) == ["fc.weight", "fc.bias"] and torch.equal(loaded["fc.bias"], model.fc.bias)

@@ -87,9 +87,8 @@ def encode_metrics(metrics: Mapping[str, float]) -> dict[str, Any]:
 def decode_metrics(raw: Mapping[str, Any]) -> dict[str, float]:
     out = {}
     for key, value in raw.items():
-        if isinstance(value, str) and value in ("nan", "inf", "-inf"):
-            out[str(key)] = float(value)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        spelled = isinstance(value, str) and value in ("nan", "inf", "-inf")
+        if spelled or (isinstance(value, (int, float)) and not isinstance(value, bool)):
             out[str(key)] = float(value)
     return out
 
@@ -113,9 +112,9 @@ def latest(entries: Iterable[Entry]) -> Entry | None:
 
 def ranked(entries: Iterable[Entry], monitor: str | None, mode: str) -> list[Entry]:
     """Entries with a finite ``monitor`` value, best first (an earlier save wins a tie)."""
-    scored = [(monitored(e, monitor), e) for e in entries]
     sign = 1.0 if mode == "min" else -1.0
-    return [e for v, e in sorted(((v, e) for v, e in scored if v is not None), key=lambda ve: (sign * ve[0], ve[1].seq))]
+    scored = [(value, e) for e in entries if (value := monitored(e, monitor)) is not None]
+    return [e for _, e in sorted(scored, key=lambda ve: (sign * ve[0], ve[1].seq))]
 
 
 def best(entries: Iterable[Entry], monitor: str | None, mode: str) -> Entry | None:
