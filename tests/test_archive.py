@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelsafe._archive import ALIGNMENT, ArtifactWriter, open_artifact
+from modelsafe._archive import ALIGNMENT, open_artifact
+from modelsafe._writer import ArtifactWriter
 from modelsafe._data import npy_bytes, npy_load
 from modelsafe.errors import FormatError, SaveError, UnsafeArchiveError
 

@@ -116,7 +116,7 @@ def test_custom_classes_need_explicit_trust(fresh, tmp_path):
     assert err.value.globals == ["mymodels.Threshold"] and "trusted=" in str(err.value)
     assert not (tmp_path / "custom.msafe").exists()
     X = np.linspace(0, 1, 10)[:, None]
-    fresh(f"""
+    fresh("""
         import numpy as np, modelsafe as ms
         X = np.linspace(0, 1, 10)[:, None]
         ms.convert("custom.pkl", "custom.msafe", trusted=["mymodels.Threshold"], sample=X)

@@ -10,7 +10,7 @@ the model back):
 * ``code/``: source of custom classes from ``__main__`` or local modules;
 * the manifest, whose ``metadata["modelsafe.checkpoint"]`` records step, metrics and time.
 
-Synchronous saves write members with :class:`~modelsafe._archive.ArtifactWriter` directly
+Synchronous saves write members with :class:`~modelsafe._writer.ArtifactWriter` directly
 from the live tensors (no copy). Asynchronous saves run the very same code against a
 :class:`HostSnapshot`, which copies every member's bytes into reusable host buffers as
 they are produced; a background thread later replays them into an ``ArtifactWriter``.
@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from modelsafe._archive import ArtifactWriter, check_member_name
+from modelsafe._archive import check_member_name
+from modelsafe._writer import ArtifactWriter
 from modelsafe._manifest import FORMAT_VERSION, Component, Manifest, MemberRecord
 from modelsafe.errors import SaveError, UnsavableObjectError, UnsupportedModelError
 from modelsafe.flavors._base import ComponentStore, SavedComponent
@@ -33,7 +34,7 @@ from modelsafe.flavors._base import ComponentStore, SavedComponent
 if TYPE_CHECKING:
     import numpy as np
 
-    from modelsafe._archive import WrittenMember
+    from modelsafe._writer import WrittenMember
 
 #: Members at least this large are copied into a reusable buffer; smaller ones into bytes.
 _BUFFERED = 1 << 20

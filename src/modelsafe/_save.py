@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from modelsafe._archive import ArtifactWriter
+from modelsafe._writer import ArtifactWriter
 from modelsafe._manifest import FORMAT_VERSION, Component, Manifest, MemberRecord
 from modelsafe.errors import ModelsafeError, SaveError
 from modelsafe.flavors import detect_flavor, get_flavor

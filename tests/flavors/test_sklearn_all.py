@@ -87,14 +87,14 @@ def test_every_estimator_round_trips_in_a_fresh_process(tmp_path: Path, fresh):
         ms.save(est, tmp_path / f"{name}.msafe", sample=X[:8] if replayable else None)
         np.savez(tmp_path / f"{name}.expected.npz", X=X, **expected[name])
     (tmp_path / "names.json").write_text(json.dumps(sorted(expected)))
-    proc = fresh(f"""
+    proc = fresh("""
         import json, warnings, numpy as np, modelsafe as ms
         warnings.simplefilter("ignore")
         failures = []
         for name in json.load(open("names.json")):
             try:
-                bundle = ms.load(f"{{name}}.msafe", env="ignore")
-                ref = np.load(f"{{name}}.expected.npz")
+                bundle = ms.load(f"{name}.msafe", env="ignore")
+                ref = np.load(f"{name}.expected.npz")
                 for method in ref.files:
                     if method == "X":
                         continue
@@ -105,9 +105,9 @@ def test_every_estimator_round_trips_in_a_fresh_process(tmp_path: Path, fresh):
                     else:
                         ok = np.array_equal(got, ref[method])
                     if not ok:
-                        failures.append(f"{{name}}.{{method}} differs")
+                        failures.append(f"{name}.{method} differs")
             except Exception as exc:
-                failures.append(f"{{name}}: {{type(exc).__name__}}: {{exc}}")
+                failures.append(f"{name}: {type(exc).__name__}: {exc}")
         print(json.dumps(failures))
     """)
     failures = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelsafe._archive import ArtifactWriter, open_artifact
+from modelsafe._archive import open_artifact
+from modelsafe._writer import ArtifactWriter
 from modelsafe.errors import FormatError, SaveError
 from modelsafe.flavors._base import ComponentSource, ComponentStore
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping
 if TYPE_CHECKING:
     import numpy as np
 
-    from modelsafe._archive import ArtifactReader, ArtifactWriter
+    from modelsafe._archive import ArtifactReader
+    from modelsafe._writer import ArtifactWriter
 
 
 class ComponentStore:
