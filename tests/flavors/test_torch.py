@@ -534,7 +534,7 @@ def test_devices_and_a_gpu_saved_model_on_a_cpu_machine(tmp_path, fresh, models)
         notes = [str(w.message) for w in caught if type(w.message).__name__ == "DeviceChangedWarning"]
         auto = ms.load("gpu_model", device="auto")
         errors = {}
-        for device in ("cuda", "cuda:1", "tpu:7"):
+        for device in ("cuda", "cuda:1", "tpu:7", "meta"):
             try:
                 ms.load("gpu_model", device=device)
             except ms.FlavorError as exc:
@@ -547,7 +547,7 @@ def test_devices_and_a_gpu_saved_model_on_a_cpu_machine(tmp_path, fresh, models)
     assert len(out["notes"]) == 1
     assert "saved on cuda:0 and is loaded on cpu (device=None means CPU)" in out["notes"][0]
     assert "0 CUDA device(s)" in out["errors"]["cuda"] and "device='auto'" in out["errors"]["cuda"]
-    assert set(out["errors"]) == {"cuda", "cuda:1", "tpu:7"}
+    assert set(out["errors"]) == {"cuda", "cuda:1", "tpu:7", "meta"}
 
 
 # ---------------------------------------------------------------------------------------

@@ -233,7 +233,7 @@ class _Storages:
 
 
 def _restricted(data: Any, trusted: tuple[str, ...], storages: _Storages, where: str) -> Any:
-    from modelsafe.security import restricted_loads, summarize_pickle
+    from modelsafe.security import audit_pickle, restricted_loads, summarize_pickle
 
     summary = summarize_pickle(data)
     standins = _standins(summary.names())
@@ -245,7 +245,8 @@ def _restricted(data: Any, trusted: tuple[str, ...], storages: _Storages, where:
             "run any of them, so a checkpoint from an untrusted source could execute code. Nothing was loaded. If you "
             "trust the file's source, pass exactly these names: trusted=[" + ", ".join(repr(n) for n in refused)
             + "].", globals=refused)
-    return restricted_loads(data, trusted=trusted, standins=standins, persistent_load=storages)
+    audit_pickle(summary, trusted=trusted, standins=standins, allow_persistent=True)  # complete, every name allowed
+    return restricted_loads(data, trusted=trusted, standins=standins, persistent_load=storages, audited=summary)
 
 
 def _is_trusted(name: str, trusted: tuple[str, ...]) -> bool:

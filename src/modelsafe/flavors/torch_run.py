@@ -61,6 +61,9 @@ def resolve_device(requested: Any, saved: str | None = None) -> str:
         except (RuntimeError, TypeError) as exc:
             raise FlavorError(f"Invalid device {requested!r} ({exc}). Use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.",
                               device=str(requested)) from None
+        if parsed.type == "meta":
+            raise FlavorError("device='meta' holds no data, so the loaded model would have no weights. Use 'cpu', "
+                              "'cuda', 'cuda:N', 'mps' or 'auto'.", device="meta")
         _check_available(parsed)
         device = str(parsed)
     if saved and not saved.startswith(device.split(":")[0]):
