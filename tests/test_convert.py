@@ -194,3 +194,24 @@ def test_cli_convert_refuses_attacks_with_exit_1(cli, tmp_path):
     assert proc.returncode == 1 and "builtins.exec" in proc.stdout and not (tmp_path / "out.msafe").exists()
     assert not list(tmp_path.glob("MODELSAFE_CANARY_*"))
     assert cli("convert", str(tmp_path / "nope.pkl"), str(tmp_path / "o.msafe")).returncode == 2
+
+
+def test_whole_pickled_torch_model_converts_and_save_options_pass_through(tmp_path, fresh):
+    # torch.nn classes are vetted by the torch reader itself (nn.Module subclasses only), so
+    # a whole pickled model needs no trusted= for them; init_args= reaches ms.save.
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    torch.save(net, tmp_path / "whole.pt")
+    X = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    manifest = ms.convert(tmp_path / "whole.pt", tmp_path / "whole.msafe", sample=X)
+    assert manifest.flavor == "torch" and manifest.source["kind"].startswith("zip")
+    with pytest.raises(SaveError, match="init_args do not match the constructor"):
+        ms.convert(tmp_path / "whole.pt", tmp_path / "other.msafe", init_args={"nope": 1})
+    assert not (tmp_path / "other.msafe").exists()
+    np.save(tmp_path / "X.npy", X)
+    fresh("""
+        import numpy as np, torch, modelsafe as ms
+        bundle = ms.load("whole.msafe")
+        assert bundle.verify().ok and not bundle.model.training
+    """)

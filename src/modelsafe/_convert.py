@@ -40,13 +40,16 @@ _FAMILY = {"pickle": "pickle", "joblib": "joblib", "zip:torch": "torch", "torch-
 _GLOBAL_KINDS = ("dangerous-global", "unknown-global")
 #: Findings a reader handles itself (SavedModel graphs are vetted by the Keras reader).
 _READER_VETTED = {"keras": {"SavedModel"}}
+#: Globals a reader accepts after its own check: the torch reader takes torch.nn module
+#: classes only when they are nn.Module subclasses (for whole pickled models).
+_READER_GLOBALS = {"torch": ("torch.nn.modules.",)}
 #: The protobuf files of a SavedModel folder: the Keras reader audits the graph in
 #: saved_model.pb op by op before anything runs, and never executes the other two.
 _SAVEDMODEL_PROTOS = ("saved_model.pb", "keras_metadata.pb", "fingerprint.pb")
 
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted: Collection[str] = (),
-            sample: Any = None, overwrite: bool = False, trust_code: bool = False) -> "Manifest":
+            sample: Any = None, overwrite: bool = False, trust_code: bool = False, **options: Any) -> "Manifest":
     """Convert a legacy pickle, joblib, torch or Keras file into a verified modelsafe artifact.
 
     Parameters
@@ -67,6 +70,9 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
     trust_code
         Allow Keras Lambda layers, whose stored bytecode runs when the model is loaded (as
         ``ms.load(..., trust_code=True)`` does). Everything else the scan finds is still refused.
+    **options
+        Passed to :func:`modelsafe.save` for the model, e.g. ``init_args=`` for a whole pickled
+        PyTorch model whose constructor arguments cannot be inferred.
 
     Returns
     -------
@@ -101,7 +107,7 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
     family = _family(report)
     _refuse_findings(report, family, trusted, trust_code)
     obj = _read(src_path, family, trusted, trust_code)
-    manifest = _save(obj, src_path, Path(dst), report, trusted, sample, overwrite)
+    manifest = _save(obj, src_path, Path(dst), report, trusted, sample, overwrite, options)
     if sample is not None:
         _verify(Path(dst), trusted, trust_code)
     return manifest
@@ -130,8 +136,9 @@ def _is_trusted(name: str, trusted: tuple[str, ...]) -> bool:
 def _refuse_findings(report: "ScanReport", family: str, trusted: tuple[str, ...], trust_code: bool = False) -> None:
     """Raise unless every finding is a global the caller trusts (nothing has been read yet)."""
     vetted = _READER_VETTED.get(family, set())
+    reader_checked = _READER_GLOBALS.get(family, ())
     untrusted = sorted({f.subject for f in report.findings if f.kind in _GLOBAL_KINDS
-                        and not _is_trusted(f.subject, trusted)})
+                        and not _is_trusted(f.subject, trusted) and not str(f.subject).startswith(reader_checked)})
     if untrusted:
         dangerous = sorted({f.subject for f in report.findings if f.kind == "dangerous-global"} & set(untrusted))
         warn = (f" {', '.join(dangerous)} can run commands or code: trust them only if you wrote this file."
@@ -210,12 +217,12 @@ def _reader(family: str) -> Callable[..., Any]:
 
 
 def _save(obj: Any, src: Path, dst: Path, report: "ScanReport", trusted: tuple[str, ...], sample: Any,
-          overwrite: bool) -> "Manifest":
+          overwrite: bool, options: dict[str, Any]) -> "Manifest":
     from modelsafe._api import save
 
     source = {"path": str(src.resolve()), "kind": report.kind, "size": _size(src), "sha256": _sha256(src),
               "trusted": list(trusted), "converted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    return save(obj, dst, sample=sample, overwrite=overwrite, source=source)
+    return save(obj, dst, sample=sample, overwrite=overwrite, source=source, **options)
 
 
 def _verify(dst: Path, trusted: tuple[str, ...], trust_code: bool = False) -> None:

@@ -69,9 +69,18 @@ class _GraphPickler(pickle.Pickler):
         #: id(obj) -> index, so an object the graph references twice is saved once (and stays one object).
         self._seen: dict[int, int] = {}
         self._keep: list[Any] = []  # keeps ids unique while pickling
+        #: type -> whether a class in its MRO comes from a native framework (a user's nn.Module subclass does).
+        self._native_types: dict[type, bool] = {}
+
+    def _native(self, cls: type) -> bool:
+        found = self._native_types.get(cls)
+        if found is None:
+            found = any((getattr(c, "__module__", None) or "").partition(".")[0] in self._roots for c in cls.__mro__)
+            self._native_types[cls] = found
+        return found
 
     def persistent_id(self, obj: Any) -> Any:
-        if obj is self._root or type(obj).__module__.partition(".")[0] not in self._roots:
+        if obj is self._root or not self._native(type(obj)):
             return None
         from modelsafe.flavors import detect_flavor, get_flavor
 
