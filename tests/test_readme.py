@@ -15,4 +15,10 @@ def test_readme_python_examples_run(fresh):
     assert len(blocks) >= 2
     # Run as a script, as a user would paste them into train.py (classes defined there are bundled).
     proc = fresh.script("readme_examples.py", "\n".join(blocks))
-    assert "sklearn" in proc.stdout and "changed:" in proc.stdout
+    out = proc.stdout
+    for expected in ("sklearn 6 members", "verification of model.msafe: passed", "changed: Member",
+                     "['ClipIncome']", "refused: ['__main__']", "missing column: age",
+                     "connector (sqlite3.Connection): open database connections cannot be saved",
+                     "lock (_thread.lock)", "False ['posix.system']", "pickle True", "False (2, 2)",
+                     "[np.str_('income'), np.str_('age')]", "resumed at step"):
+        assert expected in out, f"{expected!r} missing from the README's output:\n{out}"
