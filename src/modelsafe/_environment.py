@@ -61,21 +61,28 @@ def _packages_distributions() -> dict[str, list[str]]:
 
 
 @functools.lru_cache(maxsize=512)
+def installed_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist``, or None (cached: each lookup reads files).
+
+    Versions are read once per process: what matters is the code this process runs.
+    """
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=512)
 def distribution_for_module(module: str) -> tuple[str, str] | None:
     """``(distribution, version)`` providing ``module``; None for stdlib and local modules."""
     root = module.split(".")[0]
     if not root or is_stdlib(root) or root in ("__main__", "__mp_main__"):
         return None
-    for dist in _KNOWN.get(root, ()):
-        try:
-            return dist, metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    for dist in _packages_distributions().get(root, ()):
-        try:
-            return dist, metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
+    for candidates in (lambda: _KNOWN.get(root, ()), lambda: _packages_distributions().get(root, ())):
+        for dist in candidates():  # the scan of every installed distribution only when needed
+            version = installed_version(dist)
+            if version is not None:
+                return dist, version
     return None
 
 
@@ -124,12 +131,9 @@ def capture_environment(modules: Iterable[str] = (), *, extra_distributions: Ite
         if root not in entry["modules"]:
             entry["modules"].append(root)
     for dist in extra_distributions:
-        if dist in packages:
-            continue  # already found from a module (each metadata lookup reads files)
-        try:
-            packages[dist] = {"version": metadata.version(dist), "modules": []}
-        except metadata.PackageNotFoundError:
-            continue
+        version = installed_version(dist) if dist not in packages else None
+        if version is not None:
+            packages[dist] = {"version": version, "modules": []}
     return {
         "python": {"version": platform.python_version(), "implementation": platform.python_implementation()},
         "platform": {"system": platform.system(), "machine": platform.machine(), "release": platform.release()},
