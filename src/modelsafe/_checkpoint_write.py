@@ -94,7 +94,8 @@ class HostSnapshot:
     def nbytes(self) -> int:
         return sum(self._sizes.values())
 
-    def write(self, name: str, buffers: Any, *, size: int | None = None) -> None:
+    def add(self, name: str, buffers: Any, *, size: int | None = None) -> None:
+        """Capture one member (the ArtifactWriter interface ComponentStore writes through)."""
         if isinstance(buffers, (bytes, bytearray, memoryview)):
             size = memoryview(buffers).nbytes
             buffers = (buffers,)
@@ -130,9 +131,9 @@ class HostSnapshot:
         """Write every captured member, in capture order, into ``writer`` (hashed while written)."""
         for name, data in self._data.items():
             if isinstance(data, list):
-                writer.write(name, data, size=self._sizes[name])
+                writer.add(name, data, size=self._sizes[name])
             else:
-                writer.write(name, memoryview(data))
+                writer.add(name, memoryview(data))
 
 
 # ---------------------------------------------------------------------------------------

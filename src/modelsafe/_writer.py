@@ -52,8 +52,9 @@ def is_single_file(path: str | os.PathLike[str]) -> bool:
 class _Hasher:
     """SHA-256 of a member, updated on a background thread so hashing overlaps writing.
 
-    ``hashlib`` releases the GIL on large buffers, so the two cores work at once.
-    Chunks are hashed in submission order (one worker).
+    ``hashlib`` releases the GIL on large buffers, so the cores work at once. A member's
+    chunks are hashed in order (each waits for the previous); two members can be hashed
+    at the same time, so one member's digest finishes while the next is written.
     """
 
     def __init__(self, pool: ThreadPoolExecutor) -> None:
@@ -94,11 +95,13 @@ class ArtifactWriter:
         self.path = Path(path)
         self.single_file = is_single_file(self.path)
         self.overwrite = overwrite
-        self.members: dict[str, WrittenMember] = {}
+        self._members: dict[str, WrittenMember] = {}
+        #: Members written whose digest may still be computing: name -> (size, hasher).
+        self._digests: dict[str, tuple[int, _Hasher]] = {}
         self._progress = progress
         #: Start the disk write of members while they are written (see :class:`_Writeback`).
         self._writeback = writeback and hasattr(os, "posix_fadvise")
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelsafe-hash")
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelsafe-hash")
         self._lock = threading.Lock()
         self._committed = False
         check_target(self.path, overwrite)
@@ -142,22 +145,35 @@ class ArtifactWriter:
                 self._tmp.unlink()
 
     # -- members --------------------------------------------------------------------
-    def write(self, name: str, buffers: bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview],
-              *, size: int | None = None) -> WrittenMember:
-        """Write one member from a buffer or an iterable of buffers; return its record."""
+    @property
+    def members(self) -> dict[str, WrittenMember]:
+        """Every member written so far, with its size and SHA-256 (waits for pending digests)."""
+        for name, (size, hasher) in list(self._digests.items()):
+            self._members[name] = WrittenMember(name, size, hasher.hexdigest())
+            del self._digests[name]
+        return self._members
+
+    def add(self, name: str, buffers: bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview],
+            *, size: int | None = None) -> None:
+        """Write one member from a buffer or an iterable of buffers; its digest may finish later."""
         if isinstance(buffers, (bytes, bytearray, memoryview)):
             size = memoryview(buffers).nbytes
             buffers = (buffers,)
         with self.open_member(name, size=size) as out:
             for chunk in _chunks(buffers):
                 out.write(chunk)
+
+    def write(self, name: str, buffers: bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview],
+              *, size: int | None = None) -> WrittenMember:
+        """Write one member (see :meth:`add`) and return its record."""
+        self.add(name, buffers, size=size)
         return self.members[name]
 
     @contextlib.contextmanager
     def open_member(self, name: str, *, size: int | None = None) -> Iterator["_MemberStream"]:
         """Open a member for streaming writes. ``size`` (if known) picks the zip64 form."""
         check_member_name(name)
-        if name == MANIFEST_NAME or name in self.members:
+        if name == MANIFEST_NAME or name in self._members or name in self._digests:
             raise SaveError(f"Member {name!r} was written twice; this is a bug in the flavor that wrote it.",
                             member=name)
         hasher = _Hasher(self._pool)
@@ -179,7 +195,7 @@ class ArtifactWriter:
             yield stream
         finally:
             raw.close()
-        self.members[name] = WrittenMember(name, stream.size, hasher.hexdigest())
+        self._digests[name] = (stream.size, hasher)
 
     # -- finishing ------------------------------------------------------------------
     def commit(self, manifest: bytes) -> Path:

@@ -33,7 +33,7 @@ class ComponentStore:
     def write(self, relname: str, data: Any, *, size: int | None = None) -> str:
         """Write bytes, or an iterable of buffers, as member ``prefix/relname``."""
         name = self.member_name(relname)
-        self._writer.write(name, data, size=size)
+        self._writer.add(name, data, size=size)
         self.members.append(name)
         return relname
 
