@@ -51,10 +51,16 @@ def _interleaved(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, 
 def _frames() -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(0)
     floats = pd.DataFrame(rng.normal(size=(ROWS, COLUMNS)), columns=[f"f{i}" for i in range(COLUMNS)])
-    mixed = floats.copy()
-    for i in range(0, COLUMNS, 2):  # half the columns integer: the guard must read every dtype
-        mixed[f"f{i}"] = (mixed[f"f{i}"] * 10).round().astype(np.int64)
-    return {"float": floats, "mixed int/float": mixed}
+    # Half the columns integer: the guard must read every dtype. Built from a dict, as
+    # read_csv does, pandas keeps one block per dtype; assigning columns one at a time
+    # leaves one block per column, the slowest case for DataFrame.to_numpy.
+    columns = {c: (floats[c] * 10).round().astype(np.int64) if i % 2 == 0 else floats[c]
+               for i, c in enumerate(floats.columns)}
+    fragmented = floats.copy()
+    for c in list(columns)[::2]:
+        fragmented[c] = columns[c]
+    return {"float": floats, "mixed int/float": pd.DataFrame(columns),
+            "mixed, one block per column": fragmented}
 
 
 def main() -> None:
