@@ -165,7 +165,7 @@ def _literal(value: Any) -> str | None:
     return None
 
 
-def _importable_as(value: Any) -> tuple[str, str] | None:
+def importable_as(value: Any) -> tuple[str, str] | None:
     """``(module, qualname)`` under which ``value`` can be imported, if any."""
     module = getattr(value, "__module__", None)
     if not isinstance(module, str) or module not in sys.modules:
@@ -213,7 +213,7 @@ class _Extractor:
                 self.futures.add(name)
         elif getattr(value, "__module__", None) == self.module.__name__ and callable(value):
             self._definition(name, value, used_by)
-        elif (where := _importable_as(value)) is not None:
+        elif (where := importable_as(value)) is not None:
             self._import_from(name, *where)
         elif (text := _literal(value)) is not None:
             self.constants[name] = text

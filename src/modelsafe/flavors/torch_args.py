@@ -137,22 +137,11 @@ class _Encoder:
 
 def _ref_path(obj: Any) -> tuple[str, str] | None:
     """``(module, qualname)`` under which ``obj`` (a class or function) can be imported again."""
-    import sys
+    from modelsafe._source import importable_as
 
     if not (isinstance(obj, type) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
         return None
-    module = getattr(obj, "__module__", None)
-    if not module or module not in sys.modules:
-        return None
-    for name in (getattr(obj, "__qualname__", ""), getattr(obj, "__name__", "")):
-        if not name or "<" in name:
-            continue
-        target: Any = sys.modules[module]
-        for part in name.split("."):
-            target = getattr(target, part, None)
-        if target is obj:
-            return module, name
-    return None
+    return importable_as(obj)
 
 
 def infer_args(module: Any) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
