@@ -34,7 +34,7 @@ from modelsafe.errors import (EnvironmentMismatchError, FlavorError, FormatError
                               UntrustedContentError)
 from modelsafe.flavors import keras_save
 from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
-from modelsafe.flavors.keras_config import config_custom_names, gate_lambdas, lambda_layers, python_minor, read_keras_zip
+from modelsafe.flavors.keras_config import gate_lambdas, lambda_layers, python_minor, read_keras_zip, unknown_custom_names
 
 if TYPE_CHECKING:
     import keras
@@ -216,7 +216,7 @@ def _audit_custom(config: dict[str, Any], data: Mapping[str, Any], options: Load
     from modelsafe import _code
 
     records = {r["name"]: r for r in data.get("custom_objects", ())}
-    unknown = sorted({f"{name} (layer {layer!r})" for layer, name in config_custom_names(config) if name not in records})
+    unknown = unknown_custom_names(config, records)
     if unknown:
         raise FormatError(
             f"{where} names custom classes the manifest does not record: {', '.join(unknown)}. The file was "

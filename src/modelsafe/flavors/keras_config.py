@@ -89,6 +89,11 @@ def config_custom_names(config: dict[str, Any]) -> list[tuple[str, str]]:
     return names
 
 
+def unknown_custom_names(config: dict[str, Any], known: Any) -> list[str]:
+    """``"Name (layer 'x')"`` for each custom class in the config whose name is not in ``known``."""
+    return sorted({f"{name} (layer {layer!r})" for layer, name in config_custom_names(config) if name not in known})
+
+
 def is_keras_module(module: Any) -> bool:
     return isinstance(module, str) and module.split(".")[0] in KERAS_FAMILY
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from modelsafe.errors import SaveError
-from modelsafe.flavors.keras_config import KERAS_FAMILY, config_custom_names
+from modelsafe.flavors.keras_config import KERAS_FAMILY, unknown_custom_names
 
 
 def is_custom(module: str) -> bool:
@@ -100,7 +100,7 @@ def _find_without_config(model: Any) -> str | None:
 
 
 def check_config_names(config: dict[str, Any], custom: Mapping[str, Any]) -> None:
-    missing = sorted({f"{name} (layer {layer!r})" for layer, name in config_custom_names(config) if name not in custom})
+    missing = unknown_custom_names(config, custom)
     if missing:
         raise SaveError(
             f"The model config names custom classes modelsafe could not find on the model: {', '.join(missing)}. "
