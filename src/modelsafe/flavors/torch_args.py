@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from modelsafe.errors import UntrustedContentError
+from modelsafe.flavors.torch_tensors import named_dtype
 
 if TYPE_CHECKING:
     from modelsafe.flavors._base import LoadOptions
@@ -260,8 +261,8 @@ class Decoder:
         if tag == "$float":
             return float(inner)
         if tag == "$dtype":
-            dtype = getattr(torch, str(inner), None)
-            if not isinstance(dtype, torch.dtype):
+            dtype = named_dtype(inner)
+            if dtype is None:
                 raise _bad_value(f"unknown dtype {inner!r}")
             return dtype
         if tag == "$device":

@@ -86,6 +86,14 @@ class Header:
 # ---------------------------------------------------------------------------------------
 
 
+def named_dtype(name: Any) -> "torch.dtype | None":
+    """The torch dtype called ``name`` (``"float32"``), or None when torch has no such dtype."""
+    import torch
+
+    dtype = getattr(torch, str(name), None)
+    return dtype if isinstance(dtype, torch.dtype) else None
+
+
 def dtype_code(tensor: "torch.Tensor", name: str) -> str:
     """The safetensors code of ``tensor``'s dtype; SaveError for dtypes safetensors cannot hold."""
     dtype = str(tensor.dtype).removeprefix("torch.")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
 from modelsafe.errors import FormatError, UnsavableObjectError
+from modelsafe.flavors.torch_tensors import named_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -174,8 +175,8 @@ def _tagged(tag: str, inner: Any, tensors: Mapping[str, "torch.Tensor"], depth: 
     if tag == "$size":
         return torch.Size(inner)
     if tag == "$dtype":
-        dtype = getattr(torch, str(inner), None)
-        if not isinstance(dtype, torch.dtype):
+        dtype = named_dtype(inner)
+        if dtype is None:
             raise _bad(f"it names an unknown dtype {inner!r}")
         return dtype
     if tag == "$device":
