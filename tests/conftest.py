@@ -15,6 +15,8 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="modelsafe-keras-home-"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The verified-hash cache goes to a folder of this run, never the user's ~/.cache.
+os.environ.setdefault("MODELSAFE_CACHE_DIR", tempfile.mkdtemp(prefix="modelsafe-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -40,6 +40,8 @@ def inspect(path: PathLike) -> Manifest:
 def verify(path: PathLike, **load_kwargs: Any) -> "VerifyReport":
     """Load ``path`` (integrity, audit, environment) and return the verification report.
 
+    Every member is hashed again, even in an unchanged file the verified-hash cache knows.
+
     Examples
     --------
     >>> import modelsafe as ms
@@ -47,6 +49,7 @@ def verify(path: PathLike, **load_kwargs: Any) -> "VerifyReport":
     True
     """
     load_kwargs["verify"] = False
+    load_kwargs["hash_cache"] = False
     bundle = load(path, **load_kwargs)
     try:
         return bundle.verify()

@@ -70,6 +70,8 @@ class ArtifactReader:
     #: Called with a member's name before a component reads it; ``load`` sets it to wait
     #: for that member's integrity check (see :class:`modelsafe._integrity.MemberChecks`).
     gate: Callable[[str], None] | None = None
+    #: Verified private copies of members, kept by the integrity check for :meth:`private`.
+    copies: dict[str, bytearray]
 
     def names(self) -> list[str]:
         raise NotImplementedError  # abstract
@@ -83,6 +85,16 @@ class ArtifactReader:
 
     def read(self, name: str) -> bytes:
         return bytes(self.view(name))
+
+    def private(self, name: str) -> bytearray:
+        """A writable copy of the member that nothing else shares.
+
+        The integrity check hands over the buffer it read and hashed, when it kept one
+        (see ``keep`` of :class:`modelsafe._integrity.MemberChecks`): those bytes are the
+        checked bytes, whatever happens to the file afterwards. Otherwise the member is copied.
+        """
+        kept = self.copies.pop(name, None)
+        return kept if kept is not None else bytearray(self.view(name))
 
     def locate(self, name: str) -> tuple[int, int] | None:
         """``(fd, offset)`` of the member's bytes in a file this reader holds open, for ``os.pread``.
@@ -124,6 +136,7 @@ def _empty_view() -> memoryview:
 class ZipArtifactReader(ArtifactReader):
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.copies = {}
         self._file = open(path, "rb")
         try:
             self._zip = zipfile.ZipFile(self._file)
@@ -260,6 +273,7 @@ class ZipArtifactReader(ArtifactReader):
         return self._mmap
 
     def close(self) -> None:
+        self.copies.clear()
         with contextlib.suppress(Exception):
             self._zip.close()
         if self._mmap is not None:
@@ -271,6 +285,7 @@ class ZipArtifactReader(ArtifactReader):
 class DirArtifactReader(ArtifactReader):
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.copies = {}
         self._names: set[str] = set()
         self._maps: list[mmap.mmap] = []
         self._fds: dict[str, int] = {}
@@ -326,6 +341,7 @@ class DirArtifactReader(ArtifactReader):
         return self._fds[name], 0
 
     def close(self) -> None:
+        self.copies.clear()
         for mm in self._maps:
             with contextlib.suppress(BufferError):
                 mm.close()

@@ -5,14 +5,21 @@ are checked on read. Members are hashed in parallel (``hashlib`` releases the GI
 read with ``pread`` through the reader's own file descriptor into one reusable buffer, so
 checking costs one read of the data, and no memory map of the data stays resident.
 
-**Verified-hash cache.** Checking a large artifact costs a full read. After a check
-passes, an artifact of at least :data:`CACHE_MIN_BYTES` is recorded in a small cache
-keyed by the identity of its file(s) (real path, device, inode, size, ``mtime_ns``,
-``ctime_ns``) and the manifest's table of member hashes. A later load of the *unchanged*
-file skips re-hashing; any write, copy, rename over or replacement changes the identity
-and the check runs again. The cache lives in ``$MODELSAFE_CACHE_DIR`` (default
-``$XDG_CACHE_HOME/modelsafe`` or ``~/.cache/modelsafe``); ``MODELSAFE_HASH_CACHE=0``
-turns it off.
+**Verified-hash cache.** Checking an artifact costs a full read and SHA-256 of every
+byte. After a check passes, an artifact of at least :data:`CACHE_MIN_BYTES` is recorded
+in a small cache keyed by the identity of its file(s) (real path, device, inode, size,
+``mtime_ns``, ``ctime_ns``) and the manifest's table of member hashes. A later load of
+the *unchanged* file skips re-hashing; any write, copy, rename over or replacement
+changes the identity and the check runs again (the kernel sets ``ctime`` on every
+change, and no user call can set it back).
+
+Timestamps have a coarse clock tick, so a write in the same tick as the check could
+leave the identity unchanged. As git does for its index, a file changed less than
+:data:`RACY_NS` before its check is not recorded: it is checked again next time.
+
+The cache lives in ``$MODELSAFE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/modelsafe`` or
+``~/.cache/modelsafe``); ``MODELSAFE_HASH_CACHE=0`` turns it off, and :func:`modelsafe.verify`
+never uses it (it always re-hashes).
 """
 
 from __future__ import annotations
@@ -21,17 +28,20 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Collection, Mapping
 
 from modelsafe._archive import CHUNK, MANIFEST_NAME, ArtifactReader, ProgressCallback, check_member_name
 from modelsafe._manifest import MemberRecord
 from modelsafe.errors import IntegrityError
 
 _PARALLEL_THRESHOLD = 4 << 20  # below this, threads cost more than they save
-#: Artifacts smaller than this are always re-hashed (it is cheap); larger ones use the cache.
-CACHE_MIN_BYTES = 64 << 20
+#: Artifacts smaller than this are always re-hashed (as cheap as a cache lookup); larger ones use the cache.
+CACHE_MIN_BYTES = 1 << 20
+#: A file changed less than this before its check is not recorded (its timestamps may not show a later write).
+RACY_NS = 1_000_000_000
 
 
 def sha256_of(view: memoryview, progress: ProgressCallback | None = None) -> str:
@@ -62,9 +72,20 @@ def _sha256_pread(fd: int, offset: int, size: int, progress: ProgressCallback | 
     return h.hexdigest()
 
 
-def check_member(reader: ArtifactReader, name: str, record: MemberRecord,
-                 progress: ProgressCallback | None = None) -> None:
-    """Raise IntegrityError unless member ``name`` has the recorded size and hash."""
+def _read_private(fd: int, offset: int, size: int) -> bytearray:
+    """The ``size`` bytes at ``offset`` of ``fd``, read into a new buffer (pread releases the GIL)."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    done = 0
+    while done < size:
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n <= 0:
+            break  # truncated: the digest will not match
+        done += n
+    return buffer
+
+
+def _check_size(reader: ArtifactReader, name: str, record: MemberRecord) -> int:
     size = reader.size(name)
     if size != record.size:
         raise IntegrityError(
@@ -73,9 +94,39 @@ def check_member(reader: ArtifactReader, name: str, record: MemberRecord,
             "from its source, or re-export the model.",
             member=name, expected=record.size, actual=size,
         )
-    # Large members are read with pread (nothing stays mapped); small ones from the map.
-    located = reader.locate(name) if size >= CHUNK and hasattr(os, "preadv") else None
-    actual = sha256_of(reader.view(name), progress) if located is None else _sha256_pread(*located, size, progress)
+    return size
+
+
+def check_member(reader: ArtifactReader, name: str, record: MemberRecord,
+                 progress: ProgressCallback | None = None, keep: bool = False) -> None:
+    """Raise IntegrityError unless member ``name`` has the recorded size and hash.
+
+    With ``keep``, the member is read whole into a private buffer, that buffer is hashed,
+    and it is handed to ``reader.copies`` once it matched (see ArtifactReader.private).
+    """
+    size = _check_size(reader, name, record)
+    located = reader.locate(name) if hasattr(os, "preadv") else None
+    if keep and located is not None:
+        copy = _read_private(*located, size)
+        actual = sha256_of(memoryview(copy), progress)
+    elif located is not None and size >= CHUNK:  # large: read with pread, nothing stays mapped
+        copy, actual = None, _sha256_pread(*located, size, progress)
+    else:
+        copy, actual = None, sha256_of(reader.view(name), progress)
+    _check_digest(name, record, actual)
+    if copy is not None:
+        reader.copies[name] = copy
+
+
+def _keep_unchecked(reader: ArtifactReader, name: str, record: MemberRecord) -> None:
+    """Read a member of an already verified, unchanged artifact into a private buffer."""
+    size = _check_size(reader, name, record)
+    located = reader.locate(name) if hasattr(os, "preadv") else None
+    if located is not None:
+        reader.copies[name] = _read_private(*located, size)
+
+
+def _check_digest(name: str, record: MemberRecord, actual: str) -> None:
     if actual != record.sha256:
         raise IntegrityError(
             f"Member {name!r} has sha256 {_short(actual)} but the manifest records "
@@ -113,25 +164,34 @@ class MemberChecks:
     stream reads only the stream). :meth:`wait` blocks until one member is verified, so no
     byte of a member is used before its hash matched; :meth:`wait_all` joins every check
     and raises the first IntegrityError. Use :func:`check_members` for a blocking check.
+
+    Members named in ``keep`` (those a flavor copies whole, see ``Flavor.copied_members``)
+    are read once into private buffers that are hashed and then used: the bytes used are
+    the bytes checked. In an artifact the cache knows, they are still read in the background.
     """
 
     def __init__(self, reader: ArtifactReader, members: Mapping[str, MemberRecord],
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None, keep: Collection[str] = (), cache: bool = True) -> None:
         self._reader = reader
         self._pending: dict[str, Future[None]] = {}
         self._pool: ThreadPoolExecutor | None = None
         check_structure(reader, members)
-        self._cache_key = _cache_key(reader, members)
+        self._cache_key, self._changed_ns = _cache_key(reader, members) if cache else (None, 0)
+        big = [n for n, r in members.items() if r.size >= _PARALLEL_THRESHOLD]
         if self._cache_key is not None and _cache_path(self._cache_key).is_file():
             self._cache_key = None  # verified before, and unchanged since
+            self._submit(_keep_unchecked, [(n, ()) for n in big if n in keep], members)
             return
-        big = [n for n, r in members.items() if r.size >= _PARALLEL_THRESHOLD]
         for name in members:
             if name not in big:
                 check_member(reader, name, members[name], progress)
-        if big:
+        self._submit(check_member, [(n, (progress, n in keep)) for n in big], members)
+
+    def _submit(self, work: Callable[..., None], jobs: list[tuple[str, tuple[Any, ...]]],
+                members: Mapping[str, MemberRecord]) -> None:
+        if jobs:
             self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelsafe-verify")
-            self._pending = {n: self._pool.submit(check_member, reader, n, members[n], progress) for n in big}
+            self._pending = {n: self._pool.submit(work, self._reader, n, members[n], *args) for n, args in jobs}
 
     def wait(self, name: str) -> None:
         """Return once member ``name`` is verified (raise IntegrityError if it is not intact)."""
@@ -146,9 +206,9 @@ class MemberChecks:
                 future.result()
         finally:
             self.close()
-        if self._cache_key is not None:
+        if self._cache_key is not None and time.time_ns() - self._changed_ns >= RACY_NS:
             _cache_record(self._cache_key, self._reader)
-            self._cache_key = None
+        self._cache_key = None
 
     def close(self) -> None:
         """Stop: cancel checks not started, wait for running ones (errors are dropped)."""
@@ -189,27 +249,30 @@ def _identity(fd: int, path: Path) -> list[int | str]:
     return [os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _cache_key(reader: ArtifactReader, members: Mapping[str, MemberRecord]) -> str | None:
-    """The cache key of this artifact as it is on disk now, or None when the cache does not apply."""
+def _cache_key(reader: ArtifactReader, members: Mapping[str, MemberRecord]) -> tuple[str | None, int]:
+    """The cache key of this artifact as it is on disk now (None when the cache does not apply),
+    and the time its newest file last changed."""
     if os.environ.get("MODELSAFE_HASH_CACHE", "1") == "0" or not hasattr(os, "preadv"):
-        return None
+        return None, 0
     if sum(r.size for r in members.values()) < CACHE_MIN_BYTES:
-        return None
+        return None, 0
     root = Path(reader.path)
+    single = root.is_file()  # one file holds every member
     try:
         identity = []
         for name in sorted(members):
             located = reader.locate(name)
             if located is None:
-                return None
-            identity.append(_identity(located[0], root if root.is_file() else root / name))
+                return None, 0
+            identity.append(_identity(located[0], root if single else root / name))
+            if single:
+                break
     except OSError:
-        return None
-    if root.is_file():
-        identity = identity[:1]  # one file holds every member
+        return None, 0
     table = sorted((name, r.size, r.sha256) for name, r in members.items())
     raw = json.dumps({"files": identity, "members": table}, separators=(",", ":"))
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+    changed = max(max(int(entry[4]), int(entry[5])) for entry in identity) if identity else 0
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest(), changed
 
 
 def _cache_path(key: str) -> Path:

@@ -116,7 +116,10 @@ def _step_integrity(state: _LoadState) -> None:
     from modelsafe._integrity import MemberChecks
 
     assert state.reader is not None and state.manifest is not None
-    state.integrity = MemberChecks(state.reader, state.manifest.members, progress=state.options.extra.get("progress"))
+    keep = [f"{key}/{name}" for key, component in state.manifest.components.items()
+            for name in get_flavor(component.flavor).copied_members(component.data)]
+    state.integrity = MemberChecks(state.reader, state.manifest.members, progress=state.options.extra.get("progress"),
+                                   keep=keep, cache=state.options.extra.get("hash_cache", True))
     state.reader.gate = state.integrity.wait
 
 

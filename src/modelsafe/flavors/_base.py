@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
 if TYPE_CHECKING:
     import numpy as np
@@ -91,6 +91,10 @@ class ComponentSource:
     def read(self, relname: str) -> bytes:
         return bytes(self.view(relname))
 
+    def private(self, relname: str) -> bytearray:
+        """A writable copy of the member that nothing else shares (see ArtifactReader.private)."""
+        return self._reader.private(self._member(relname))
+
     def locate(self, relname: str) -> tuple[int, int] | None:
         """``(fd, offset)`` for ``os.pread`` of a plainly stored member (see ArtifactReader.locate)."""
         return self._reader.locate(self._member(relname))
@@ -153,6 +157,15 @@ class Flavor:
 
     def load(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
         raise NotImplementedError  # abstract
+
+    def copied_members(self, data: Mapping[str, Any]) -> Iterable[str]:
+        """Members ``load`` reads in full into private memory (with :meth:`ComponentSource.private`).
+
+        The integrity check reads these into private buffers as it hashes them, so the bytes
+        that are used are exactly the bytes that were checked, and are read only once.
+        Default: none (members are read through zero-copy views).
+        """
+        return ()
 
     def can_embed(self, obj: Any) -> bool:
         """Whether ``obj``, found inside a pickled graph (a Pipeline step), is saved by this flavor.

@@ -18,11 +18,10 @@ import importlib
 import io
 import pickle
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping
 
 from modelsafe.errors import EnvironmentMismatchError, FormatError, UnsavableObjectError
-from modelsafe.flavors._base import ComponentSource, ComponentStore, LoadOptions, SavedComponent
+from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
 
 STREAM = "graph.pkl"
 PROTOCOL = 5
@@ -109,7 +108,7 @@ def _native_roots() -> frozenset[str]:
 
 def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
     """Pickle ``obj`` with out-of-band buffers into ``store``; record its globals."""
-    from modelsafe.security import summarize_pickle
+    from modelsafe.security._inert import summarize_buffer
 
     buffers: list[pickle.PickleBuffer] = []
     out = io.BytesIO()
@@ -125,14 +124,10 @@ def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
     except Exception as exc:  # any pickling failure is diagnosed the same way
         raise unsavable(obj, exc) from exc
     stream = out.getbuffer()
-    # The globals the stream names are read (pure Python) while the array buffers are
-    # written and hashed (which release the GIL): the two overlap on two cores.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelsafe-summary") as pool:
-        summarized = pool.submit(summarize_pickle, stream)
-        packed, layout = _pack(buffers, BUFFER_MEMBERS if buffers else 0)
-        names = [store.write(f"buffers-{i}.bin", part) for i, part in enumerate(packed)]
-        store.write(STREAM, stream)
-        summary = summarized.result()
+    summary = summarize_buffer(stream)
+    packed, layout = _pack(buffers, BUFFER_MEMBERS if buffers else 0)
+    names = [store.write(f"buffers-{i}.bin", part) for i, part in enumerate(packed)]
+    store.write(STREAM, stream)
     refs = sorted(summary.globals, key=lambda g: g.qualname)
     data: dict[str, Any] = {
         "stream": STREAM,
@@ -233,9 +228,10 @@ def load_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadOp
     """Rebuild the object through the restricted unpickler (audited first)."""
     from modelsafe.security import restricted_loads
 
-    # One writable copy per member: estimators may modify their arrays, and the object
-    # must not depend on the artifact file staying in place.
-    members = [memoryview(bytearray(source.view(name))) for name in data.get("buffer_members", ())]
+    # One private, writable copy per member (usually the very buffer the integrity check
+    # read and hashed): estimators may modify their arrays, and the object must not depend
+    # on the artifact file staying in place.
+    members = [memoryview(source.private(name)) for name in data.get("buffer_members", ())]
     buffers = [members[part][offset : offset + length] for part, offset, length in data.get("buffers", ())]
     embedded = _embedded(data)
     audited = source.cache.get("audit") or audit_graph(source, data, options)
@@ -271,6 +267,22 @@ def _embedded_loader(source: ComponentSource, embedded: list[Mapping[str, Any]],
         return loaded[pid[1]]
 
     return load
+
+
+class GraphFlavor(Flavor):
+    """A flavor whose objects are stored as a pickled graph (scikit-learn, plain Python)."""
+
+    def save(self, obj: Any, store: ComponentStore, options: Mapping[str, Any]) -> SavedComponent:
+        return dump_graph(obj, store)
+
+    def audit(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> None:
+        audit_graph(source, data, options)
+
+    def load(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
+        return load_graph(source, data, options)
+
+    def copied_members(self, data: Mapping[str, Any]) -> list[str]:
+        return list(data.get("buffer_members", ()))
 
 
 def type_name(obj: Any) -> str:

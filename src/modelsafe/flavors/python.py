@@ -7,25 +7,15 @@ through the restricted unpickler. Custom code is bundled by :mod:`modelsafe._cod
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 from modelsafe.errors import SchemaError
-from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
-from modelsafe.flavors._pickled import audit_graph, dump_graph, load_graph
+from modelsafe.flavors._pickled import GraphFlavor
 
 
-class PythonFlavor(Flavor):
+class PythonFlavor(GraphFlavor):
     name = "python"
     version = 1
-
-    def save(self, obj: Any, store: ComponentStore, options: Mapping[str, Any]) -> SavedComponent:
-        return dump_graph(obj, store)
-
-    def audit(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> None:
-        audit_graph(source, data, options)
-
-    def load(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
-        return load_graph(source, data, options)
 
     def transform(self, obj: Any, x: Any) -> Any:
         """Apply a preprocessing step: a callable, a transformer, a vocabulary, or a list of those."""

@@ -11,31 +11,28 @@ import warnings
 from typing import Any, Mapping
 
 from modelsafe.errors import SaveError
-from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
-from modelsafe.flavors._pickled import audit_graph, dump_graph, load_graph
+from modelsafe.flavors._base import ComponentSource, ComponentStore, LoadOptions, SavedComponent
+from modelsafe.flavors._pickled import GraphFlavor
 
 #: Methods whose outputs are recorded for verification, when the estimator has them.
 _EXTRA_OUTPUTS = ("predict_proba",)
 
 
-class SklearnFlavor(Flavor):
+class SklearnFlavor(GraphFlavor):
     name = "sklearn"
     version = 1
 
     def save(self, obj: Any, store: ComponentStore, options: Mapping[str, Any]) -> SavedComponent:
-        saved = dump_graph(obj, store)
+        saved = super().save(obj, store, options)
         saved.modules.add("sklearn")
         return saved
-
-    def audit(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> None:
-        audit_graph(source, data, options)
 
     def load(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
         # scikit-learn warns once per estimator when versions differ; modelsafe's own check has
         # compared the environment already and re-verifies the sample, so its warning stands alone.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Trying to unpickle estimator")
-            return load_graph(source, data, options)
+            return super().load(source, data, options)
 
     def outputs(self, obj: Any, x: Any) -> dict[str, Any]:
         if not hasattr(obj, "predict"):

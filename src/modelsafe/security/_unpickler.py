@@ -1,7 +1,8 @@
 """The one restricted unpickler every load path uses.
 
-``audit_pickle`` reads the stream's opcodes (nothing imported, nothing built) and
-refuses it unless every global is allowed (see :mod:`._allowlist`). Only then does
+``audit_pickle`` finds what the stream names and calls without importing or calling any
+of it (:mod:`._inert` for streams in memory, else :mod:`._opcodes`), and refuses it unless
+every global is allowed (see :mod:`._allowlist`). Only then does
 ``restricted_loads`` hand the stream to :class:`pickle.Unpickler`, whose
 ``find_class`` enforces the same policy again and substitutes validating stand-ins.
 """
@@ -14,6 +15,7 @@ from typing import Any, Callable, Collection, Iterable, Mapping
 
 from modelsafe.errors import FormatError, UntrustedContentError
 from modelsafe.security._allowlist import is_allowed
+from modelsafe.security._inert import summarize_buffer
 from modelsafe.security._opcodes import PickleSummary, summarize_pickle
 from modelsafe.security._validators import validating_standin
 
@@ -50,7 +52,12 @@ def audit_pickle(source: bytes | bytearray | memoryview | Any, *, trusted: Colle
         It names a global that is not allowed, or one the manifest did not record,
         or it uses persistent ids the caller does not resolve.
     """
-    summary = source if isinstance(source, PickleSummary) else summarize_pickle(source)
+    if isinstance(source, PickleSummary):
+        summary = source
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        summary = summarize_buffer(source)
+    else:
+        summary = summarize_pickle(source)
     if not summary.complete:
         raise FormatError(
             f"The pickle stream could not be read completely ({'; '.join(summary.problems) or 'no STOP'}): "
@@ -149,7 +156,7 @@ def restricted_loads(data: bytes | bytearray | memoryview, *, buffers: Iterable[
                      audited: PickleSummary | None = None, standins: Mapping[str, Any] | None = None) -> Any:
     """Audit ``data`` (unless ``audited`` is the summary of a passed audit), then unpickle it.
 
-    A stream whose audit fails never reaches :class:`pickle.Unpickler`. ``standins`` (see
+    A stream whose audit fails never reaches an unpickler that resolves a real global. ``standins`` (see
     :func:`audit_pickle`) are allowed, and substituted, for this read only.
     """
     trusted = tuple(trusted)

@@ -39,6 +39,34 @@ def check_tree_state(state: dict[str, Any], n_features: int, n_outputs: int, max
             raise _bad_tree(f"the node array has no {field!r} field")
     if not isinstance(count, (int, np.integer)) or count != len(nodes) or count < 1:
         raise _bad_tree(f"node_count={count!r} does not match {len(nodes)} nodes")
+    expected = (count, n_outputs, max_n_classes)
+    if values.shape != expected:
+        raise _bad_tree(f"the value array has shape {values.shape}, expected {expected}")
+    if not _well_formed(nodes, int(count), n_features):
+        _explain(nodes, int(count), n_features)
+
+
+def _well_formed(nodes: Any, count: int, n_features: int) -> bool:
+    """The checks of :func:`_explain` in a few passes over contiguous copies (a forest has hundreds of trees)."""
+    import numpy as np
+
+    left, right, feature = (np.ascontiguousarray(nodes[f], dtype=np.int64) for f in ("left_child", "right_child",
+                                                                                     "feature"))
+    leaf = left == _TREE_LEAF
+    if np.count_nonzero(leaf != (right == _TREE_LEAF)):
+        return False
+    # Inner nodes only (``bad > leaf`` is ``bad and not leaf``): both children after the node
+    # and inside the array, the feature in [0, n_features) (negatives wrap to huge unsigned).
+    first_child = np.minimum(left, right) - np.arange(count)
+    if np.count_nonzero((first_child < 1) > leaf) or np.maximum.reduce(np.maximum(left, right)) >= count:
+        return False
+    return not np.count_nonzero((feature.view(np.uint64) >= n_features) > leaf)
+
+
+def _explain(nodes: Any, count: int, n_features: int) -> None:
+    """Raise UntrustedContentError naming the first malformed node."""
+    import numpy as np
+
     left = nodes["left_child"]
     right = nodes["right_child"]
     index = np.arange(count)
@@ -58,9 +86,7 @@ def check_tree_state(state: dict[str, Any], n_features: int, n_outputs: int, max
     if wrong.any():
         bad = int(np.flatnonzero(wrong)[0])
         raise _bad_tree(f"node {bad} splits on feature {feature[bad]} but the tree has {n_features} features")
-    expected = (count, n_outputs, max_n_classes)
-    if values.shape != expected:
-        raise _bad_tree(f"the value array has shape {values.shape}, expected {expected}")
+    raise _bad_tree("its node arrays are inconsistent")
 
 
 def _checked_tree() -> type:
@@ -71,7 +97,7 @@ def _checked_tree() -> type:
 
         def __setstate__(self, state: dict[str, Any]) -> None:
             n_classes = self.n_classes
-            check_tree_state(state, int(self.n_features), int(self.n_outputs), int(max(n_classes)))
+            check_tree_state(state, int(self.n_features), int(self.n_outputs), int(n_classes.max()))
             super().__setstate__(state)
 
     CheckedTree.__module__ = Tree.__module__
