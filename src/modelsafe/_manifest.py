@@ -95,7 +95,7 @@ class Manifest:
         }
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=False, allow_nan=False).encode("utf-8")
+        return _readable_json(self.to_dict()).encode("utf-8")
 
     @classmethod
     def from_json(cls, raw: bytes, *, where: str = MANIFEST_NAME) -> "Manifest":
@@ -212,3 +212,19 @@ class _FieldReader:
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         self.require(ok, path, f"a {kind.__name__}", value)
         return value
+
+
+_compact = json.JSONEncoder(allow_nan=False, separators=(", ", ": ")).encode
+
+
+def _readable_json(value: Any, depth: int = 0) -> str:
+    """JSON with one entry per line for the first two levels, each deeper value on one line.
+
+    As readable as an indented dump for the manifest's tables, and encoded by json's C
+    encoder (an indented dump runs in pure Python, slow for a forest's long buffer tables).
+    """
+    if depth >= 2 or not isinstance(value, dict) or not value:
+        return _compact(value)
+    pad = " " * (depth + 1)
+    entries = ",\n".join(f"{pad}{_compact(str(key))}: {_readable_json(item, depth + 1)}" for key, item in value.items())
+    return "{\n" + entries + "\n" + " " * depth + "}"

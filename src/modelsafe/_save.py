@@ -90,6 +90,7 @@ def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None
     state.schema = _capture_schema(sample, training_data)
     with ArtifactWriter(state.path, overwrite=overwrite, progress=options.pop("progress", None)) as writer:
         _save_components(state, writer)
+        writer.start_sync()  # the components go to disk while the sample runs
         _save_sample(state, writer)
         _save_code(state, writer)
         _capture_environment(state)

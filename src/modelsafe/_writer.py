@@ -68,11 +68,22 @@ class _Hasher:
             previous.result()  # bound the queue to one chunk in flight
         self._pending = self._pool.submit(self._h.update, chunk)
 
+    def update_all(self, pieces: list[memoryview]) -> None:
+        """Hash several buffers in order, in one background job (no thread hop per buffer)."""
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = self._pool.submit(_update_all, self._h, pieces)
+
     def hexdigest(self) -> str:
         if self._pending is not None:
             self._pending.result()
             self._pending = None
         return self._h.hexdigest()
+
+
+def _update_all(h: "hashlib._Hash", pieces: list[memoryview]) -> None:
+    for piece in pieces:
+        h.update(piece)
 
 
 def _chunks(buffers: Iterable[bytes | bytearray | memoryview]) -> Iterator[memoryview]:
@@ -104,6 +115,7 @@ class ArtifactWriter:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelsafe-hash")
         self._lock = threading.Lock()
         self._committed = False
+        self._early_sync: Future[object] | None = None
         check_target(self.path, overwrite)
         parent = self.path.parent
         if not parent.is_dir():
@@ -131,6 +143,7 @@ class ArtifactWriter:
 
     def abort(self) -> None:
         """Remove every temporary file. Safe to call more than once."""
+        self._join_sync()
         self._pool.shutdown(wait=True)
         if self._zip is not None:
             with contextlib.suppress(Exception):
@@ -155,13 +168,21 @@ class ArtifactWriter:
 
     def add(self, name: str, buffers: bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview],
             *, size: int | None = None) -> None:
-        """Write one member from a buffer or an iterable of buffers; its digest may finish later."""
+        """Write one member from a buffer or an iterable of buffers; its digest may finish later.
+
+        A list is written piece by piece and hashed by one background job, so many small
+        buffers (a forest's node arrays) are written without being copied together first.
+        The buffers must not change until the digest is read.
+        """
         if isinstance(buffers, (bytes, bytearray, memoryview)):
             size = memoryview(buffers).nbytes
             buffers = (buffers,)
         with self.open_member(name, size=size) as out:
-            for chunk in _chunks(buffers):
-                out.write(chunk)
+            if isinstance(buffers, list):
+                out.write_pieces(buffers)
+            else:
+                for chunk in _chunks(buffers):
+                    out.write(chunk)
 
     def write(self, name: str, buffers: bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview],
               *, size: int | None = None) -> WrittenMember:
@@ -198,8 +219,30 @@ class ArtifactWriter:
         self._digests[name] = (stream.size, hasher)
 
     # -- finishing ------------------------------------------------------------------
+    def start_sync(self) -> None:
+        """Start writing what was written so far to disk, on a background thread.
+
+        Call it between members, before other work (the sample run): the disk write then
+        overlaps that work, and :meth:`commit`'s fsync has only the rest to wait for.
+        """
+        if self._early_sync is not None:
+            return
+        if self._zip is not None:
+            self._zip.fp.flush()
+            self._early_sync = self._pool.submit(os.fsync, self._zip.fp.fileno())
+        else:
+            written = [self._tmp / name for name in (*self._members, *self._digests)]
+            self._early_sync = self._pool.submit(lambda: [_fsync_path(path) for path in written])
+
+    def _join_sync(self) -> None:
+        if self._early_sync is not None:
+            with contextlib.suppress(OSError):  # commit's own fsync reports a failing disk
+                self._early_sync.result()
+            self._early_sync = None
+
     def commit(self, manifest: bytes) -> Path:
         """Write the manifest, fsync, and atomically move the artifact to ``path``."""
+        self._join_sync()
         if self._zip is not None:
             zinfo = zipfile.ZipInfo(MANIFEST_NAME, date_time=(1980, 1, 1, 0, 0, 0))
             zinfo.external_attr = (stat.S_IFREG | 0o644) << 16
@@ -264,13 +307,23 @@ class _MemberStream:
         for start in range(0, len(view), CHUNK):
             chunk = view[start : start + CHUNK]
             self._hasher.update(chunk)
-            self._raw.write(chunk)
-            self.size += len(chunk)
-            if self._progress is not None:
-                self._progress(len(chunk))
-            if self.writeback is not None:
-                self.writeback()
+            self._put(chunk)
         return len(view)
+
+    def write_pieces(self, pieces: list[bytes | bytearray | memoryview]) -> None:
+        """Write buffers in order, all hashed by one background job."""
+        views = [memoryview(piece).cast("B") for piece in pieces]
+        self._hasher.update_all(views)
+        for view in views:
+            self._put(view)
+
+    def _put(self, view: memoryview) -> None:
+        self._raw.write(view)
+        self.size += len(view)
+        if self._progress is not None:
+            self._progress(len(view))
+        if self.writeback is not None:
+            self.writeback()
 
 
 def _alignment_padding(header_offset: int, name: str, *, zip64: bool) -> bytes:

@@ -28,30 +28,34 @@ PROTOCOL = 5
 #: Out-of-band buffers are packed into this many members so two cores can hash them.
 BUFFER_MEMBERS = 2
 _ALIGN = 64
+_ZEROS = bytes(_ALIGN)
 #: Persistent-id tag of an embedded component in the stream.
 EMBEDDED_TAG = "modelsafe.component"
 
 
-def _pack(buffers: list[pickle.PickleBuffer], parts: int) -> tuple[list[bytearray], list[list[int]]]:
-    """Pack buffers, each 64-byte aligned, into ``parts`` members of similar size.
+def _pack(buffers: list[pickle.PickleBuffer], parts: int) -> tuple[list[list[Any]], list[int], list[list[int]]]:
+    """Lay buffers out, each 64-byte aligned, in ``parts`` members of similar size.
 
-    Returns the members' bytes and, per buffer, ``[part, offset, length]``.
+    Returns, per member, the pieces to write in order (the buffers themselves, not copies,
+    with zero padding between them) and its size; and, per buffer, ``[part, offset, length]``.
     """
     views = [buf.raw() for buf in buffers]
     total = sum(v.nbytes for v in views)
     target = total / parts if parts else total
     layout: list[list[int]] = []
+    pieces: list[list[Any]] = [[]]
     sizes = [0]
     for view in views:
         if sizes[-1] >= target and len(sizes) < parts:
             sizes.append(0)
-        offset = sizes[-1] + (-sizes[-1] % _ALIGN)
-        layout.append([len(sizes) - 1, offset, view.nbytes])
-        sizes[-1] = offset + view.nbytes
-    packed = [bytearray(size) for size in sizes]
-    for view, (part, offset, length) in zip(views, layout):
-        packed[part][offset : offset + length] = view
-    return packed, layout
+            pieces.append([])
+        pad = -sizes[-1] % _ALIGN
+        if pad:
+            pieces[-1].append(_ZEROS[:pad])
+        layout.append([len(sizes) - 1, sizes[-1] + pad, view.nbytes])
+        pieces[-1].append(view)
+        sizes[-1] += pad + view.nbytes
+    return pieces, sizes, layout
 
 
 class _GraphPickler(pickle.Pickler):
@@ -125,8 +129,8 @@ def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
         raise unsavable(obj, exc) from exc
     stream = out.getbuffer()
     summary = summarize_buffer(stream)
-    packed, layout = _pack(buffers, BUFFER_MEMBERS if buffers else 0)
-    names = [store.write(f"buffers-{i}.bin", part) for i, part in enumerate(packed)]
+    pieces, sizes, layout = _pack(buffers, BUFFER_MEMBERS if buffers else 0)
+    names = [store.write(f"buffers-{i}.bin", part, size=size) for i, (part, size) in enumerate(zip(pieces, sizes))]
     store.write(STREAM, stream)
     refs = sorted(summary.globals, key=lambda g: g.qualname)
     data: dict[str, Any] = {
