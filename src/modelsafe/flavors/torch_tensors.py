@@ -147,6 +147,12 @@ def _check_storable(name: str, tensor: Any) -> None:
                         "(load or initialize its weights) before saving.", key=name)
 
 
+def _in_place(tensor: "torch.Tensor") -> bool:
+    """Whether :func:`host_bytes` of ``tensor`` is a view of its memory (no copy)."""
+    return (tensor.device.type == "cpu" and tensor.is_contiguous() and not tensor.is_conj()
+            and not tensor.is_neg())
+
+
 def host_bytes(tensor: "torch.Tensor") -> memoryview:
     """The tensor's bytes in C order on the CPU: zero-copy when it is already contiguous there."""
     import torch
@@ -194,9 +200,13 @@ def write_tensors(store: "ComponentStore", relname: str, tensors: Mapping[str, "
     head, order = layout(unique, meta)
     total = len(head) + sum(t.numel() * t.element_size() for _, t in order)
     with store.open(relname, size=total) as out:
-        out.write(head)
-        for _, tensor in order:
-            out.write(host_bytes(tensor))
+        if all(_in_place(tensor) for _, tensor in order):
+            # Zero-copy views: hashed by one background job while the main thread writes them.
+            out.write_pieces([head, *(host_bytes(tensor) for _, tensor in order)])
+        else:
+            out.write(head)
+            for _, tensor in order:  # host copies are made (and dropped) one tensor at a time
+                out.write(host_bytes(tensor))
     return {"member": relname, "aliases": aliases, "tensors": len(unique), "bytes": total}
 
 
