@@ -72,6 +72,11 @@ class _CopyStream:
         self.size += n
         return n
 
+    def write_pieces(self, pieces: list[bytes | bytearray | memoryview]) -> None:
+        """Copy buffers in order (the writer's stream interface; see _MemberStream.write_pieces)."""
+        for piece in pieces:
+            self.write(piece)
+
     def data(self) -> "np.ndarray | list[bytes]":
         if self._buffer is not None and not self._pieces:
             return self._buffer[: self.size]
