@@ -170,6 +170,40 @@ def test_malformed_trees_are_refused(corruption, needle):
         restricted_loads(data)
 
 
+def _tree_is_safe(nodes, n_features: int) -> bool:
+    """The rule, node by node in plain Python: what check_tree_state computes in a few numpy passes."""
+    count = len(nodes)
+    for i, (left, right, feature) in enumerate(zip(nodes["left_child"], nodes["right_child"], nodes["feature"])):
+        if left == -1 or right == -1:
+            if (left, right) != (-1, -1):
+                return False
+        elif not (i < left < count and i < right < count and 0 <= feature < n_features):
+            return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["left_child", "right_child", "feature"]), st.integers(0, 10_000),
+                          st.sampled_from([-(2 ** 40), -5, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7, 50, 2 ** 40])),
+                max_size=3))
+def test_tree_checks_agree_with_the_plain_rule(edits):
+    from modelsafe.security._validators import check_tree_state
+
+    model, _ = _tree_pickle()
+    state = model.tree_.__getstate__()
+    nodes = state["nodes"].copy()
+    for field, index, value in edits:
+        nodes[field][index % len(nodes)] = value
+    state = {**state, "nodes": nodes}
+    n_features = model.tree_.n_features
+    try:
+        check_tree_state(state, n_features, model.tree_.n_outputs, int(model.tree_.n_classes.max()))
+    except UntrustedContentError:
+        assert not _tree_is_safe(nodes, n_features)
+    else:
+        assert _tree_is_safe(nodes, n_features)
+
+
 def test_no_unpickling_outside_security_package():
     """The one-door rule: only modelsafe.security calls pickle's loaders."""
     import re

@@ -47,20 +47,26 @@ def check_tree_state(state: dict[str, Any], n_features: int, n_outputs: int, max
 
 
 def _well_formed(nodes: Any, count: int, n_features: int) -> bool:
-    """The checks of :func:`_explain` in a few passes over contiguous copies (a forest has hundreds of trees)."""
+    """The checks of :func:`_explain` in as few passes as possible (a forest has hundreds of trees).
+
+    A leaf has both children -1; an inner node has both after itself and inside the array,
+    and splits on a feature in [0, n_features). So: where the larger child is -1 the
+    smaller must be -1 too; elsewhere the smaller must exceed the node's index, and no
+    child may reach ``count``.
+    """
     import numpy as np
 
-    left, right, feature = (np.ascontiguousarray(nodes[f], dtype=np.int64) for f in ("left_child", "right_child",
-                                                                                     "feature"))
-    leaf = left == _TREE_LEAF
-    if np.count_nonzero(leaf != (right == _TREE_LEAF)):
+    if any(nodes.dtype.fields[f][0] != np.int64 for f in ("left_child", "right_child", "feature")):
+        return False  # not scikit-learn's node layout: the detailed checks say what is wrong
+    left, right = nodes["left_child"], nodes["right_child"]
+    low, high = np.minimum(left, right), np.maximum(left, right)
+    inner = high != _TREE_LEAF
+    if np.count_nonzero((low <= np.arange(count)) & inner) or np.count_nonzero(low < _TREE_LEAF):
         return False
-    # Inner nodes only (``bad > leaf`` is ``bad and not leaf``): both children after the node
-    # and inside the array, the feature in [0, n_features) (negatives wrap to huge unsigned).
-    first_child = np.minimum(left, right) - np.arange(count)
-    if np.count_nonzero((first_child < 1) > leaf) or np.maximum.reduce(np.maximum(left, right)) >= count:
+    if np.maximum.reduce(high) >= count:
         return False
-    return not np.count_nonzero((feature.view(np.uint64) >= n_features) > leaf)
+    # Negative features wrap to huge unsigned values: one comparison checks both bounds.
+    return not np.count_nonzero((nodes["feature"].view(np.uint64) >= n_features) & inner)
 
 
 def _explain(nodes: Any, count: int, n_features: int) -> None:
