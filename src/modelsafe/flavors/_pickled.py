@@ -25,7 +25,7 @@ from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, Loa
 
 STREAM = "graph.pkl"
 PROTOCOL = 5
-#: Out-of-band buffers are packed into this many members so two cores can hash them.
+#: Out-of-band buffers are laid out in this many members so two cores can hash them.
 BUFFER_MEMBERS = 2
 _ALIGN = 64
 _ZEROS = bytes(_ALIGN)
@@ -33,7 +33,7 @@ _ZEROS = bytes(_ALIGN)
 EMBEDDED_TAG = "modelsafe.component"
 
 
-def _pack(buffers: list[pickle.PickleBuffer], parts: int) -> tuple[list[list[Any]], list[int], list[list[int]]]:
+def _lay_out(buffers: list[pickle.PickleBuffer], parts: int) -> tuple[list[list[Any]], list[int], list[list[int]]]:
     """Lay buffers out, each 64-byte aligned, in ``parts`` members of similar size.
 
     Returns, per member, the pieces to write in order (the buffers themselves, not copies,
@@ -129,7 +129,7 @@ def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
         raise unsavable(obj, exc) from exc
     stream = out.getbuffer()
     summary = summarize_buffer(stream)
-    pieces, sizes, layout = _pack(buffers, BUFFER_MEMBERS if buffers else 0)
+    pieces, sizes, layout = _lay_out(buffers, BUFFER_MEMBERS if buffers else 0)
     names = [store.write(f"buffers-{i}.bin", part, size=size) for i, (part, size) in enumerate(zip(pieces, sizes))]
     store.write(STREAM, stream)
     refs = sorted(summary.globals, key=lambda g: g.qualname)
