@@ -176,3 +176,30 @@ def test_alignment_padding_is_valid_extra_field(tmp_path):
             while extra:
                 hid, size = struct.unpack("<HH", extra[:4])
                 extra = extra[4 + size :]
+
+
+def test_a_failed_early_fsync_fails_the_save_and_leaves_nothing(tmp_path, monkeypatch):
+    """Linux may report a write-back error to one fsync only: the background one must not be swallowed."""
+    import errno
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    import modelsafe as ms
+    from modelsafe import _writer
+
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    model = LogisticRegression().fit(X, (X[:, 0] > 0).astype(int))
+    calls = []
+    real_fsync = _writer.os.fsync
+
+    def failing_once(fd):
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(_writer.os, "fsync", failing_once)
+    with pytest.raises(OSError, match="Input/output error"):
+        ms.save(model, tmp_path / "m.msafe", sample=X[:4])
+    assert calls and list(tmp_path.iterdir()) == []

@@ -143,7 +143,8 @@ class ArtifactWriter:
 
     def abort(self) -> None:
         """Remove every temporary file. Safe to call more than once."""
-        self._join_sync()
+        with contextlib.suppress(OSError):  # the save already failed; its own error is the one to show
+            self._join_sync()
         self._pool.shutdown(wait=True)
         if self._zip is not None:
             with contextlib.suppress(Exception):
@@ -235,10 +236,10 @@ class ArtifactWriter:
             self._early_sync = self._pool.submit(lambda: [_fsync_path(path) for path in written])
 
     def _join_sync(self) -> None:
-        if self._early_sync is not None:
-            with contextlib.suppress(OSError):  # commit's own fsync reports a failing disk
-                self._early_sync.result()
-            self._early_sync = None
+        """Wait for :meth:`start_sync`; raise its error (a later fsync may not report it again)."""
+        sync, self._early_sync = self._early_sync, None
+        if sync is not None:
+            sync.result()
 
     def commit(self, manifest: bytes) -> Path:
         """Write the manifest, fsync, and atomically move the artifact to ``path``."""
