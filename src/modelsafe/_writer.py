@@ -1,11 +1,23 @@
 """Writing an artifact atomically: a single ``.msafe`` file (zip) or a folder.
 
-Members go to a temporary file or folder beside the target, each hashed (SHA-256) while
-it is written, on a second thread so hashing overlaps the disk write. Zip members are
-stored uncompressed and their data is aligned to :data:`~modelsafe._archive.ALIGNMENT`
-bytes so arrays can be memory-mapped. ``commit`` writes the manifest last, fsyncs and
-renames into place: a failed or interrupted save never leaves a partial artifact at the
-target path.
+Members go to a temporary file or folder beside the target; ``commit`` writes the
+manifest last, fsyncs and renames into place, so a failed or interrupted save never
+leaves a partial artifact at the target path. Zip members are stored uncompressed, their
+data aligned so arrays can be memory-mapped (:mod:`modelsafe._zipwrite`).
+
+Hashing runs beside the writing, and the caller waits for none of it until ``commit``:
+
+* a member given as buffers (:meth:`ArtifactWriter.add`) is written by the caller in
+  place, with one ``writev``, while a background job computes its SHA-256 (and, for a
+  zip, its CRC-32). The caller then goes on (a save runs the verification sample) while
+  the hash finishes on the other core. The buffers must not change until ``commit``.
+* a streamed member (:meth:`ArtifactWriter.open_member`) is written as it comes, its
+  chunks hashed by background jobs as they pass.
+* :meth:`ArtifactWriter.start_sync` starts the fsync of what is written so far in the
+  background; its error, if any, is raised by ``commit``.
+
+Writing stays on the caller's thread on purpose: on two cores, a writer thread made
+the sample run and the writes compete for both cores, and saves were slower.
 """
 
 from __future__ import annotations
@@ -14,22 +26,23 @@ import contextlib
 import hashlib
 import os
 import shutil
-import stat
-import struct
 import tempfile
 import threading
-import zipfile
-from concurrent.futures import Future, ThreadPoolExecutor
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from modelsafe._archive import (
-    ALIGNMENT, CHUNK, MANIFEST_NAME, SINGLE_FILE_SUFFIX, ProgressCallback, check_member_name,
-)
+from modelsafe._archive import CHUNK, MANIFEST_NAME, SINGLE_FILE_SUFFIX, ProgressCallback, check_member_name
+from modelsafe._zipwrite import StoredZipWriter, write_all
 from modelsafe.errors import SaveError
 
-_PADDING_HEADER_ID = 0xA11E  # private zip extra-field id used only for alignment padding
+#: Buffers smaller than this are hashed in groups copied into one block: a hashing
+#: thread then takes the GIL once per block, not once per small buffer.
+_BLOCK = 8 << 20
+#: A member is written in calls of at most this many bytes (progress, write-back).
+_WRITE_GROUP = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -47,225 +60,131 @@ def is_single_file(path: str | os.PathLike[str]) -> bool:
     return p.suffix == SINGLE_FILE_SUFFIX or p.is_file()
 
 
+def _blocks(views: list[memoryview]) -> Iterator[memoryview]:
+    """The bytes of ``views`` in order, small buffers gathered into blocks of about _BLOCK.
+
+    A yielded block is reused: use it before asking for the next one.
+    """
+    stage: memoryview | None = None
+    fill = 0
+    for view in views:
+        n = view.nbytes
+        if n >= _BLOCK // 4:
+            if fill:
+                yield stage[:fill]  # type: ignore[index]
+                fill = 0
+            yield view
+            continue
+        if stage is None:
+            stage = _stage()
+        if fill + n > _BLOCK:
+            yield stage[:fill]
+            fill = 0
+        stage[fill : fill + n] = view
+        fill += n
+    if fill:
+        yield stage[:fill]  # type: ignore[index]
 
 
-class _Hasher:
-    """SHA-256 of a member, updated on a background thread so hashing overlaps writing.
+_local = threading.local()
 
-    ``hashlib`` releases the GIL on large buffers, so the cores work at once. A member's
-    chunks are hashed in order (each waits for the previous); two members can be hashed
-    at the same time, so one member's digest finishes while the next is written.
+
+def _stage() -> memoryview:
+    """This thread's staging block, kept from one save to the next (fresh memory is slow to touch)."""
+    stage = getattr(_local, "stage", None)
+    if stage is None or len(stage) != _BLOCK:
+        stage = _local.stage = memoryview(bytearray(_BLOCK))
+    return stage
+
+
+class _Digest:
+    """SHA-256 (and optionally the zip CRC-32) of one member, computed by background jobs.
+
+    ``hashlib`` and ``zlib`` release the GIL on large buffers, so the cores work at once.
+    A member's jobs run in order (each waits for the previous); two members can be hashed
+    at the same time.
     """
 
-    def __init__(self, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, pool: ThreadPoolExecutor, crc: bool, jobs: list[Future[Any]]) -> None:
         self._h = hashlib.sha256()
+        self._crc: int | None = 0 if crc else None
         self._pool = pool
+        self._jobs = jobs  # the writer's, so that abort can settle them
         self._pending: Future[None] | None = None
 
-    def update(self, chunk: memoryview | bytes) -> None:
-        previous = self._pending
-        if previous is not None:
-            previous.result()  # bound the queue to one chunk in flight
-        self._pending = self._pool.submit(self._h.update, chunk)
-
-    def update_all(self, pieces: list[memoryview]) -> None:
-        """Hash several buffers in order, in one background job (no thread hop per buffer)."""
+    def update(self, views: list[memoryview]) -> None:
+        """Hash buffers after those given before (at most one job in flight per member)."""
         if self._pending is not None:
             self._pending.result()
-        self._pending = self._pool.submit(_update_all, self._h, pieces)
+        self._pending = self._pool.submit(self.consume, views)
+        self._jobs.append(self._pending)
 
-    def hexdigest(self) -> str:
+    def consume(self, views: list[memoryview]) -> None:
+        """Hash buffers now, on the calling thread."""
+        for block in _blocks(views):
+            self._h.update(block)
+            if self._crc is not None:
+                self._crc = zlib.crc32(block, self._crc)
+
+    def result(self) -> tuple[str, int]:
+        """``(sha256 hex digest, crc32)`` once every job is done."""
         if self._pending is not None:
             self._pending.result()
             self._pending = None
-        return self._h.hexdigest()
+        return self._h.hexdigest(), self._crc or 0
 
 
-def _update_all(h: "hashlib._Hash", pieces: list[memoryview]) -> None:
-    for piece in pieces:
-        h.update(piece)
+def _view(buffer: bytes | bytearray | memoryview) -> memoryview:
+    view = buffer if isinstance(buffer, memoryview) else memoryview(buffer)
+    if view.format == "B" and view.ndim == 1 and view.c_contiguous:
+        return view  # already bytes: a cast costs microseconds, and a forest has a thousand buffers
+    return view.cast("B")
 
 
-def _chunks(buffers: Iterable[bytes | bytearray | memoryview]) -> Iterator[memoryview]:
-    for buf in buffers:
-        view = memoryview(buf).cast("B")
-        for start in range(0, len(view), CHUNK):
-            yield view[start : start + CHUNK]
+def _views(buffers: bytes | bytearray | memoryview | list[Any]) -> list[memoryview]:
+    if isinstance(buffers, (bytes, bytearray, memoryview)):
+        return [_view(buffers)]
+    return [_view(b) for b in buffers]
 
 
-class ArtifactWriter:
-    """Write an artifact to ``path`` atomically.
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
 
-    Use as a context manager: members written with :meth:`write` or :meth:`open_member`,
-    then :meth:`commit` with the manifest bytes. Leaving the block without committing,
-    or with an exception, removes every temporary file.
-    """
 
-    def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = False,
-                 progress: ProgressCallback | None = None, writeback: bool = False) -> None:
-        self.path = Path(path)
-        self.single_file = is_single_file(self.path)
-        self.overwrite = overwrite
-        self._members: dict[str, WrittenMember] = {}
-        #: Members written whose digest may still be computing: name -> (size, hasher).
-        self._digests: dict[str, tuple[int, _Hasher]] = {}
-        self._progress = progress
-        #: Start the disk write of members while they are written (see :class:`_Writeback`).
-        self._writeback = writeback and hasattr(os, "posix_fadvise")
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelsafe-hash")
-        self._lock = threading.Lock()
-        self._committed = False
-        self._early_sync: Future[object] | None = None
-        check_target(self.path, overwrite)
-        parent = self.path.parent
-        if not parent.is_dir():
-            raise SaveError(
-                f"Cannot save to {str(self.path)!r}: the folder {str(parent)!r} does not exist. "
-                "Create it first (os.makedirs) or choose another path.",
-                path=str(self.path),
-            )
-        prefix = f".{self.path.name}.tmp-"
-        if self.single_file:
-            fd, tmp = tempfile.mkstemp(prefix=prefix, dir=parent)
-            self._tmp = Path(tmp)
-            self._zip = zipfile.ZipFile(os.fdopen(fd, "w+b"), "w", zipfile.ZIP_STORED, allowZip64=True)
-        else:
-            self._tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-            self._zip = None
+def _pool(name: str, workers: int) -> ThreadPoolExecutor:
+    """A pool shared by every writer of the process: its threads start once, not at every save."""
+    with _pools_lock:
+        pool = _pools.get(name)
+        if pool is None:
+            pool = _pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"modelsafe-{name}")
+        return pool
 
-    # -- context management ---------------------------------------------------------
-    def __enter__(self) -> "ArtifactWriter":
-        return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if not self._committed:
-            self.abort()
+def _forget_pools() -> None:
+    """In a forked child the pools' threads do not exist: start new ones when needed."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
 
-    def abort(self) -> None:
-        """Remove every temporary file. Safe to call more than once."""
-        with contextlib.suppress(OSError):  # the save already failed; its own error is the one to show
-            self._join_sync()
-        self._pool.shutdown(wait=True)
-        if self._zip is not None:
-            with contextlib.suppress(Exception):
-                fp = self._zip.fp
-                self._zip.close()
-                if fp is not None:
-                    fp.close()
-        if self._tmp.is_dir():
-            shutil.rmtree(self._tmp, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                self._tmp.unlink()
 
-    # -- members --------------------------------------------------------------------
-    @property
-    def members(self) -> dict[str, WrittenMember]:
-        """Every member written so far, with its size and SHA-256 (waits for pending digests)."""
-        for name, (size, hasher) in list(self._digests.items()):
-            self._members[name] = WrittenMember(name, size, hasher.hexdigest())
-            del self._digests[name]
-        return self._members
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
 
-    def add(self, name: str, buffers: bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview],
-            *, size: int | None = None) -> None:
-        """Write one member from a buffer or an iterable of buffers; its digest may finish later.
 
-        A list is written piece by piece and hashed by one background job, so many small
-        buffers (a forest's node arrays) are written without being copied together first.
-        The buffers must not change until the digest is read.
-        """
-        if isinstance(buffers, (bytes, bytearray, memoryview)):
-            size = memoryview(buffers).nbytes
-            buffers = (buffers,)
-        with self.open_member(name, size=size) as out:
-            if isinstance(buffers, list):
-                out.write_pieces(buffers)
-            else:
-                for chunk in _chunks(buffers):
-                    out.write(chunk)
-
-    def write(self, name: str, buffers: bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview],
-              *, size: int | None = None) -> WrittenMember:
-        """Write one member (see :meth:`add`) and return its record."""
-        self.add(name, buffers, size=size)
-        return self.members[name]
-
-    @contextlib.contextmanager
-    def open_member(self, name: str, *, size: int | None = None) -> Iterator["_MemberStream"]:
-        """Open a member for streaming writes. ``size`` (if known) picks the zip64 form."""
-        check_member_name(name)
-        if name == MANIFEST_NAME or name in self._members or name in self._digests:
-            raise SaveError(f"Member {name!r} was written twice; this is a bug in the flavor that wrote it.",
-                            member=name)
-        hasher = _Hasher(self._pool)
-        if self._zip is not None:
-            zinfo = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            zinfo.compress_type = zipfile.ZIP_STORED
-            zinfo.external_attr = (stat.S_IFREG | 0o644) << 16
-            big = size is None or size > zipfile.ZIP64_LIMIT // 2
-            zinfo.extra = _alignment_padding(self._zip.fp.tell(), name, zip64=big)
-            raw: IO[bytes] = self._zip.open(zinfo, "w", force_zip64=big)
-        else:
-            target = self._tmp / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            raw = open(target, "wb")
-        stream = _MemberStream(raw, hasher, self._progress)
-        if self._writeback:
-            stream.writeback = _Writeback(self._zip.fp if self._zip is not None else raw)
-        try:
-            yield stream
-        finally:
-            raw.close()
-        self._digests[name] = (stream.size, hasher)
-
-    # -- finishing ------------------------------------------------------------------
-    def start_sync(self) -> None:
-        """Start writing what was written so far to disk, on a background thread.
-
-        Call it between members, before other work (the sample run): the disk write then
-        overlaps that work, and :meth:`commit`'s fsync has only the rest to wait for.
-        """
-        if self._early_sync is not None:
-            return
-        if self._zip is not None:
-            self._zip.fp.flush()
-            self._early_sync = self._pool.submit(os.fsync, self._zip.fp.fileno())
-        else:
-            written = [self._tmp / name for name in (*self._members, *self._digests)]
-            self._early_sync = self._pool.submit(lambda: [_fsync_path(path) for path in written])
-
-    def _join_sync(self) -> None:
-        """Wait for :meth:`start_sync`; raise its error (a later fsync may not report it again)."""
-        sync, self._early_sync = self._early_sync, None
-        if sync is not None:
-            sync.result()
-
-    def commit(self, manifest: bytes) -> Path:
-        """Write the manifest, fsync, and atomically move the artifact to ``path``."""
-        self._join_sync()
-        if self._zip is not None:
-            zinfo = zipfile.ZipInfo(MANIFEST_NAME, date_time=(1980, 1, 1, 0, 0, 0))
-            zinfo.external_attr = (stat.S_IFREG | 0o644) << 16
-            self._zip.writestr(zinfo, manifest, compress_type=zipfile.ZIP_STORED)
-            fp = self._zip.fp
-            self._zip.close()
-            fp.flush()
-            os.fsync(fp.fileno())
-            fp.close()
-        else:
-            with open(self._tmp / MANIFEST_NAME, "wb") as f:
-                f.write(manifest)
-                f.flush()
-                os.fsync(f.fileno())
-            for member in self.members:
-                _fsync_path(self._tmp / member)
-        self._pool.shutdown(wait=True)
-        check_target(self.path, self.overwrite)  # the target may have appeared meanwhile
-        _replace(self._tmp, self.path)
-        _fsync_dir(self.path.parent)
-        self._committed = True
-        return self.path
+def _groups(views: list[memoryview], limit: int) -> Iterator[list[memoryview]]:
+    """Consecutive runs of ``views`` of at most ``limit`` bytes (large buffers are split)."""
+    group: list[memoryview] = []
+    size = 0
+    for view in views:
+        for start in range(0, max(view.nbytes, 1), limit):
+            piece = view[start : start + limit]
+            if group and size + piece.nbytes > limit:
+                yield group
+                group, size = [], 0
+            group.append(piece)
+            size += piece.nbytes
+    if group:
+        yield group
 
 
 class _Writeback:
@@ -279,61 +198,304 @@ class _Writeback:
 
     STEP = 64 << 20
 
-    def __init__(self, fileobj: IO[bytes]) -> None:
-        self._file = fileobj
-        self._done = fileobj.tell()
+    def __init__(self, fd: int, start: int = 0) -> None:
+        self._fd = fd
+        self._done = start
 
-    def __call__(self) -> None:
-        position = self._file.tell()
+    def __call__(self, position: int) -> None:
         if position - self._done >= self.STEP:
-            self._file.flush()
             with contextlib.suppress(OSError):
-                os.posix_fadvise(self._file.fileno(), self._done, position - self._done, os.POSIX_FADV_DONTNEED)
+                os.posix_fadvise(self._fd, self._done, position - self._done, os.POSIX_FADV_DONTNEED)
             self._done = position
 
 
-class _MemberStream:
-    """A write-only stream that hashes what passes through it."""
+class _ZipTarget:
+    """Members as entries of one zip file (the single-file form)."""
 
-    writeback: Callable[[], None] | None = None
+    crc = True
 
-    def __init__(self, raw: IO[bytes], hasher: _Hasher, progress: ProgressCallback | None) -> None:
-        self._raw = raw
-        self._hasher = hasher
+    def __init__(self, fd: int, writeback: bool) -> None:
+        self._zip = StoredZipWriter(fd)
+        self._writeback = _Writeback(fd) if writeback else None
+
+    def begin(self, name: str, size: int | None) -> Any:
+        return self._zip.begin(name, size)
+
+    def write(self, handle: Any, views: list[memoryview]) -> int:
+        n = self._zip.write(views)
+        if self._writeback is not None:
+            self._writeback(self._zip.offset)
+        return n
+
+    def end(self, handle: Any) -> None:
+        pass  # the header is finished once the CRC is known (finish)
+
+    def finish(self, handle: Any, size: int, crc: int) -> None:
+        self._zip.finish(handle, size, crc)
+
+    def syncer(self) -> Callable[[], None]:
+        fd = self._zip.fd
+        return lambda: os.fsync(fd)
+
+    def close(self) -> None:
+        self._zip.close()
+        os.fsync(self._zip.fd)
+
+    def release(self) -> None:
+        fd, self._zip.fd = self._zip.fd, -1  # once only: the number may be reused after close
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+@dataclass
+class _File:
+    fd: int
+    written: int = 0
+    writeback: _Writeback | None = None
+
+
+class _DirTarget:
+    """Members as files of one folder (the folder form)."""
+
+    crc = False
+
+    def __init__(self, root: Path, writeback: bool) -> None:
+        self._root = root
+        self._writeback = writeback
+        self._paths: list[Path] = []
+
+    def begin(self, name: str, size: int | None) -> _File:
+        path = self._root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+        self._paths.append(path)
+        return _File(fd, writeback=_Writeback(fd) if self._writeback else None)
+
+    def write(self, handle: _File, views: list[memoryview]) -> int:
+        n = write_all(handle.fd, views)
+        handle.written += n
+        if handle.writeback is not None:
+            handle.writeback(handle.written)
+        return n
+
+    def end(self, handle: _File) -> None:
+        os.close(handle.fd)
+
+    def finish(self, handle: _File, size: int, crc: int) -> None:
+        pass
+
+    def syncer(self) -> Callable[[], None]:
+        written = list(self._paths)
+        return lambda: [_fsync_path(path) for path in written]  # type: ignore[func-returns-value]
+
+    def close(self) -> None:
+        for path in self._paths:
+            _fsync_path(path)
+
+    def release(self) -> None:
+        pass
+
+
+@dataclass
+class _Member:
+    size: int
+    digest: _Digest
+    #: Where the member was written (the target's handle).
+    placed: Any
+    record: WrittenMember | None = None
+
+
+class ArtifactWriter:
+    """Write an artifact to ``path`` atomically.
+
+    Use as a context manager: members written with :meth:`add` or :meth:`open_member`,
+    then :meth:`commit` with the manifest bytes. Leaving the block without committing,
+    or with an exception, removes every temporary file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = False,
+                 progress: ProgressCallback | None = None, writeback: bool = False) -> None:
+        self.path = Path(path)
+        self.single_file = is_single_file(self.path)
+        self.overwrite = overwrite
+        self._written: dict[str, _Member] = {}
         self._progress = progress
+        self._committed = False
+        self._early_sync: Future[object] | None = None
+        check_target(self.path, overwrite)
+        parent = self.path.parent
+        if not parent.is_dir():
+            raise SaveError(
+                f"Cannot save to {str(self.path)!r}: the folder {str(parent)!r} does not exist. "
+                "Create it first (os.makedirs) or choose another path.",
+                path=str(self.path),
+            )
+        #: Start the disk write of members while they are written (see :class:`_Writeback`).
+        writeback = writeback and hasattr(os, "posix_fadvise")
+        prefix = f".{self.path.name}.tmp-"
+        self._target: _ZipTarget | _DirTarget
+        if self.single_file:
+            fd, tmp = tempfile.mkstemp(prefix=prefix, dir=parent)
+            self._tmp = Path(tmp)
+            self._target = _ZipTarget(fd, writeback)
+        else:
+            self._tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+            self._target = _DirTarget(self._tmp, writeback)
+        #: Streamed members' chunks: two members can be hashed at once (each in order).
+        self._hashing = _pool("hash", 2)
+        #: Whole members (add), one after the other: while the caller writes them and then
+        #: goes on (a save runs its sample), one core hashes and the other stays the caller's.
+        self._hashing_whole = _pool("hash-whole", 1)
+        #: The early fsync (start_sync).
+        self._io = _pool("sync", 1)
+        #: Every job this writer submitted (abort settles them; the pools are shared).
+        self._jobs: list[Future[Any]] = []
+
+    # -- context management ---------------------------------------------------------
+    def __enter__(self) -> "ArtifactWriter":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self._committed:
+            self.abort()
+
+    def abort(self) -> None:
+        """Remove every temporary file. Safe to call more than once."""
+        # Queued writes not started are dropped, running ones finish (their errors are
+        # dropped too: the save already failed, and its own error is the one to show).
+        for job in self._jobs:
+            job.cancel()
+        wait(self._jobs)
+        self._target.release()
+        if self._tmp.is_dir():
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()
+
+    # -- members --------------------------------------------------------------------
+    @property
+    def members(self) -> dict[str, WrittenMember]:
+        """Every member written so far, with its size and SHA-256 (waits for pending digests)."""
+        for name, member in self._written.items():
+            if member.record is None:
+                member.record = WrittenMember(name, member.size, member.digest.result()[0])
+        return {name: member.record for name, member in self._written.items()}  # type: ignore[misc]
+
+    def add(self, name: str, buffers: bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview],
+            *, size: int | None = None) -> None:
+        """Write one member from a buffer or a list of buffers; its digest is computed meanwhile.
+
+        The buffers are written in place with one ``writev`` (a forest's node arrays go to
+        disk straight from the model, never copied together) and hashed by a background job:
+        they must not change until :meth:`commit`. Any other iterable of buffers is streamed,
+        as with :meth:`open_member` (``size``, if known, picks the zip form).
+        """
+        if not isinstance(buffers, (bytes, bytearray, memoryview, list)):
+            with self.open_member(name, size=size) as out:
+                for buffer in buffers:
+                    out.write(buffer)
+            return
+        self._check_new(name)
+        views = _views(buffers)
+        digest = _Digest(self._hashing_whole, self._target.crc, self._jobs)
+        digest.update(views)
+        total = sum(view.nbytes for view in views)
+        handle = self._target.begin(name, total)
+        try:
+            for group in _groups(views, _WRITE_GROUP):
+                self._write(handle, group)
+        finally:
+            self._target.end(handle)
+        self._written[name] = _Member(total, digest, handle)
+
+    def write(self, name: str, buffers: bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview],
+              *, size: int | None = None) -> WrittenMember:
+        """Write one member (see :meth:`add`) and return its record."""
+        self.add(name, buffers, size=size)
+        return self.members[name]
+
+    @contextlib.contextmanager
+    def open_member(self, name: str, *, size: int | None = None) -> Iterator["_MemberStream"]:
+        """Open a member for streaming writes. ``size`` (if known) picks the zip64 form."""
+        self._check_new(name)
+        digest = _Digest(self._hashing, self._target.crc, self._jobs)
+        handle = self._target.begin(name, size)
+        stream = _MemberStream(self, handle, digest)
+        try:
+            yield stream
+        finally:
+            self._target.end(handle)
+        self._written[name] = _Member(stream.size, digest, handle)
+
+    def _check_new(self, name: str) -> None:
+        check_member_name(name)
+        if name == MANIFEST_NAME or name in self._written:
+            raise SaveError(f"Member {name!r} was written twice; this is a bug in the flavor that wrote it.",
+                            member=name)
+
+    def _write(self, handle: Any, views: list[memoryview]) -> None:
+        n = self._target.write(handle, views)
+        if self._progress is not None:
+            self._progress(n)
+
+    # -- finishing ------------------------------------------------------------------
+    def start_sync(self) -> None:
+        """Start writing what was written so far to disk, on a background thread.
+
+        Call it between members, before other work (the sample run): the disk write then
+        overlaps that work, and :meth:`commit`'s fsync has only the rest to wait for.
+        """
+        if self._early_sync is None:
+            self._early_sync = self._io.submit(self._target.syncer())
+            self._jobs.append(self._early_sync)
+
+    def _join_sync(self) -> None:
+        """Wait for :meth:`start_sync`; raise its error (a later fsync may not report it again)."""
+        sync, self._early_sync = self._early_sync, None
+        if sync is not None:
+            sync.result()
+
+    def commit(self, manifest: bytes) -> Path:
+        """Write the manifest, fsync, and atomically move the artifact to ``path``."""
+        self._join_sync()
+        for name, member in self.members.items():  # every digest is known now
+            self._target.finish(self._written[name].placed, member.size, self._written[name].digest.result()[1])
+        handle = self._target.begin(MANIFEST_NAME, len(manifest))
+        self._target.write(handle, [memoryview(manifest)])
+        self._target.end(handle)
+        self._target.finish(handle, len(manifest), zlib.crc32(manifest))
+        self._target.close()  # the zip directory; every byte fsynced
+        self._target.release()
+        check_target(self.path, self.overwrite)  # the target may have appeared meanwhile
+        _replace(self._tmp, self.path)
+        _fsync_dir(self.path.parent)
+        self._committed = True
+        return self.path
+
+
+class _MemberStream:
+    """A write-only stream for one member, hashed as it passes (see ArtifactWriter.open_member)."""
+
+    def __init__(self, writer: ArtifactWriter, handle: Any, digest: _Digest) -> None:
+        self._writer = writer
+        self._handle = handle
+        self._digest = digest
         self.size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B")
         for start in range(0, len(view), CHUNK):
-            chunk = view[start : start + CHUNK]
-            self._hasher.update(chunk)
-            self._put(chunk)
+            self.write_pieces([view[start : start + CHUNK]])
         return len(view)
 
     def write_pieces(self, pieces: list[bytes | bytearray | memoryview]) -> None:
-        """Write buffers in order, all hashed by one background job."""
-        views = [memoryview(piece).cast("B") for piece in pieces]
-        self._hasher.update_all(views)
-        for view in views:
-            self._put(view)
-
-    def _put(self, view: memoryview) -> None:
-        self._raw.write(view)
-        self.size += len(view)
-        if self._progress is not None:
-            self._progress(len(view))
-        if self.writeback is not None:
-            self.writeback()
-
-
-def _alignment_padding(header_offset: int, name: str, *, zip64: bool) -> bytes:
-    """An extra field that makes the member's data start on an ALIGNMENT boundary."""
-    data_start = header_offset + 30 + len(name.encode("utf-8")) + (20 if zip64 else 0)
-    pad = -data_start % ALIGNMENT
-    if pad < 4:  # an extra field is at least its 4-byte header
-        pad += ALIGNMENT
-    return struct.pack("<HH", _PADDING_HEADER_ID, pad - 4) + b"\x00" * (pad - 4)
+        """Write buffers in order, hashed by one background job (they must not change until commit)."""
+        views = _views(pieces)
+        self._digest.update(views)
+        self._writer._write(self._handle, views)
+        self.size += sum(view.nbytes for view in views)
 
 
 def check_target(path: Path, overwrite: bool) -> None:
