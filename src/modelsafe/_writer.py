@@ -404,8 +404,7 @@ class ArtifactWriter:
         total = sum(view.nbytes for view in views)
         handle = self._target.begin(name, total)
         try:
-            for group in _groups(views, _WRITE_GROUP):
-                self._write(handle, group)
+            self._write(handle, views)
         finally:
             self._target.end(handle)
         self._written[name] = _Member(total, digest, handle)
@@ -436,9 +435,11 @@ class ArtifactWriter:
                             member=name)
 
     def _write(self, handle: Any, views: list[memoryview]) -> None:
-        n = self._target.write(handle, views)
-        if self._progress is not None:
-            self._progress(n)
+        """Write buffers in calls of at most _WRITE_GROUP bytes (the write-back and progress follow each)."""
+        for group in _groups(views, _WRITE_GROUP):
+            n = self._target.write(handle, group)
+            if self._progress is not None:
+                self._progress(n)
 
     # -- finishing ------------------------------------------------------------------
     def start_sync(self) -> None:
