@@ -28,13 +28,15 @@ import contextlib
 import hashlib
 import json
 import os
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping
 
 from modelsafe._archive import CHUNK, MANIFEST_NAME, ArtifactReader, ProgressCallback, check_member_name
 from modelsafe._manifest import MemberRecord
+from modelsafe._threads import pool, settle
 from modelsafe.errors import IntegrityError
 
 _PARALLEL_THRESHOLD = 4 << 20  # below this, threads cost more than they save
@@ -45,6 +47,8 @@ RACY_NS = 1_000_000_000
 
 
 def sha256_of(view: memoryview, progress: ProgressCallback | None = None) -> str:
+    if progress is None:
+        return hashlib.sha256(view).hexdigest()  # one call: the GIL is released once, for all of it
     h = hashlib.sha256()
     for start in range(0, len(view), CHUNK):
         chunk = view[start : start + CHUNK]
@@ -72,9 +76,15 @@ def _sha256_pread(fd: int, offset: int, size: int, progress: ProgressCallback | 
     return h.hexdigest()
 
 
-def _read_private(fd: int, offset: int, size: int) -> bytearray:
-    """The ``size`` bytes at ``offset`` of ``fd``, read into a new buffer (pread releases the GIL)."""
-    buffer = bytearray(size)
+def _read_private(fd: int, offset: int, size: int) -> Any:
+    """The ``size`` bytes at ``offset`` of ``fd``, read into a new writable buffer.
+
+    The buffer is not zero-filled first (``bytearray(size)`` would touch every page while
+    holding the GIL): ``pread`` fills it, with the GIL released.
+    """
+    import numpy as np
+
+    buffer = np.empty(size, dtype=np.uint8)
     view = memoryview(buffer)
     done = 0
     while done < size:
@@ -98,14 +108,16 @@ def _check_size(reader: ArtifactReader, name: str, record: MemberRecord) -> int:
 
 
 def check_member(reader: ArtifactReader, name: str, record: MemberRecord,
-                 progress: ProgressCallback | None = None, keep: bool = False) -> None:
+                 progress: ProgressCallback | None = None, keep: bool = False,
+                 located: tuple[int, int] | None = None) -> None:
     """Raise IntegrityError unless member ``name`` has the recorded size and hash.
 
     With ``keep``, the member is read whole into a private buffer, that buffer is hashed,
     and it is handed to ``reader.copies`` once it matched (see ArtifactReader.private).
+    ``located`` is the member's place (see ArtifactReader.locate), when already known.
     """
     size = _check_size(reader, name, record)
-    located = reader.locate(name) if hasattr(os, "preadv") else None
+    located = located or _locate(reader, name)
     if keep and located is not None:
         copy = _read_private(*located, size)
         actual = sha256_of(memoryview(copy), progress)
@@ -121,9 +133,13 @@ def check_member(reader: ArtifactReader, name: str, record: MemberRecord,
 def _keep_unchecked(reader: ArtifactReader, name: str, record: MemberRecord) -> None:
     """Read a member of an already verified, unchanged artifact into a private buffer."""
     size = _check_size(reader, name, record)
-    located = reader.locate(name) if hasattr(os, "preadv") else None
+    located = _locate(reader, name)
     if located is not None:
         reader.copies[name] = _read_private(*located, size)
+
+
+def _locate(reader: ArtifactReader, name: str) -> tuple[int, int] | None:
+    return reader.locate(name) if hasattr(os, "preadv") else None
 
 
 def _check_digest(name: str, record: MemberRecord, actual: str) -> None:
@@ -174,7 +190,6 @@ class MemberChecks:
                  progress: ProgressCallback | None = None, keep: Collection[str] = (), cache: bool = True) -> None:
         self._reader = reader
         self._pending: dict[str, Future[None]] = {}
-        self._pool: ThreadPoolExecutor | None = None
         check_structure(reader, members)
         self._cache_key, self._changed_ns = _cache_key(reader, members) if cache else (None, 0)
         big = [n for n, r in members.items() if r.size >= _PARALLEL_THRESHOLD]
@@ -185,13 +200,21 @@ class MemberChecks:
         for name in members:
             if name not in big:
                 check_member(reader, name, members[name], progress)
-        self._submit(check_member, [(n, (progress, n in keep)) for n in big], members)
+        # Members are located here, not on the workers: a worker that needs the GIL while
+        # this thread audits waits for it, up to the interpreter's switch interval.
+        self._submit(check_member, [(n, (progress, n in keep, _locate(reader, n))) for n in big], members)
 
     def _submit(self, work: Callable[..., None], jobs: list[tuple[str, tuple[Any, ...]]],
                 members: Mapping[str, MemberRecord]) -> None:
         if jobs:
-            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelsafe-verify")
-            self._pending = {n: self._pool.submit(work, self._reader, n, members[n], *args) for n, args in jobs}
+            workers = pool("verify", 2)
+            started = [threading.Event() for _ in jobs]
+            self._pending = {n: workers.submit(_signal_start, event, work, self._reader, n, members[n], *args)
+                             for event, (n, args) in zip(started, jobs)}
+            # Wait until the checks run: the caller's next steps hold the GIL for long
+            # stretches, and a thread that has not started yet would wait for them.
+            for event in started[: 2]:
+                event.wait(0.05)
 
     def wait(self, name: str) -> None:
         """Return once member ``name`` is verified (raise IntegrityError if it is not intact)."""
@@ -212,9 +235,12 @@ class MemberChecks:
 
     def close(self) -> None:
         """Stop: cancel checks not started, wait for running ones (errors are dropped)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        settle(self._pending.values())
+
+
+def _signal_start(event: threading.Event, work: Callable[..., None], *args: Any) -> None:
+    event.set()
+    work(*args)
 
 
 def check_members(reader: ArtifactReader, members: Mapping[str, MemberRecord],

@@ -29,12 +29,13 @@ import shutil
 import tempfile
 import threading
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from modelsafe._archive import CHUNK, MANIFEST_NAME, SINGLE_FILE_SUFFIX, ProgressCallback, check_member_name
+from modelsafe._threads import pool, settle
 from modelsafe._zipwrite import StoredZipWriter, write_all
 from modelsafe.errors import SaveError
 
@@ -105,10 +106,10 @@ class _Digest:
     at the same time.
     """
 
-    def __init__(self, pool: ThreadPoolExecutor, crc: bool, jobs: list[Future[Any]]) -> None:
+    def __init__(self, workers: ThreadPoolExecutor, crc: bool, jobs: list[Future[Any]]) -> None:
         self._h = hashlib.sha256()
         self._crc: int | None = 0 if crc else None
-        self._pool = pool
+        self._workers = workers
         self._jobs = jobs  # the writer's, so that abort can settle them
         self._pending: Future[None] | None = None
 
@@ -116,7 +117,7 @@ class _Digest:
         """Hash buffers after those given before (at most one job in flight per member)."""
         if self._pending is not None:
             self._pending.result()
-        self._pending = self._pool.submit(self.consume, views)
+        self._pending = self._workers.submit(self.consume, views)
         self._jobs.append(self._pending)
 
     def consume(self, views: list[memoryview]) -> None:
@@ -147,28 +148,6 @@ def _views(buffers: bytes | bytearray | memoryview | list[Any]) -> list[memoryvi
     return [_view(b) for b in buffers]
 
 
-_pools: dict[str, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
-
-
-def _pool(name: str, workers: int) -> ThreadPoolExecutor:
-    """A pool shared by every writer of the process: its threads start once, not at every save."""
-    with _pools_lock:
-        pool = _pools.get(name)
-        if pool is None:
-            pool = _pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"modelsafe-{name}")
-        return pool
-
-
-def _forget_pools() -> None:
-    """In a forked child the pools' threads do not exist: start new ones when needed."""
-    global _pools_lock
-    _pools.clear()
-    _pools_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pools)
 
 
 def _groups(views: list[memoryview], limit: int) -> Iterator[list[memoryview]]:
@@ -343,12 +322,12 @@ class ArtifactWriter:
             self._tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
             self._target = _DirTarget(self._tmp, writeback)
         #: Streamed members' chunks: two members can be hashed at once (each in order).
-        self._hashing = _pool("hash", 2)
+        self._hashing = pool("hash", 2)
         #: Whole members (add), one after the other: while the caller writes them and then
         #: goes on (a save runs its sample), one core hashes and the other stays the caller's.
-        self._hashing_whole = _pool("hash-whole", 1)
+        self._hashing_whole = pool("hash-whole", 1)
         #: The early fsync (start_sync).
-        self._io = _pool("sync", 1)
+        self._io = pool("sync", 1)
         #: Every job this writer submitted (abort settles them; the pools are shared).
         self._jobs: list[Future[Any]] = []
 
@@ -364,9 +343,7 @@ class ArtifactWriter:
         """Remove every temporary file. Safe to call more than once."""
         # Queued writes not started are dropped, running ones finish (their errors are
         # dropped too: the save already failed, and its own error is the one to show).
-        for job in self._jobs:
-            job.cancel()
-        wait(self._jobs)
+        settle(self._jobs)
         self._target.release()
         if self._tmp.is_dir():
             shutil.rmtree(self._tmp, ignore_errors=True)
