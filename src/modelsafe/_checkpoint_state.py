@@ -72,15 +72,27 @@ def training_state(model: Any, parts: Mapping[str, Any], extra: Any) -> dict[str
 
 
 def write_state(store: "ComponentStore", state: Mapping[str, Any]) -> dict[str, Any]:
-    """Write the training state as a JSON member and a safetensors member; return their record."""
-    from modelsafe.flavors.torch_tensors import write_tensors
+    """Write the training state as a JSON member and safetensors members; return their record.
+
+    Tensors go to one member, or to two of similar size when large (Adam's moments are
+    twice the model), so two cores hash them while they are written. ``aliases`` names
+    tensors that are the same view of one storage, stored once.
+    """
+    from modelsafe.flavors.torch import SHARD_BYTES
+    from modelsafe.flavors.torch_tensors import shard, split_aliases, write_tensors
     from modelsafe.flavors.torch_tree import encode
 
     encoded = encode(dict(state))
     store.write(STATE_JSON, json.dumps({"tree": encoded.tree}, allow_nan=False).encode("utf-8"))
-    record = {"json": STATE_JSON, "tensors": None, "parts": sorted(k for k in state if k != "rng"), "rng": True}
+    record: dict[str, Any] = {"json": STATE_JSON, "tensors": None, "parts": sorted(k for k in state if k != "rng"),
+                              "rng": True}
     if encoded.tensors:
-        record["tensors"] = write_tensors(store, STATE_TENSORS, encoded.tensors)["member"]
+        unique, aliases = split_aliases(encoded.tensors)
+        total = sum(t.numel() * t.element_size() for t in unique.values())
+        groups = shard(unique, 2 if total >= SHARD_BYTES else 1)
+        names = [STATE_TENSORS] if len(groups) == 1 else [f"state-{i}.safetensors" for i in range(len(groups))]
+        record["tensors"] = [write_tensors(store, name, group)["member"] for name, group in zip(names, groups)]
+        record["aliases"] = aliases
     return record
 
 
@@ -89,9 +101,32 @@ def write_state(store: "ComponentStore", state: Mapping[str, Any]) -> dict[str, 
 # ---------------------------------------------------------------------------------------
 
 
+def _read_state_tensors(source: "ComponentSource", record: Mapping[str, Any]) -> dict[str, Any]:
+    """Every tensor of the state: from a list of members, or one member named alone (earlier checkpoints)."""
+    from modelsafe.flavors.torch_tensors import read_tensors
+
+    members = record.get("tensors") or []
+    aliases = record.get("aliases") or {}
+    if isinstance(members, str):
+        members = [members]
+    if not (isinstance(members, list) and all(isinstance(m, str) for m in members) and isinstance(aliases, dict)):
+        raise FormatError(f"The training state of checkpoint {source.path!r} lists its tensors in a form this "
+                          "modelsafe does not know. Restore another checkpoint (which=<step>) or upgrade modelsafe.",
+                          path=source.path)
+    tensors: dict[str, Any] = {}
+    for member in members:
+        tensors.update(read_tensors(source, member))
+    for alias, target in aliases.items():
+        if target not in tensors:
+            raise FormatError(f"The training state of checkpoint {source.path!r} makes {alias!r} an alias of "
+                              f"{target!r}, which it does not hold. Restore another checkpoint (which=<step>).",
+                              path=source.path)
+        tensors[alias] = tensors[target]
+    return tensors
+
+
 def read_state(source: "ComponentSource", record: Mapping[str, Any]) -> dict[str, Any]:
     """Rebuild the training state written by :func:`write_state` (JSON + tensors, nothing executed)."""
-    from modelsafe.flavors.torch_tensors import read_tensors
     from modelsafe.flavors.torch_tree import decode
 
     try:
@@ -100,7 +135,7 @@ def read_state(source: "ComponentSource", record: Mapping[str, Any]) -> dict[str
         raise FormatError(f"The training state of checkpoint {source.path!r} is not readable ({exc}). Its hash "
                           "matched, so it was written this way by a newer modelsafe or a bug. Restore another "
                           "checkpoint (which=<step>) or upgrade modelsafe.", path=source.path) from exc
-    tensors = read_tensors(source, record["tensors"]) if record.get("tensors") else {}
+    tensors = _read_state_tensors(source, record)
     state = decode(tree, tensors)
     if not isinstance(state, dict):
         raise FormatError(f"The training state of checkpoint {source.path!r} is not a mapping. Restore another "
