@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 #: Members at least this large are copied into a reusable buffer; smaller ones into bytes.
 _BUFFERED = 1 << 20
+#: Copies of at least this many bytes are shared by two threads.
+_PARALLEL_COPY = 32 << 20
 SUPPORTED_FLAVORS = ("torch", "keras")
 
 
@@ -59,28 +61,63 @@ class _CopyStream:
         self.size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        import numpy as np
-
         view = memoryview(data).cast("B")
-        n = len(view)
-        if self._buffer is not None and not self._pieces and self.size + n <= len(self._buffer):
-            np.copyto(self._buffer[self.size : self.size + n], np.frombuffer(view, dtype=np.uint8))
-        else:
-            if self._buffer is not None and not self._pieces:  # more than announced: keep what we have
-                self._pieces.append(bytes(self._buffer[: self.size]))
-            self._pieces.append(bytes(view))
-        self.size += n
-        return n
+        self.write_pieces([view])
+        return len(view)
 
     def write_pieces(self, pieces: list[bytes | bytearray | memoryview]) -> None:
-        """Copy buffers in order (the writer's stream interface; see _MemberStream.write_pieces)."""
-        for piece in pieces:
-            self.write(piece)
+        """Copy buffers in order (the writer's stream interface; see _MemberStream.write_pieces).
+
+        Into the member's buffer, the copies are shared by two threads: one thread does not
+        reach the memory bandwidth, and this copy is what the training loop waits for.
+        """
+        import numpy as np
+
+        views = [memoryview(piece).cast("B") for piece in pieces]
+        n = sum(len(view) for view in views)
+        if self._buffer is None or self._pieces or self.size + n > len(self._buffer):
+            if self._buffer is not None and not self._pieces:  # more than announced: keep what we have
+                self._pieces.append(bytes(self._buffer[: self.size]))
+            self._pieces.extend(bytes(view) for view in views)
+            self.size += n
+            return
+        copies = []
+        for view in views:
+            copies.append((self._buffer[self.size : self.size + len(view)], np.frombuffer(view, dtype=np.uint8)))
+            self.size += len(view)
+        _copy_in_two(copies, n)
 
     def data(self) -> "np.ndarray | list[bytes]":
         if self._buffer is not None and not self._pieces:
             return self._buffer[: self.size]
         return self._pieces
+
+
+def _copy_in_two(copies: list[tuple["np.ndarray", "np.ndarray"]], total: int) -> None:
+    """Run ``np.copyto(dst, src)`` for every pair, the first half of the bytes on a worker thread."""
+    import numpy as np
+
+    from modelsafe._threads import pool
+
+    if total < _PARALLEL_COPY:
+        for dst, src in copies:
+            np.copyto(dst, src)
+        return
+    first: list[tuple[Any, Any]] = []
+    rest = list(copies)
+    left = total // 2
+    while left > 0:
+        dst, src = rest.pop(0)
+        if len(dst) > left:  # split this pair at the half-way point
+            first.append((dst[:left], src[:left]))
+            rest.insert(0, (dst[left:], src[left:]))
+            break
+        first.append((dst, src))
+        left -= len(dst)
+    helper = pool("copy", 1).submit(lambda: [np.copyto(d, s) for d, s in first])
+    for dst, src in rest:
+        np.copyto(dst, src)
+    helper.result()
 
 
 class HostSnapshot:
@@ -105,8 +142,7 @@ class HostSnapshot:
             size = memoryview(buffers).nbytes
             buffers = (buffers,)
         with self.open_member(name, size=size) as out:
-            for piece in buffers:
-                out.write(piece)
+            out.write_pieces(list(buffers))
 
     @contextlib.contextmanager
     def open_member(self, name: str, *, size: int | None = None) -> Iterator[_CopyStream]:
