@@ -296,8 +296,13 @@ def build_manifest(prepared: Prepared, members: Mapping[str, "WrittenMember"]) -
 
 
 def write_now(path: Path, capture: Callable[[Any], Prepared]) -> Manifest:
-    """Write a checkpoint from the live objects: members straight to a temporary file, then rename."""
-    with ArtifactWriter(path, writeback=True) as writer:
+    """Write a checkpoint from the live objects: members straight to a temporary file, then rename.
+
+    No early write-back (``writeback=False``): on the machines measured, dropping each 64 MiB
+    from the page cache as it was written made a synchronous save 1.3–2 × slower than
+    writing everything and fsyncing once.
+    """
+    with ArtifactWriter(path) as writer:
         prepared = capture(writer)
         manifest = build_manifest(prepared, writer.members)
         writer.commit(manifest.to_json())
