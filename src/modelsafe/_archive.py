@@ -70,8 +70,8 @@ class ArtifactReader:
     #: Called with a member's name before a component reads it; ``load`` sets it to wait
     #: for that member's integrity check (see :class:`modelsafe._integrity.MemberChecks`).
     gate: Callable[[str], None] | None = None
-    #: Verified private copies of members, kept by the integrity check for :meth:`private`.
-    copies: dict[str, bytearray]
+    #: Verified private copies of members (writable buffers), kept by the integrity check for :meth:`private`.
+    copies: dict[str, Any]
 
     def names(self) -> list[str]:
         raise NotImplementedError  # abstract
@@ -86,8 +86,8 @@ class ArtifactReader:
     def read(self, name: str) -> bytes:
         return bytes(self.view(name))
 
-    def private(self, name: str) -> bytearray:
-        """A writable copy of the member that nothing else shares.
+    def private(self, name: str) -> Any:
+        """A writable copy of the member that nothing else shares (a buffer: bytearray or uint8 array).
 
         The integrity check hands over the buffer it read and hashed, when it kept one
         (see ``keep`` of :class:`modelsafe._integrity.MemberChecks`): those bytes are the

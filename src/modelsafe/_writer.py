@@ -148,8 +148,6 @@ def _views(buffers: bytes | bytearray | memoryview | list[Any]) -> list[memoryvi
     return [_view(b) for b in buffers]
 
 
-
-
 def _groups(views: list[memoryview], limit: int) -> Iterator[list[memoryview]]:
     """Consecutive runs of ``views`` of at most ``limit`` bytes (large buffers are split)."""
     group: list[memoryview] = []

@@ -91,7 +91,7 @@ class ComponentSource:
     def read(self, relname: str) -> bytes:
         return bytes(self.view(relname))
 
-    def private(self, relname: str) -> bytearray:
+    def private(self, relname: str) -> Any:
         """A writable copy of the member that nothing else shares (see ArtifactReader.private)."""
         return self._reader.private(self._member(relname))
 
