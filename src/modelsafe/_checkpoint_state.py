@@ -78,8 +78,7 @@ def write_state(store: "ComponentStore", state: Mapping[str, Any]) -> dict[str, 
     twice the model), so two cores hash them while they are written. ``aliases`` names
     tensors that are the same view of one storage, stored once.
     """
-    from modelsafe.flavors.torch import SHARD_BYTES
-    from modelsafe.flavors.torch_tensors import shard, split_aliases, write_tensors
+    from modelsafe.flavors.torch_tensors import split_for_hashing, write_tensors
     from modelsafe.flavors.torch_tree import encode
 
     encoded = encode(dict(state))
@@ -87,9 +86,7 @@ def write_state(store: "ComponentStore", state: Mapping[str, Any]) -> dict[str, 
     record: dict[str, Any] = {"json": STATE_JSON, "tensors": None, "parts": sorted(k for k in state if k != "rng"),
                               "rng": True}
     if encoded.tensors:
-        unique, aliases = split_aliases(encoded.tensors)
-        total = sum(t.numel() * t.element_size() for t in unique.values())
-        groups = shard(unique, 2 if total >= SHARD_BYTES else 1)
+        groups, aliases, _ = split_for_hashing(encoded.tensors)
         names = [STATE_TENSORS] if len(groups) == 1 else [f"state-{i}.safetensors" for i in range(len(groups))]
         record["tensors"] = [write_tensors(store, name, group)["member"] for name, group in zip(names, groups)]
         record["aliases"] = aliases

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from modelsafe._archive import check_member_name
-from modelsafe._writer import ArtifactWriter
+from modelsafe._writer import ArtifactWriter, byte_views
 from modelsafe._manifest import FORMAT_VERSION, Component, Manifest, MemberRecord
 from modelsafe.errors import SaveError, UnsavableObjectError, UnsupportedModelError
 from modelsafe.flavors._base import ComponentStore, SavedComponent
@@ -73,7 +73,7 @@ class _CopyStream:
         """
         import numpy as np
 
-        views = [memoryview(piece).cast("B") for piece in pieces]
+        views = byte_views(pieces)
         n = sum(len(view) for view in views)
         if self._buffer is None or self._pieces or self.size + n > len(self._buffer):
             if self._buffer is not None and not self._pieces:  # more than announced: keep what we have

@@ -40,6 +40,7 @@ from modelsafe._threads import pool, settle
 from modelsafe.errors import IntegrityError
 
 _PARALLEL_THRESHOLD = 4 << 20  # below this, threads cost more than they save
+_WORKERS = 2  # threads that check large members
 #: Artifacts smaller than this are always re-hashed (as cheap as a cache lookup); larger ones use the cache.
 CACHE_MIN_BYTES = 1 << 20
 #: A file changed less than this before its check is not recorded (its timestamps may not show a later write).
@@ -207,13 +208,13 @@ class MemberChecks:
     def _submit(self, work: Callable[..., None], jobs: list[tuple[str, tuple[Any, ...]]],
                 members: Mapping[str, MemberRecord]) -> None:
         if jobs:
-            workers = pool("verify", 2)
+            workers = pool("verify", _WORKERS)
             started = [threading.Event() for _ in jobs]
             self._pending = {n: workers.submit(_signal_start, event, work, self._reader, n, members[n], *args)
                              for event, (n, args) in zip(started, jobs)}
             # Wait until the checks run: the caller's next steps hold the GIL for long
             # stretches, and a thread that has not started yet would wait for them.
-            for event in started[: 2]:
+            for event in started[:_WORKERS]:  # later ones start when a thread is free
                 event.wait(0.05)
 
     def wait(self, name: str) -> None:

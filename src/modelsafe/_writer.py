@@ -32,11 +32,11 @@ import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from modelsafe._archive import CHUNK, MANIFEST_NAME, SINGLE_FILE_SUFFIX, ProgressCallback, check_member_name
 from modelsafe._threads import pool, settle
-from modelsafe._zipwrite import StoredZipWriter, write_all
+from modelsafe._write_targets import DirTarget, ZipTarget, fsync_path
 from modelsafe.errors import SaveError
 
 #: Buffers smaller than this are hashed in groups copied into one block: a hashing
@@ -142,7 +142,8 @@ def _view(buffer: bytes | bytearray | memoryview) -> memoryview:
     return view.cast("B")
 
 
-def _views(buffers: bytes | bytearray | memoryview | list[Any]) -> list[memoryview]:
+def byte_views(buffers: bytes | bytearray | memoryview | list[Any]) -> list[memoryview]:
+    """1-D byte views of a buffer or of a list of buffers (no copies)."""
     if isinstance(buffers, (bytes, bytearray, memoryview)):
         return [_view(buffers)]
     return [_view(b) for b in buffers]
@@ -162,116 +163,6 @@ def _groups(views: list[memoryview], limit: int) -> Iterator[list[memoryview]]:
             size += piece.nbytes
     if group:
         yield group
-
-
-class _Writeback:
-    """Hands what was written so far to the disk, without waiting, and drops it from the page cache.
-
-    ``posix_fadvise(DONTNEED)`` starts the write-out of the dirty range (Linux); the final
-    fsync then has little left to wait for, and a multi-GiB artifact does not fill the
-    page cache. Used for checkpoints (``ArtifactWriter(writeback=True)``), which are read
-    back rarely.
-    """
-
-    STEP = 64 << 20
-
-    def __init__(self, fd: int, start: int = 0) -> None:
-        self._fd = fd
-        self._done = start
-
-    def __call__(self, position: int) -> None:
-        if position - self._done >= self.STEP:
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(self._fd, self._done, position - self._done, os.POSIX_FADV_DONTNEED)
-            self._done = position
-
-
-class _ZipTarget:
-    """Members as entries of one zip file (the single-file form)."""
-
-    crc = True
-
-    def __init__(self, fd: int, writeback: bool) -> None:
-        self._zip = StoredZipWriter(fd)
-        self._writeback = _Writeback(fd) if writeback else None
-
-    def begin(self, name: str, size: int | None) -> Any:
-        return self._zip.begin(name, size)
-
-    def write(self, handle: Any, views: list[memoryview]) -> int:
-        n = self._zip.write(views)
-        if self._writeback is not None:
-            self._writeback(self._zip.offset)
-        return n
-
-    def end(self, handle: Any) -> None:
-        pass  # the header is finished once the CRC is known (finish)
-
-    def finish(self, handle: Any, size: int, crc: int) -> None:
-        self._zip.finish(handle, size, crc)
-
-    def syncer(self) -> Callable[[], None]:
-        fd = self._zip.fd
-        return lambda: os.fsync(fd)
-
-    def close(self) -> None:
-        self._zip.close()
-        os.fsync(self._zip.fd)
-
-    def release(self) -> None:
-        fd, self._zip.fd = self._zip.fd, -1  # once only: the number may be reused after close
-        if fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-@dataclass
-class _File:
-    fd: int
-    written: int = 0
-    writeback: _Writeback | None = None
-
-
-class _DirTarget:
-    """Members as files of one folder (the folder form)."""
-
-    crc = False
-
-    def __init__(self, root: Path, writeback: bool) -> None:
-        self._root = root
-        self._writeback = writeback
-        self._paths: list[Path] = []
-
-    def begin(self, name: str, size: int | None) -> _File:
-        path = self._root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
-        self._paths.append(path)
-        return _File(fd, writeback=_Writeback(fd) if self._writeback else None)
-
-    def write(self, handle: _File, views: list[memoryview]) -> int:
-        n = write_all(handle.fd, views)
-        handle.written += n
-        if handle.writeback is not None:
-            handle.writeback(handle.written)
-        return n
-
-    def end(self, handle: _File) -> None:
-        os.close(handle.fd)
-
-    def finish(self, handle: _File, size: int, crc: int) -> None:
-        pass
-
-    def syncer(self) -> Callable[[], None]:
-        written = list(self._paths)
-        return lambda: [_fsync_path(path) for path in written]  # type: ignore[func-returns-value]
-
-    def close(self) -> None:
-        for path in self._paths:
-            _fsync_path(path)
-
-    def release(self) -> None:
-        pass
 
 
 @dataclass
@@ -308,17 +199,17 @@ class ArtifactWriter:
                 "Create it first (os.makedirs) or choose another path.",
                 path=str(self.path),
             )
-        #: Start the disk write of members while they are written (see :class:`_Writeback`).
+        #: Start the disk write of members while they are written (see modelsafe._write_targets.Writeback).
         writeback = writeback and hasattr(os, "posix_fadvise")
         prefix = f".{self.path.name}.tmp-"
-        self._target: _ZipTarget | _DirTarget
+        self._target: ZipTarget | DirTarget
         if self.single_file:
             fd, tmp = tempfile.mkstemp(prefix=prefix, dir=parent)
             self._tmp = Path(tmp)
-            self._target = _ZipTarget(fd, writeback)
+            self._target = ZipTarget(fd, writeback)
         else:
             self._tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-            self._target = _DirTarget(self._tmp, writeback)
+            self._target = DirTarget(self._tmp, writeback)
         #: Streamed members' chunks: two members can be hashed at once (each in order).
         self._hashing = pool("hash", 2)
         #: Whole members (add), one after the other: while the caller writes them and then
@@ -373,7 +264,7 @@ class ArtifactWriter:
                     out.write(buffer)
             return
         self._check_new(name)
-        views = _views(buffers)
+        views = byte_views(buffers)
         digest = _Digest(self._hashing_whole, self._target.crc, self._jobs)
         digest.update(views)
         total = sum(view.nbytes for view in views)
@@ -436,8 +327,8 @@ class ArtifactWriter:
     def commit(self, manifest: bytes) -> Path:
         """Write the manifest, fsync, and atomically move the artifact to ``path``."""
         self._join_sync()
-        for name, member in self.members.items():  # every digest is known now
-            self._target.finish(self._written[name].placed, member.size, self._written[name].digest.result()[1])
+        for member in self._written.values():  # every digest is known now
+            self._target.finish(member.placed, member.size, member.digest.result()[1])
         handle = self._target.begin(MANIFEST_NAME, len(manifest))
         self._target.write(handle, [memoryview(manifest)])
         self._target.end(handle)
@@ -468,7 +359,7 @@ class _MemberStream:
 
     def write_pieces(self, pieces: list[bytes | bytearray | memoryview]) -> None:
         """Write buffers in order, hashed by one background job (they must not change until commit)."""
-        views = _views(pieces)
+        views = byte_views(pieces)
         self._digest.update(views)
         self._writer._write(self._handle, views)
         self.size += sum(view.nbytes for view in views)
@@ -509,16 +400,8 @@ def _replace(tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):  # not every platform can fsync a directory
-        _fsync_path(path)
+        fsync_path(path)
 
 

@@ -38,17 +38,13 @@ from modelsafe.flavors.torch_load import (BUFFERS, PartialLoadWarning, ProgramFa
                                           _audit_module, _load_module, _mmap, _read_weights, _set_tensor, load_report)
 from modelsafe.flavors.torch_run import (DeviceChangedWarning, _call, _module_device, _run, _type_name, eval_mode,
                                          flatten_outputs, model_inputs, resolve_device, to_numpy)
-from modelsafe.flavors.torch_tensors import read_header, shard, split_aliases, write_tensors
+from modelsafe.flavors.torch_tensors import read_header, split_for_hashing, write_tensors
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["TorchFlavor", "DeviceChangedWarning", "PartialLoadWarning", "ProgramFallbackWarning", "load_report",
            "write_weights", "strip_prefixes"]
-
-
-#: Weights at least this large are split into two members, hashed on two cores.
-SHARD_BYTES = 64 << 20
 
 
 install_recorder()
@@ -167,11 +163,11 @@ def _head(sample: Any, rows: int = 32) -> Any:
 
 def write_weights(store: ComponentStore, tensors: Mapping[str, "torch.Tensor"]) -> dict[str, Any]:
     """Write a state dict as one or two safetensors members; return the flavor's record of it."""
-    unique, aliases = split_aliases(tensors)
-    total = sum(t.numel() * t.element_size() for t in unique.values())
-    groups = shard(unique, 2 if total >= SHARD_BYTES else 1) or [{}]
+    groups, aliases, total = split_for_hashing(tensors)
+    groups = groups or [{}]
     members = [write_tensors(store, f"weights-{i}.safetensors", group)["member"] for i, group in enumerate(groups)]
-    return {"members": members, "aliases": aliases, "keys": list(tensors), "tensors": len(unique), "bytes": total}
+    return {"members": members, "aliases": aliases, "keys": list(tensors), "tensors": sum(map(len, groups)),
+            "bytes": total}
 
 
 def _save_state(obj: Any, store: ComponentStore, options: Mapping[str, Any]) -> SavedComponent:

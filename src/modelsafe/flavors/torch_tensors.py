@@ -210,6 +210,19 @@ def write_tensors(store: "ComponentStore", relname: str, tensors: Mapping[str, "
     return {"member": relname, "aliases": aliases, "tensors": len(unique), "bytes": total}
 
 
+#: Tensors at least this large in all are split into two members, hashed on two cores.
+SHARD_BYTES = 64 << 20
+
+
+def split_for_hashing(tensors: Mapping[str, "torch.Tensor"]
+                      ) -> tuple[list[dict[str, "torch.Tensor"]], dict[str, str], int]:
+    """The unique tensors in one group, or two of similar size when large (two cores hash them);
+    the aliases (see :func:`split_aliases`); and the bytes of the unique tensors."""
+    unique, aliases = split_aliases(tensors)
+    total = sum(t.numel() * t.element_size() for t in unique.values())
+    return shard(unique, 2 if total >= SHARD_BYTES else 1), aliases, total
+
+
 def shard(tensors: Mapping[str, "torch.Tensor"], parts: int) -> list[dict[str, "torch.Tensor"]]:
     """Split into ``parts`` groups of similar byte size (insertion order kept), so two cores can hash them."""
     sizes = [t.numel() * t.element_size() for t in tensors.values()]
