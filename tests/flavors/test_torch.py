@@ -394,6 +394,24 @@ def test_init_args_explicit_inferred_and_refused(tmp_path, models):
     assert arch["args_from"] == "torch container" and arch["args"][1]["$module"]["class"][1] == "Tanh"
 
 
+def test_rebuild_check_runs_once_per_class_arguments_and_shapes(tmp_path, models, monkeypatch):
+    from modelsafe.flavors import torch_arch
+
+    builds = []
+    real = torch_arch.construct
+    monkeypatch.setattr(torch_arch, "construct", lambda *a, **k: builds.append(a[0]) or real(*a, **k))
+    model = models.NoAttrs(5, 3)
+    ms.save(model, tmp_path / "a.msafe", init_args={"a": 5, "b": 3})
+    ms.save(model, tmp_path / "b.msafe", init_args={"a": 5, "b": 3})  # a checkpoint every few steps
+    assert builds == [models.NoAttrs]
+
+    model.layer = torch.nn.Linear(5, 4)  # same arguments, but the model no longer matches them
+    with pytest.raises(SaveError) as info:
+        ms.save(model, tmp_path / "c.msafe", init_args={"a": 5, "b": 3})
+    assert "layer.weight (4, 5) -> (3, 5)" in str(info.value) and len(builds) == 2
+    assert not (tmp_path / "c.msafe").exists()
+
+
 def test_wrong_recorded_arguments_are_caught_at_save_by_the_sample(tmp_path, models):
     from modelsafe.flavors import torch_args
 

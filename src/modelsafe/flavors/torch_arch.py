@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import collections
 import inspect
+import json
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -129,7 +131,7 @@ def capture(model: Any, init_args: Any = None) -> Architecture:
             tried.append(f"{source}: cannot store {', '.join(p[0] for p in encoder.problems)}")
             continue
         arch = Architecture(module, qualname, data_args, data_kwargs, source, frozenset(encoder.refs))
-        problem = _rebuild_problem(model, args, kwargs)
+        problem = _rebuild_problem(model, args, kwargs, json.dumps([data_args, data_kwargs], sort_keys=True))
         if problem is None:
             return arch
         if source == "init_args":
@@ -181,15 +183,30 @@ def _unencodable(problems: list[tuple[str, str, str]], module: str, qualname: st
         problems=[(f"init_args.{p}", t, r) for p, t, r in problems])
 
 
-def _rebuild_problem(model: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
-    """None when ``type(model)(*args, **kwargs)`` has the model's state-dict keys and shapes."""
+# class -> the (arguments, state-dict shapes) it was seen to rebuild. Saving the same model
+# again (a Checkpointer saves every few steps) then skips building it on the meta device.
+_REBUILDS: "weakref.WeakKeyDictionary[type, set[tuple[str, frozenset[tuple[str, tuple[int, ...]]]]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _rebuild_problem(model: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], encoded: str) -> str | None:
+    """None when ``type(model)(*args, **kwargs)`` has the model's state-dict keys and shapes.
+
+    ``encoded`` is the arguments as stored: with the shapes, it identifies a rebuild already
+    checked for this class (a class defined again is a new class, and is checked again).
+    """
+    cls = type(model)
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items() if hasattr(v, "shape")}
+    seen = (encoded, frozenset(want.items()))
+    if seen in _REBUILDS.get(cls, ()):
+        return None
     try:
-        rebuilt = construct(type(model), args, kwargs)
+        rebuilt = construct(cls, args, kwargs)
     except Exception as exc:  # noqa: BLE001 - reported as the reason this candidate fails
         return f"fails: {type(exc).__name__}: {exc}"
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items() if hasattr(v, "shape")}
     got = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items() if hasattr(v, "shape")}
     if want == got:
+        _REBUILDS.setdefault(cls, set()).add(seen)
         return None
     missing = sorted(set(want) - set(got))
     extra = sorted(set(got) - set(want))
