@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -192,17 +193,23 @@ def _explicit_entry(item: Any) -> _Entry:
 
 def _local_imports(source: str, module: str) -> tuple[str, ...]:
     """Local (non-installed) modules that ``source`` imports at its top level."""
+    return tuple(sorted(n for n in _top_level_imports(source) if n != module and module_kind(n) == KIND_LOCAL))
+
+
+@functools.lru_cache(maxsize=32)
+def _top_level_imports(source: str) -> frozenset[str]:
+    """Modules imported at the top level of ``source`` (parsed once per text: a checkpoint saves often)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return ()
+        return frozenset()
     names: set[str] = set()
     for node in tree.body:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-    return tuple(sorted(n for n in names if n != module and module_kind(n) == KIND_LOCAL))
+    return frozenset(names)
 
 
 def _ordered(entries: Mapping[str, _Entry]) -> list[_Entry]:
