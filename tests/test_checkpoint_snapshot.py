@@ -11,7 +11,8 @@ from modelsafe._checkpoint_write import HostSnapshot
 
 @pytest.mark.parametrize("sizes", [[5], [1, 2, 3], [100, 1, 40, 0, 77], [9] * 13, [0, 0, 64]])
 def test_copies_split_over_two_threads_land_in_order(monkeypatch, sizes):
-    monkeypatch.setattr(_checkpoint_write, "_PARALLEL_COPY", 1)  # split even the smallest copy
+    monkeypatch.setattr(_checkpoint_write, "_PARALLEL_COPY", 1)  # share even the smallest copy
+    monkeypatch.setattr(_checkpoint_write, "_COPY_CHUNK", 7)  # and cut pieces into chunks
     rng = np.random.default_rng(len(sizes))
     pieces = [rng.integers(0, 255, size=n, dtype=np.uint8).tobytes() for n in sizes]
     total = sum(sizes)
