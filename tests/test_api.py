@@ -245,3 +245,33 @@ def test_dataframe_sample_round_trips_without_pickle(tmp_path, fresh):
         assert sample.outputs["predict"].dtype.kind == "U"
         assert b.verify().ok
     """)
+
+
+def test_a_loaded_forest_does_not_hold_the_bytes_its_trees_copied(tmp_path):
+    """Trees copy their node arrays into their own memory; nothing else may pin the read copy."""
+    import gc
+    import tracemalloc
+
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 8))
+    y = (X[:, 0] + rng.normal(size=len(X)) > 0).astype(int)
+    forest = RandomForestClassifier(30, random_state=0).fit(X, y)
+    path = tmp_path / "forest.msafe"
+    ms.save(forest, path, sample=X[:5])
+    with zipfile.ZipFile(path) as archive:
+        buffers = sum(i.file_size for i in archive.infolist() if "/buffers-" in i.filename)
+    assert buffers > 100_000
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        with ms.load(path) as bundle:
+            loaded = bundle.model
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(loaded.predict_proba(X), forest.predict_proba(X))
+    assert held < buffers / 4, f"the loaded forest holds {held} bytes of Python memory; its buffers are {buffers}"

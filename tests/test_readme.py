@@ -16,7 +16,7 @@ def test_readme_python_examples_run(fresh):
     # Run as a script, as a user would paste them into train.py (classes defined there are bundled).
     proc = fresh.script("readme_examples.py", "\n".join(blocks))
     out = proc.stdout
-    for expected in ("sklearn 6 members", "verification of model.msafe: passed", "changed: Member",
+    for expected in ("sklearn 4 members", "verification of model.msafe: passed", "changed: Member",
                      "['ClipIncome']", "refused: ['__main__']", "missing column: age",
                      "connector (sqlite3.Connection): open database connections cannot be saved",
                      "lock (_thread.lock)", "False ['posix.system']", "pickle True", "False (2, 2)",

@@ -27,10 +27,26 @@ STREAM = "graph.pkl"
 PROTOCOL = 5
 #: Out-of-band buffers are laid out in this many members so two cores can hash them.
 BUFFER_MEMBERS = 2
+#: Buffers smaller than this stay in the stream. A loaded array that views a member keeps
+#: the whole member in memory: a forest's trees copy their node arrays away, and a
+#: 16-byte ``classes_`` per tree would otherwise pin every byte of them.
+INBAND_BYTES = 4096
 _ALIGN = 64
 _ZEROS = bytes(_ALIGN)
 #: Persistent-id tag of an embedded component in the stream.
 EMBEDDED_TAG = "modelsafe.component"
+
+
+def _keep_out_of_band(buffers: list[pickle.PickleBuffer]) -> Callable[[pickle.PickleBuffer], bool]:
+    """The pickler's ``buffer_callback``: large buffers go to ``buffers``, small ones in-band."""
+
+    def callback(buffer: pickle.PickleBuffer) -> bool:
+        if memoryview(buffer).nbytes < INBAND_BYTES:
+            return True  # a true value: pickle it inside the stream
+        buffers.append(buffer)
+        return False
+
+    return callback
 
 
 def _lay_out(buffers: list[pickle.PickleBuffer], parts: int) -> tuple[list[list[Any]], list[int], list[list[int]]]:
@@ -40,8 +56,7 @@ def _lay_out(buffers: list[pickle.PickleBuffer], parts: int) -> tuple[list[list[
     with zero padding between them) and its size; and, per buffer, ``[part, offset, length]``.
     """
     views = [buf.raw() for buf in buffers]
-    total = sum(v.nbytes for v in views)
-    target = total / parts if parts else total
+    target = sum(v.nbytes for v in views) / parts
     layout: list[list[int]] = []
     pieces: list[list[Any]] = [[]]
     sizes = [0]
@@ -63,7 +78,7 @@ class _GraphPickler(pickle.Pickler):
 
     def __init__(self, file: io.BytesIO, store: ComponentStore, root: Any, buffers: list[pickle.PickleBuffer],
                  roots: frozenset[str]) -> None:
-        super().__init__(file, protocol=PROTOCOL, buffer_callback=buffers.append)
+        super().__init__(file, protocol=PROTOCOL, buffer_callback=_keep_out_of_band(buffers))
         self._store = store
         self._root = root
         self._roots = roots
@@ -120,7 +135,7 @@ def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
     # Without a native framework imported, no object can need embedding: the plain C
     # pickler then runs without a Python call per object.
     pickler = (_GraphPickler(out, store, obj, buffers, roots) if roots
-               else pickle.Pickler(out, protocol=PROTOCOL, buffer_callback=buffers.append))
+               else pickle.Pickler(out, protocol=PROTOCOL, buffer_callback=_keep_out_of_band(buffers)))
     try:
         pickler.dump(obj)
     except (UnsavableObjectError, FormatError):
@@ -129,7 +144,7 @@ def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
         raise unsavable(obj, exc) from exc
     stream = out.getbuffer()
     summary = summarize_buffer(stream)
-    pieces, sizes, layout = _lay_out(buffers, BUFFER_MEMBERS if buffers else 0)
+    pieces, sizes, layout = _lay_out(buffers, BUFFER_MEMBERS) if buffers else ([], [], [])
     names = [store.write(f"buffers-{i}.bin", part, size=size) for i, (part, size) in enumerate(zip(pieces, sizes))]
     store.write(STREAM, stream)
     refs = sorted(summary.globals, key=lambda g: g.qualname)
