@@ -247,19 +247,25 @@ def test_dataframe_sample_round_trips_without_pickle(tmp_path, fresh):
     """)
 
 
-def test_a_loaded_forest_does_not_hold_the_bytes_its_trees_copied(tmp_path):
+@pytest.mark.parametrize("small_arrays", ["in the stream", "out of band (artifacts written before)"])
+def test_a_loaded_forest_does_not_hold_the_bytes_its_trees_copied(tmp_path, monkeypatch, small_arrays):
     """Trees copy their node arrays into their own memory; nothing else may pin the read copy."""
     import gc
     import tracemalloc
 
     from sklearn.ensemble import RandomForestClassifier
 
+    from modelsafe.flavors import _pickled
+
     rng = np.random.default_rng(0)
     X = rng.normal(size=(3000, 8))
     y = (X[:, 0] + rng.normal(size=len(X)) > 0).astype(int)
     forest = RandomForestClassifier(30, random_state=0).fit(X, y)
     path = tmp_path / "forest.msafe"
-    ms.save(forest, path, sample=X[:5])
+    with monkeypatch.context() as patch:
+        if small_arrays != "in the stream":
+            patch.setattr(_pickled, "INBAND_BYTES", 0)
+        ms.save(forest, path, sample=X[:5])
     with zipfile.ZipFile(path) as archive:
         buffers = sum(i.file_size for i in archive.infolist() if "/buffers-" in i.filename)
     assert buffers > 100_000

@@ -250,8 +250,12 @@ def load_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadOp
     # One private, writable copy per member (usually the very buffer the integrity check
     # read and hashed): estimators may modify their arrays, and the object must not depend
     # on the artifact file staying in place.
+    # Small buffers get their own copy, so a small array that lives on (a tree's classes_)
+    # does not keep a whole member in memory (artifacts written before INBAND_BYTES).
     members = [memoryview(source.private(name)) for name in data.get("buffer_members", ())]
-    buffers = [members[part][offset : offset + length] for part, offset, length in data.get("buffers", ())]
+    buffers = [members[part][offset : offset + length] if length >= INBAND_BYTES
+               else bytearray(members[part][offset : offset + length])
+               for part, offset, length in data.get("buffers", ())]
     embedded = _embedded(data)
     audited = source.cache.get("audit") or audit_graph(source, data, options)
     # Here rather than in the audit: after the environment check, so env="strict" names every package first.
