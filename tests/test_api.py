@@ -247,8 +247,12 @@ def test_dataframe_sample_round_trips_without_pickle(tmp_path, fresh):
     """)
 
 
-@pytest.mark.parametrize("small_arrays", ["in the stream", "out of band (artifacts written before)"])
-def test_a_loaded_forest_does_not_hold_the_bytes_its_trees_copied(tmp_path, monkeypatch, small_arrays):
+@pytest.mark.parametrize(("small_in_stream", "oob_score"), [
+    (True, False),
+    (False, False),  # small arrays out of band, as in artifacts written before INBAND_BYTES
+    (True, True),  # oob_decision_function_: a large array that lives on beside the trees
+])
+def test_a_loaded_forest_does_not_hold_the_bytes_its_trees_copied(tmp_path, monkeypatch, small_in_stream, oob_score):
     """Trees copy their node arrays into their own memory; nothing else may pin the read copy."""
     import gc
     import tracemalloc
@@ -260,10 +264,10 @@ def test_a_loaded_forest_does_not_hold_the_bytes_its_trees_copied(tmp_path, monk
     rng = np.random.default_rng(0)
     X = rng.normal(size=(3000, 8))
     y = (X[:, 0] + rng.normal(size=len(X)) > 0).astype(int)
-    forest = RandomForestClassifier(30, random_state=0).fit(X, y)
+    forest = RandomForestClassifier(30, oob_score=oob_score, random_state=0).fit(X, y)
     path = tmp_path / "forest.msafe"
     with monkeypatch.context() as patch:
-        if small_arrays != "in the stream":
+        if not small_in_stream:
             patch.setattr(_pickled, "INBAND_BYTES", 0)
         ms.save(forest, path, sample=X[:5])
     with zipfile.ZipFile(path) as archive:
@@ -280,4 +284,6 @@ def test_a_loaded_forest_does_not_hold_the_bytes_its_trees_copied(tmp_path, monk
     finally:
         tracemalloc.stop()
     np.testing.assert_array_equal(loaded.predict_proba(X), forest.predict_proba(X))
+    if oob_score:
+        np.testing.assert_array_equal(loaded.oob_decision_function_, forest.oob_decision_function_)
     assert held < buffers / 4, f"the loaded forest holds {held} bytes of Python memory; its buffers are {buffers}"

@@ -49,27 +49,52 @@ def _keep_out_of_band(buffers: list[pickle.PickleBuffer]) -> Callable[[pickle.Pi
     return callback
 
 
+#: Classes that copy the arrays of their state into memory of their own when unpickled
+#: (scikit-learn's Tree: its node and value arrays). Their buffers are laid out apart.
+_COPIED_ON_LOAD = frozenset({"sklearn.tree._tree.Tree"})
+#: A group of buffers at least this large is split over BUFFER_MEMBERS members.
+_SPLIT_BYTES = 1 << 20
+
+
+def _copied_on_load(view: memoryview) -> bool:
+    """Whether the array behind ``view`` belongs to the state of a class in _COPIED_ON_LOAD."""
+    owner = type(getattr(view.obj, "base", None))
+    return f"{owner.__module__}.{owner.__qualname__}" in _COPIED_ON_LOAD
+
+
 def _lay_out(buffers: list[pickle.PickleBuffer], parts: int) -> tuple[list[list[Any]], list[int], list[list[int]]]:
-    """Lay buffers out, each 64-byte aligned, in ``parts`` members of similar size.
+    """Lay buffers out, each 64-byte aligned, in members of similar size (``parts`` per group).
+
+    Buffers their object copies on load (a tree's nodes) and the others go to separate
+    members: once the trees have copied theirs, those members are freed, and an array that
+    lives on (a forest's ``oob_decision_function_``) keeps only its own member.
 
     Returns, per member, the pieces to write in order (the buffers themselves, not copies,
     with zero padding between them) and its size; and, per buffer, ``[part, offset, length]``.
     """
     views = [buf.raw() for buf in buffers]
-    target = sum(v.nbytes for v in views) / parts
-    layout: list[list[int]] = []
-    pieces: list[list[Any]] = [[]]
-    sizes = [0]
-    for view in views:
-        if sizes[-1] >= target and len(sizes) < parts:
-            sizes.append(0)
-            pieces.append([])
-        pad = -sizes[-1] % _ALIGN
-        if pad:
-            pieces[-1].append(_ZEROS[:pad])
-        layout.append([len(sizes) - 1, sizes[-1] + pad, view.nbytes])
-        pieces[-1].append(view)
-        sizes[-1] += pad + view.nbytes
+    copied = [_copied_on_load(view) for view in views]
+    layout: list[list[int]] = [[] for _ in views]
+    pieces: list[list[Any]] = []
+    sizes: list[int] = []
+    for kind in (True, False):
+        group = [i for i, c in enumerate(copied) if c is kind]
+        total = sum(views[i].nbytes for i in group)
+        if not group:
+            continue
+        target, first = total / (parts if total >= _SPLIT_BYTES else 1), len(sizes)
+        pieces.append([])
+        sizes.append(0)
+        for i in group:
+            if sizes[-1] >= target and len(sizes) - first < parts:
+                sizes.append(0)
+                pieces.append([])
+            pad = -sizes[-1] % _ALIGN
+            if pad:
+                pieces[-1].append(_ZEROS[:pad])
+            layout[i] = [len(sizes) - 1, sizes[-1] + pad, views[i].nbytes]
+            pieces[-1].append(views[i])
+            sizes[-1] += pad + views[i].nbytes
     return pieces, sizes, layout
 
 
