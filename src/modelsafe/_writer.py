@@ -263,17 +263,9 @@ class ArtifactWriter:
                 for buffer in buffers:
                     out.write(buffer)
             return
-        self._check_new(name)
         views = byte_views(buffers)
-        digest = _Digest(self._hashing_whole, self._target.crc, self._jobs)
-        digest.update(views)
-        total = sum(view.nbytes for view in views)
-        handle = self._target.begin(name, total)
-        try:
-            self._write(handle, views)
-        finally:
-            self._target.end(handle)
-        self._written[name] = _Member(total, digest, handle)
+        with self._open(name, sum(view.nbytes for view in views), self._hashing_whole) as out:
+            out.write_pieces(views)
 
     def write(self, name: str, buffers: bytes | bytearray | memoryview | Iterable[bytes | bytearray | memoryview],
               *, size: int | None = None) -> WrittenMember:
@@ -284,8 +276,17 @@ class ArtifactWriter:
     @contextlib.contextmanager
     def open_member(self, name: str, *, size: int | None = None) -> Iterator["_MemberStream"]:
         """Open a member for streaming writes. ``size`` (if known) picks the zip64 form."""
-        self._check_new(name)
-        digest = _Digest(self._hashing, self._target.crc, self._jobs)
+        with self._open(name, size, self._hashing) as stream:
+            yield stream
+
+    @contextlib.contextmanager
+    def _open(self, name: str, size: int | None, workers: ThreadPoolExecutor) -> Iterator["_MemberStream"]:
+        """A new member, hashed by jobs on ``workers``; recorded once the block ends without error."""
+        check_member_name(name)
+        if name == MANIFEST_NAME or name in self._written:
+            raise SaveError(f"Member {name!r} was written twice; this is a bug in the flavor that wrote it.",
+                            member=name)
+        digest = _Digest(workers, self._target.crc, self._jobs)
         handle = self._target.begin(name, size)
         stream = _MemberStream(self, handle, digest)
         try:
@@ -293,12 +294,6 @@ class ArtifactWriter:
         finally:
             self._target.end(handle)
         self._written[name] = _Member(stream.size, digest, handle)
-
-    def _check_new(self, name: str) -> None:
-        check_member_name(name)
-        if name == MANIFEST_NAME or name in self._written:
-            raise SaveError(f"Member {name!r} was written twice; this is a bug in the flavor that wrote it.",
-                            member=name)
 
     def _write(self, handle: Any, views: list[memoryview]) -> None:
         """Write buffers in calls of at most _WRITE_GROUP bytes (the write-back and progress follow each)."""

@@ -79,9 +79,9 @@ def _lay_out(buffers: list[pickle.PickleBuffer], parts: int) -> tuple[list[list[
     sizes: list[int] = []
     for kind in (True, False):
         group = [i for i, c in enumerate(copied) if c is kind]
-        total = sum(views[i].nbytes for i in group)
         if not group:
             continue
+        total = sum(views[i].nbytes for i in group)
         target, first = total / (parts if total >= _SPLIT_BYTES else 1), len(sizes)
         pieces.append([])
         sizes.append(0)
