@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -9,8 +11,12 @@ from modelsafe import _checkpoint_write
 from modelsafe._checkpoint_write import HostSnapshot
 
 
-@pytest.mark.parametrize("sizes", [[5], [1, 2, 3], [100, 1, 40, 0, 77], [9] * 13, [0, 0, 64]])
-def test_copies_split_over_two_threads_land_in_order(monkeypatch, sizes):
+@pytest.mark.parametrize("streaming", [True, False], ids=["streaming-stores", "numpy-copy"])
+@pytest.mark.parametrize("sizes", [[5], [1, 2, 3], [100, 1, 40, 0, 77], [9] * 13, [0, 0, 64], [70, 300]])
+def test_copies_split_over_two_threads_land_in_order(monkeypatch, sizes, streaming):
+    if not streaming:  # as installed without a C compiler
+        monkeypatch.setitem(sys.modules, "modelsafe._streamcopy", None)
+    assert (_checkpoint_write._large_copy() is np.copyto) is not streaming
     monkeypatch.setattr(_checkpoint_write, "_PARALLEL_COPY", 1)  # share even the smallest copy
     monkeypatch.setattr(_checkpoint_write, "_COPY_CHUNK", 7)  # and cut pieces into chunks
     rng = np.random.default_rng(len(sizes))
