@@ -15,7 +15,7 @@ from modelsafe._checkpoint_write import HostSnapshot
 @pytest.mark.parametrize("sizes", [[5], [1, 2, 3], [100, 1, 40, 0, 77], [9] * 13, [0, 0, 64], [70, 300]])
 def test_copies_split_over_two_threads_land_in_order(monkeypatch, sizes, streaming):
     if not streaming:  # as installed without a C compiler
-        monkeypatch.setitem(sys.modules, "modelsafe._streamcopy", None)
+        monkeypatch.setitem(sys.modules, "modelsafe._native", None)
     assert (_checkpoint_write._large_copy() is np.copyto) is not streaming
     monkeypatch.setattr(_checkpoint_write, "_PARALLEL_COPY", 1)  # share even the smallest copy
     monkeypatch.setattr(_checkpoint_write, "_COPY_CHUNK", 7)  # and cut pieces into chunks

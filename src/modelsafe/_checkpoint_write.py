@@ -100,10 +100,10 @@ def _large_copy() -> Callable[["np.ndarray", "np.ndarray"], None]:
 
     The destination is read again only by the background writer, so there is no point in
     the CPU reading each destination line before overwriting it, as ordinary stores do
-    (see _streamcopy.c). Without the module (installed without a C compiler), numpy.
+    (see _native.c). Without the module (installed without a C compiler), numpy.
     """
     try:
-        from modelsafe._streamcopy import stream_copy
+        from modelsafe._native import stream_copy
     except ImportError:
         import numpy as np
 

@@ -9,7 +9,7 @@ import pickletools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelsafe.errors import FormatError, UntrustedContentError
@@ -141,6 +141,18 @@ def _tree_pickle():
     return model, X
 
 
+@pytest.fixture(params=["native", "numpy"])
+def tree_check(request, monkeypatch):
+    """Run a tree test with the C check (modelsafe._native) and with the numpy fallback."""
+    from modelsafe.security import _validators
+
+    if request.param == "numpy":  # as installed without a C compiler
+        monkeypatch.setattr(_validators, "_native_check", lambda: None)
+    else:
+        assert _validators._native_check() is not None  # `make test` builds the C module
+    return request.param
+
+
 def _with_tree_state(model, change):
     state = model.tree_.__getstate__()
     nodes = state["nodes"].copy()
@@ -150,7 +162,7 @@ def _with_tree_state(model, change):
     return pickle.dumps(model, protocol=5)
 
 
-def test_valid_trees_load_without_trust():
+def test_valid_trees_load_without_trust(tree_check):
     model, X = _tree_pickle()
     loaded = restricted_loads(pickle.dumps(model, protocol=5))
     assert (loaded.predict(X) == model.predict(X)).all()
@@ -163,7 +175,7 @@ def test_valid_trees_load_without_trust():
     (lambda n: n["feature"].__setitem__(0, 7), "feature 7"),
     (lambda n: n["left_child"].__setitem__(0, -1), "exactly one child"),
 ])
-def test_malformed_trees_are_refused(corruption, needle):
+def test_malformed_trees_are_refused(corruption, needle, tree_check):
     model, _ = _tree_pickle()
     data = _with_tree_state(model, corruption)
     with pytest.raises(UntrustedContentError, match=needle):
@@ -182,11 +194,11 @@ def _tree_is_safe(nodes, n_features: int) -> bool:
     return True
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(["left_child", "right_child", "feature"]), st.integers(0, 10_000),
                           st.sampled_from([-(2 ** 40), -5, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7, 50, 2 ** 40])),
                 max_size=3))
-def test_tree_checks_agree_with_the_plain_rule(edits):
+def test_tree_checks_agree_with_the_plain_rule(tree_check, edits):
     from modelsafe.security._validators import check_tree_state
 
     model, _ = _tree_pickle()

@@ -1,5 +1,8 @@
 /*
- * modelsafe._streamcopy: copy a large buffer with non-temporal (streaming) stores.
+ * modelsafe._native: the two loops that Python and numpy cannot run fast enough.
+ * The module is optional: when it is missing, callers fall back to numpy.
+ *
+ * stream_copy: copy a large buffer with non-temporal (streaming) stores.
  *
  * Why: an async checkpoint snapshot copies gigabytes of tensors into host buffers that
  * are only read again later, by the background writer. memcpy below the C library's
@@ -11,6 +14,11 @@
  * On x86-64 the body uses SSE2 streaming stores (part of the x86-64 baseline). Elsewhere,
  * and for overlapping buffers, it is memmove. The copy runs without the GIL, so two
  * threads can share one snapshot.
+ *
+ * tree_nodes_ok: the bounds check of a scikit-learn tree's node array (see
+ * modelsafe/security/_validators.py, which holds the same rule in numpy). A forest's
+ * check runs once per tree, with about a dozen numpy calls each; this is one pass over
+ * the records.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -57,6 +65,62 @@ copy_bytes(char *dst, const char *src, size_t n)
 #endif
 }
 
+static int64_t
+load_int64(const char *at)
+{
+    int64_t value;
+    memcpy(&value, at, sizeof value); /* record fields need not be aligned */
+    return value;
+}
+
+PyDoc_STRVAR(tree_nodes_ok_doc,
+"tree_nodes_ok(nodes, count, itemsize, left, right, feature, n_features, /)\n--\n\n"
+"True if the count records of itemsize bytes in the buffer nodes describe a well-formed\n"
+"tree: a leaf has both children -1; an inner node has both children after itself and\n"
+"below count, and splits on a feature in [0, n_features). left, right and feature are\n"
+"the byte offsets of the native int64 fields in a record.");
+
+static PyObject *
+tree_nodes_ok(PyObject *module, PyObject *args)
+{
+    Py_buffer nodes;
+    Py_ssize_t count, itemsize, left_at, right_at, feature_at;
+    long long n_features;
+    if (!PyArg_ParseTuple(args, "y*nnnnnL:tree_nodes_ok", &nodes, &count, &itemsize, &left_at, &right_at,
+                          &feature_at, &n_features)) {
+        return NULL;
+    }
+    const Py_ssize_t field = (Py_ssize_t)sizeof(int64_t);
+    if (count < 0 || itemsize <= 0 || left_at < 0 || right_at < 0 || feature_at < 0
+        || left_at > itemsize - field || right_at > itemsize - field || feature_at > itemsize - field
+        || count > nodes.len / itemsize) {
+        PyBuffer_Release(&nodes);
+        PyErr_SetString(PyExc_ValueError, "tree_nodes_ok: the record layout does not fit the buffer");
+        return NULL;
+    }
+    const char *record = (const char *)nodes.buf;
+    int ok = 1;
+    for (Py_ssize_t i = 0; i < count; i++, record += itemsize) {
+        int64_t left = load_int64(record + left_at);
+        int64_t right = load_int64(record + right_at);
+        if (left == -1 || right == -1) {
+            if (left != right) {
+                ok = 0;
+                break;
+            }
+            continue;
+        }
+        uint64_t feature = (uint64_t)load_int64(record + feature_at); /* negative wraps past the bound */
+        if (left <= i || right <= i || left >= count || right >= count || n_features < 0
+            || feature >= (uint64_t)n_features) {
+            ok = 0;
+            break;
+        }
+    }
+    PyBuffer_Release(&nodes);
+    return PyBool_FromLong(ok);
+}
+
 PyDoc_STRVAR(stream_copy_doc,
 "stream_copy(dst, src, /)\n--\n\n"
 "Copy the bytes of src into dst (contiguous buffers of the same size), bypassing\n"
@@ -92,36 +156,37 @@ stream_copy(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyMethodDef streamcopy_methods[] = {
+static PyMethodDef native_methods[] = {
     {"stream_copy", stream_copy, METH_VARARGS, stream_copy_doc},
+    {"tree_nodes_ok", tree_nodes_ok, METH_VARARGS, tree_nodes_ok_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static int
-streamcopy_exec(PyObject *module)
+native_exec(PyObject *module)
 {
     return PyModule_AddIntConstant(module, "STREAMING_STORES", MODELSAFE_STREAMING);
 }
 
-static PyModuleDef_Slot streamcopy_slots[] = {
-    {Py_mod_exec, streamcopy_exec},
+static PyModuleDef_Slot native_slots[] = {
+    {Py_mod_exec, native_exec},
     {0, NULL},
 };
 
-static struct PyModuleDef streamcopy_module = {
+static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
-    "modelsafe._streamcopy",
-    "Large copies with non-temporal stores (the async checkpoint snapshot).",
+    "modelsafe._native",
+    "Streaming-store copies (the async checkpoint snapshot) and the tree-node bounds check.",
     0,
-    streamcopy_methods,
-    streamcopy_slots,
+    native_methods,
+    native_slots,
     NULL,
     NULL,
     NULL,
 };
 
 PyMODINIT_FUNC
-PyInit__streamcopy(void)
+PyInit__native(void)
 {
-    return PyModuleDef_Init(&streamcopy_module);
+    return PyModuleDef_Init(&native_module);
 }
