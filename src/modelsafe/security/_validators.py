@@ -9,6 +9,7 @@ pickles back as a plain ``sklearn.tree._tree.Tree``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from modelsafe.errors import UntrustedContentError
@@ -46,6 +47,7 @@ def check_tree_state(state: dict[str, Any], n_features: int, n_outputs: int, max
         _explain(nodes, int(count), n_features)
 
 
+@functools.lru_cache(maxsize=None)  # once: a failing import searches sys.path, and a forest has hundreds of trees
 def _native_check() -> Callable[..., bool] | None:
     """The C loop of the same rule (modelsafe._native), or None when it was not built."""
     try:
