@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,33 @@ def classification_data():
     X = rng.normal(size=(200, 5))
     y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(int)
     return X, y
+
+
+def _flip_byte(path: Path, member: str) -> None:
+    if path.is_dir():
+        target = path / member
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+        return
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+    raw = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(_local_extra(raw, info))
+    raw[start + info.file_size // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def _local_extra(raw: bytearray, info: zipfile.ZipInfo) -> bytes:
+    import struct
+
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_len
+    return bytes(raw[start : start + extra_len])
+
+
+@pytest.fixture
+def flip_byte():
+    """``flip_byte(artifact, member)`` inverts one byte in the middle of a member, in place."""
+    return _flip_byte
+

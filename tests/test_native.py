@@ -112,4 +112,5 @@ def test_strided_node_arrays_take_the_numpy_path(monkeypatch):
     both = np.array([(1, 2, 0), (0, 0, 0), (-1, -1, 0), (0, 0, 0), (-1, -1, 0), (0, 0, 0)], dtype=dtype)
     nodes = both[::2]
     assert not nodes.flags.c_contiguous
-    assert _validators._well_formed(nodes, 3, 1) and not _validators._well_formed(nodes, 3, 0)
+    layout = _validators._node_layout(dtype)
+    assert _validators._well_formed(nodes, 3, 1, layout) and not _validators._well_formed(nodes, 3, 0, layout)

@@ -25,6 +25,7 @@ never uses it (it always re-hashes).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -39,8 +40,13 @@ from modelsafe._manifest import MemberRecord
 from modelsafe._threads import pool, settle
 from modelsafe.errors import IntegrityError
 
-_PARALLEL_THRESHOLD = 4 << 20  # below this, threads cost more than they save
-_WORKERS = 2  # threads that check large members
+#: Members at least this large are checked by whichever thread is free (the worker, or the
+#: caller once its own steps are done); smaller ones by the caller at once.
+_PARALLEL_THRESHOLD = 256 << 10
+#: Threads that check members beside the caller: two threads hash, as a save lays members
+#: out for (modelsafe.flavors._pickled.BUFFER_SHARES); a third would only make the caller's
+#: audit wait for a core on a two-core machine.
+_WORKERS = 1
 #: Artifacts smaller than this are always re-hashed (as cheap as a cache lookup); larger ones use the cache.
 CACHE_MIN_BYTES = 1 << 20
 #: A file changed less than this before its check is not recorded (its timestamps may not show a later write).
@@ -110,17 +116,23 @@ def _check_size(reader: ArtifactReader, name: str, record: MemberRecord) -> int:
 
 def check_member(reader: ArtifactReader, name: str, record: MemberRecord,
                  progress: ProgressCallback | None = None, keep: bool = False,
-                 located: tuple[int, int] | None = None) -> None:
+                 located: tuple[int, int] | None = None, copy: Any = None,
+                 on_read: Callable[[], None] | None = None) -> None:
     """Raise IntegrityError unless member ``name`` has the recorded size and hash.
 
-    With ``keep``, the member is read whole into a private buffer, that buffer is hashed,
-    and it is handed to ``reader.copies`` once it matched (see ArtifactReader.private).
-    ``located`` is the member's place (see ArtifactReader.locate), when already known.
+    With ``keep``, the member is read whole into a private buffer (or ``copy``, when it was
+    read ahead by :func:`_read_kept`), that buffer is hashed, and it is handed to
+    ``reader.copies`` once it matched (see ArtifactReader.private). ``located`` is the
+    member's place (see ArtifactReader.locate), when already known. ``on_read`` is called
+    once the bytes are read, before the hash.
     """
     size = _check_size(reader, name, record)
     located = located or _locate(reader, name)
     if keep and located is not None:
-        copy = _read_private(*located, size)
+        if copy is None:
+            copy = _read_private(*located, size)
+        if on_read is not None:
+            on_read()
         actual = sha256_of(memoryview(copy), progress)
     elif located is not None and size >= CHUNK:  # large: read with pread, nothing stays mapped
         copy, actual = None, _sha256_pread(*located, size, progress)
@@ -131,12 +143,27 @@ def check_member(reader: ArtifactReader, name: str, record: MemberRecord,
         reader.copies[name] = copy
 
 
-def _keep_unchecked(reader: ArtifactReader, name: str, record: MemberRecord) -> None:
-    """Read a member of an already verified, unchanged artifact into a private buffer."""
+def _keep_unchecked(reader: ArtifactReader, name: str, record: MemberRecord, copy: Any = None,
+                    on_read: Callable[[], None] | None = None) -> None:
+    """Read a member of an already verified, unchanged artifact into a private buffer
+    (unless ``copy`` holds it, read ahead by :func:`_read_kept`)."""
     size = _check_size(reader, name, record)
     located = _locate(reader, name)
-    if located is not None:
-        reader.copies[name] = _read_private(*located, size)
+    if copy is None and located is not None:
+        copy = _read_private(*located, size)
+    if copy is not None:
+        reader.copies[name] = copy
+    if on_read is not None:
+        on_read()
+
+
+def _read_kept(reader: ArtifactReader, name: str, record: MemberRecord) -> Any:
+    """Member ``name`` read into a private buffer, or None if it has not its recorded size
+    (its check will say so) or cannot be located."""
+    located = _locate(reader, name)
+    if located is None or reader.size(name) != record.size:
+        return None
+    return _read_private(*located, record.size)
 
 
 def _locate(reader: ArtifactReader, name: str) -> tuple[int, int] | None:
@@ -175,12 +202,14 @@ def check_structure(reader: ArtifactReader, members: Mapping[str, MemberRecord])
 
 
 class MemberChecks:
-    """Integrity of every member: small ones checked at once, large ones on background threads.
+    """Integrity of every member: small ones checked at once, large ones on a background thread.
 
     Hashing large members overlaps the work that does not need them (the audit of a pickle
     stream reads only the stream). :meth:`wait` blocks until one member is verified, so no
     byte of a member is used before its hash matched; :meth:`wait_all` joins every check
-    and raises the first IntegrityError. Use :func:`check_members` for a blocking check.
+    and raises the first IntegrityError. Both check a member that no thread has started on
+    the calling thread, so the caller hashes too once it has nothing else to do, and never
+    waits idle while a member is queued. Use :func:`check_members` for a blocking check.
 
     Members named in ``keep`` (those a flavor copies whole, see ``Flavor.copied_members``)
     are read once into private buffers that are hashed and then used: the bytes used are
@@ -190,42 +219,63 @@ class MemberChecks:
     def __init__(self, reader: ArtifactReader, members: Mapping[str, MemberRecord],
                  progress: ProgressCallback | None = None, keep: Collection[str] = (), cache: bool = True) -> None:
         self._reader = reader
+        self._members = members
         self._pending: dict[str, Future[None]] = {}
+        self._jobs: dict[str, functools.partial[None]] = {}
         check_structure(reader, members)
         self._cache_key, self._changed_ns = _cache_key(reader, members) if cache else (None, 0)
         big = [n for n, r in members.items() if r.size >= _PARALLEL_THRESHOLD]
         if self._cache_key is not None and _cache_path(self._cache_key).is_file():
             self._cache_key = None  # verified before, and unchanged since
-            self._submit(_keep_unchecked, [(n, ()) for n in big if n in keep], members)
+            self._submit({n: functools.partial(_keep_unchecked, reader, n, members[n]) for n in big if n in keep})
             return
-        for name in members:
-            if name not in big:
-                check_member(reader, name, members[name], progress)
         # Members are located here, not on the workers: a worker that needs the GIL while
         # this thread audits waits for it, up to the interpreter's switch interval.
-        self._submit(check_member, [(n, (progress, n in keep, _locate(reader, n))) for n in big], members)
+        self._submit({n: functools.partial(check_member, reader, n, members[n], progress, n in keep,
+                                           _locate(reader, n)) for n in big})
+        for name in members:  # while the worker hashes the first large member
+            if name not in big:
+                check_member(reader, name, members[name], progress)
 
-    def _submit(self, work: Callable[..., None], jobs: list[tuple[str, tuple[Any, ...]]],
-                members: Mapping[str, MemberRecord]) -> None:
-        if jobs:
-            workers = pool("verify", _WORKERS)
-            started = [threading.Event() for _ in jobs]
-            self._pending = {n: workers.submit(_signal_start, event, work, self._reader, n, members[n], *args)
-                             for event, (n, args) in zip(started, jobs)}
-            # Wait until the checks run: the caller's next steps hold the GIL for long
-            # stretches, and a thread that has not started yet would wait for them.
-            for event in started[:_WORKERS]:  # later ones start when a thread is free
-                event.wait(0.05)
+    def _submit(self, jobs: dict[str, functools.partial[None]]) -> None:
+        """Queue ``jobs`` for the worker; read ahead the first one it will not start at once.
+
+        Returns once the worker has read its first member: from then on it hashes, and needs
+        the GIL only briefly, while this thread's next steps (the audit) hold it for long
+        stretches; a worker waiting for the GIL would wait for them, up to the interpreter's
+        switch interval. Reading a member ahead here, with the GIL released, fills that wait.
+        """
+        if not jobs:
+            return
+        workers = pool("verify", _WORKERS)
+        read = [threading.Event() for _ in jobs]
+        self._jobs = jobs
+        self._pending = {n: workers.submit(job, on_read=event.set) for event, (n, job) in zip(read, jobs.items())}
+        ahead = list(jobs)[_WORKERS:_WORKERS + 1]
+        if ahead:
+            self._read_ahead(ahead[0])
+        for event in read[:_WORKERS]:  # later ones start when a thread is free
+            event.wait(0.05)
+
+    def _read_ahead(self, name: str) -> None:
+        """Read queued member ``name`` now, if its check keeps a copy; this thread hashes it later."""
+        job = self._jobs[name]
+        keeps = job.func is _keep_unchecked or (job.func is check_member and job.args[4])
+        if keeps and self._pending[name].cancel():
+            self._jobs[name] = functools.partial(job, copy=_read_kept(self._reader, name, self._members[name]))
+            self._pending[name] = Future()  # queued for this thread: see _run_if_queued
 
     def wait(self, name: str) -> None:
         """Return once member ``name`` is verified (raise IntegrityError if it is not intact)."""
-        future = self._pending.get(name)
-        if future is not None:
-            future.result()
+        if name in self._pending:
+            self._run_if_queued(name).result()
 
     def wait_all(self) -> None:
-        """Join every check; raise the first IntegrityError; remember a verified large artifact."""
+        """Check every member still queued here, join the others; raise the first IntegrityError;
+        remember a verified large artifact."""
         try:
+            for name in list(self._pending):
+                self._run_if_queued(name)
             for future in self._pending.values():
                 future.result()
         finally:
@@ -238,10 +288,17 @@ class MemberChecks:
         """Stop: cancel checks not started, wait for running ones (errors are dropped)."""
         settle(self._pending.values())
 
-
-def _signal_start(event: threading.Event, work: Callable[..., None], *args: Any) -> None:
-    event.set()
-    work(*args)
+    def _run_if_queued(self, name: str) -> Future[None]:
+        """The check of ``name``, run here and now if no thread has started it."""
+        future = self._pending[name]
+        if future.cancel():  # still queued: the worker will skip it
+            future = self._pending[name] = Future()
+            future.set_running_or_notify_cancel()
+            try:
+                future.set_result(self._jobs[name]())
+            except BaseException as exc:  # kept for result(), as a worker's would be
+                future.set_exception(exc)
+        return future
 
 
 def check_members(reader: ArtifactReader, members: Mapping[str, MemberRecord],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import itertools
 import pickle
 import sys
 from typing import Any, Callable, Mapping
@@ -25,8 +26,11 @@ from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, Loa
 
 STREAM = "graph.pkl"
 PROTOCOL = 5
-#: Out-of-band buffers are laid out in this many members so two cores can hash them.
-BUFFER_MEMBERS = 2
+#: Out-of-band buffers are laid out in members of these shares of their group, so two
+#: threads can hash them (see modelsafe._integrity.MemberChecks): a worker starts on the
+#: first while the loading thread audits the stream, that thread then takes the second,
+#: and the small ones at the end go to whichever thread is free, so both finish together.
+BUFFER_SHARES = (0.4, 0.4, 0.05, 0.05, 0.05, 0.05)
 #: Buffers smaller than this stay in the stream. A loaded array that views a member keeps
 #: the whole member in memory: a forest's trees copy their node arrays away, and a
 #: 16-byte ``classes_`` per tree would otherwise pin every byte of them.
@@ -52,8 +56,10 @@ def _keep_out_of_band(buffers: list[pickle.PickleBuffer]) -> Callable[[pickle.Pi
 #: Classes that copy the arrays of their state into memory of their own when unpickled
 #: (scikit-learn's Tree: its node and value arrays). Their buffers are laid out apart.
 _COPIED_ON_LOAD = frozenset({"sklearn.tree._tree.Tree"})
-#: A group of buffers at least this large is split over BUFFER_MEMBERS members.
+#: A group of buffers at least this large is split in two members; at least _TAIL_BYTES,
+#: by BUFFER_SHARES.
 _SPLIT_BYTES = 1 << 20
+_TAIL_BYTES = 8 << 20
 
 
 def _copied_on_load(view: memoryview) -> bool:
@@ -62,8 +68,15 @@ def _copied_on_load(view: memoryview) -> bool:
     return f"{owner.__module__}.{owner.__qualname__}" in _COPIED_ON_LOAD
 
 
-def _lay_out(buffers: list[pickle.PickleBuffer], parts: int) -> tuple[list[list[Any]], list[int], list[list[int]]]:
-    """Lay buffers out, each 64-byte aligned, in members of similar size (``parts`` per group).
+def _shares(total: int) -> tuple[float, ...]:
+    """The members a group of ``total`` bytes is laid out in, as shares of it."""
+    if total < _SPLIT_BYTES:
+        return (1.0,)
+    return BUFFER_SHARES if total >= _TAIL_BYTES else (0.5, 0.5)
+
+
+def _lay_out(buffers: list[pickle.PickleBuffer]) -> tuple[list[list[Any]], list[int], list[list[int]]]:
+    """Lay buffers out, each 64-byte aligned and in order, in members of about :func:`_shares` of their group.
 
     Buffers their object copies on load (a tree's nodes) and the others go to separate
     members: once the trees have copied theirs, those members are freed, and an array that
@@ -82,13 +95,16 @@ def _lay_out(buffers: list[pickle.PickleBuffer], parts: int) -> tuple[list[list[
         if not group:
             continue
         total = sum(views[i].nbytes for i in group)
-        target, first = total / (parts if total >= _SPLIT_BYTES else 1), len(sizes)
+        ends = list(itertools.accumulate(share * total for share in _shares(total)))[:-1]  # where members end
+        done, member = 0, 0
         pieces.append([])
         sizes.append(0)
         for i in group:
-            if sizes[-1] >= target and len(sizes) - first < parts:
+            if member < len(ends) and done >= ends[member]:
+                member += 1
                 sizes.append(0)
                 pieces.append([])
+            done += views[i].nbytes
             pad = -sizes[-1] % _ALIGN
             if pad:
                 pieces[-1].append(_ZEROS[:pad])
@@ -169,7 +185,7 @@ def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
         raise unsavable(obj, exc) from exc
     stream = out.getbuffer()
     summary = summarize_buffer(stream)
-    pieces, sizes, layout = _lay_out(buffers, BUFFER_MEMBERS) if buffers else ([], [], [])
+    pieces, sizes, layout = _lay_out(buffers) if buffers else ([], [], [])
     names = [store.write(f"buffers-{i}.bin", part, size=size) for i, (part, size) in enumerate(zip(pieces, sizes))]
     store.write(STREAM, stream)
     refs = sorted(summary.globals, key=lambda g: g.qualname)

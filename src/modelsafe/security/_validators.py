@@ -35,16 +35,34 @@ def check_tree_state(state: dict[str, Any], n_features: int, n_outputs: int, max
     count = state.get("node_count")
     if not isinstance(nodes, np.ndarray) or nodes.dtype.names is None or not isinstance(values, np.ndarray):
         raise _bad_tree("the node or value arrays are missing or of the wrong type")
-    for field in ("left_child", "right_child", "feature"):
-        if field not in nodes.dtype.names:
-            raise _bad_tree(f"the node array has no {field!r} field")
+    layout = _node_layout(nodes.dtype)
+    if isinstance(layout, str):
+        raise _bad_tree(f"the node array has no {layout!r} field")
     if not isinstance(count, (int, np.integer)) or count != len(nodes) or count < 1:
         raise _bad_tree(f"node_count={count!r} does not match {len(nodes)} nodes")
     expected = (count, n_outputs, max_n_classes)
     if values.shape != expected:
         raise _bad_tree(f"the value array has shape {values.shape}, expected {expected}")
-    if not _well_formed(nodes, int(count), n_features):
+    if not _well_formed(nodes, int(count), n_features, layout):
         _explain(nodes, int(count), n_features)
+
+
+_NODE_FIELDS = ("left_child", "right_child", "feature")
+
+
+@functools.lru_cache(maxsize=64)  # a forest's trees share one node dtype: worked out once, not per tree
+def _node_layout(dtype: Any) -> tuple[int, int, int, int] | str | None:
+    """``(itemsize, offset of left_child, right_child, feature)`` of a record dtype whose three
+    fields are int64; None if they are of another type; the name of a missing field."""
+    import numpy as np
+
+    fields = dtype.fields
+    for name in _NODE_FIELDS:
+        if name not in fields:
+            return name
+    if any(fields[name][0] != np.int64 for name in _NODE_FIELDS):
+        return None
+    return (dtype.itemsize, *(fields[name][1] for name in _NODE_FIELDS))
 
 
 @functools.lru_cache(maxsize=None)  # once: a failing import searches sys.path, and a forest has hundreds of trees
@@ -57,7 +75,7 @@ def _native_check() -> Callable[..., bool] | None:
     return tree_nodes_ok
 
 
-def _well_formed(nodes: Any, count: int, n_features: int) -> bool:
+def _well_formed(nodes: Any, count: int, n_features: int, layout: tuple[int, int, int, int] | str | None) -> bool:
     """The checks of :func:`_explain`, fast (a forest has hundreds of trees).
 
     A leaf has both children -1; an inner node has both after itself and inside the array,
@@ -68,13 +86,11 @@ def _well_formed(nodes: Any, count: int, n_features: int) -> bool:
     """
     import numpy as np
 
-    fields = nodes.dtype.fields
-    if any(fields[f][0] != np.int64 for f in ("left_child", "right_child", "feature")):
+    if not isinstance(layout, tuple):
         return False  # not scikit-learn's node layout: the detailed checks say what is wrong
     native = _native_check()
     if native is not None and nodes.ndim == 1 and nodes.flags.c_contiguous:
-        return native(nodes, count, nodes.dtype.itemsize, fields["left_child"][1], fields["right_child"][1],
-                      fields["feature"][1], n_features)
+        return native(nodes, count, *layout, n_features)
     left, right = nodes["left_child"], nodes["right_child"]
     low, high = np.minimum(left, right), np.maximum(left, right)
     inner = high != _TREE_LEAF
@@ -119,8 +135,8 @@ def _checked_tree() -> type:
         """A Tree whose state is validated before it is accepted."""
 
         def __setstate__(self, state: dict[str, Any]) -> None:
-            n_classes = self.n_classes
-            check_tree_state(state, int(self.n_features), int(self.n_outputs), int(n_classes.max()))
+            # max_n_classes is what Tree.__setstate__ itself checks the value array against
+            check_tree_state(state, self.n_features, self.n_outputs, self.max_n_classes)
             super().__setstate__(state)
 
     CheckedTree.__module__ = Tree.__module__

@@ -1,0 +1,136 @@
+"""Large members are hashed by a worker thread and by the loading thread itself.
+
+A save lays a forest's tree buffers out in two large members and four small ones
+(``BUFFER_SHARES``); at load a worker hashes the first, the loading thread reads the second
+ahead and hashes it after its audit, and the small ones go to whichever thread is free.
+Every member must still be checked before anything is deserialized, whichever thread
+checks it, and a member queued behind a busy worker must not wait for it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import modelsafe as ms
+from modelsafe import _integrity, _threads
+from modelsafe.errors import IntegrityError
+from modelsafe.flavors import _pickled
+
+
+@pytest.fixture(scope="module")
+def forest(tmp_path_factory):
+    """A forest whose tree buffers (about 16 MB, 0.2 MB a tree) are above _TAIL_BYTES, saved in both forms."""
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2_000, 5))
+    y = rng.integers(0, 2, size=len(X))  # random labels: fully grown trees
+    model = ExtraTreesClassifier(n_estimators=80, random_state=0).fit(X, y)
+    folder = tmp_path_factory.mktemp("forest")
+    paths = {form: folder / name for form, name in (("file", "m.msafe"), ("folder", "m"))}
+    for path in paths.values():
+        ms.save(model, path, sample=X[:16])
+    return model, X, paths
+
+
+def _largest_buffer(path: Path) -> int:
+    return max(length for _, _, length in ms.inspect(path).components["model"].data["buffers"])
+
+
+def _buffer_members(path: Path) -> dict[str, int]:
+    return {name: record.size for name, record in ms.inspect(path).members.items() if "/buffers-" in name}
+
+
+@pytest.mark.parametrize("form", ["file", "folder"])
+def test_tree_buffers_are_laid_out_in_two_large_members_and_four_small_ones(forest, form, fresh):
+    model, X, paths = forest
+    sizes = list(_buffer_members(paths[form]).values())
+    total = sum(sizes)
+    assert total >= _pickled._TAIL_BYTES and len(sizes) == len(_pickled.BUFFER_SHARES)
+    for size, share in zip(sizes, _pickled.BUFFER_SHARES):  # up to a buffer more or less, plus alignment
+        assert abs(size - share * total) <= 2 * (_largest_buffer(paths[form]) + 64), (sizes, _pickled.BUFFER_SHARES)
+    assert all(size >= _integrity._PARALLEL_THRESHOLD for size in sizes)  # each one queued for the threads
+    np.save(paths[form].parent / "X.npy", X)
+    np.save(paths[form].parent / "expected.npy", model.predict_proba(X))
+    fresh(f"""
+        import numpy as np, modelsafe as ms
+        bundle = ms.load({str(paths[form])!r})
+        assert np.array_equal(bundle.model.predict_proba(np.load("X.npy")), np.load("expected.npy"))
+    """, cwd=paths[form].parent)
+
+
+@pytest.mark.parametrize("form", ["file", "folder"])
+def test_a_flipped_byte_in_any_large_member_is_caught(forest, form, tmp_path, flip_byte):
+    _, _, paths = forest
+    for member in _buffer_members(paths[form]):  # the worker's, the one read ahead, and the small ones
+        copy = tmp_path / f"{member.replace('/', '_')}{paths[form].suffix}"
+        (shutil.copytree if paths[form].is_dir() else shutil.copy)(paths[form], copy)
+        flip_byte(copy, member)
+        with pytest.raises(IntegrityError) as err:
+            ms.load(copy)
+        assert err.value.member == member and err.value.expected != err.value.actual
+
+
+def test_a_truncated_member_read_ahead_is_caught_by_size(forest, tmp_path):
+    _, _, paths = forest
+    copy = tmp_path / "m"
+    shutil.copytree(paths["folder"], copy)
+    ahead = list(_buffer_members(copy))[_integrity._WORKERS]  # the member the loading thread reads ahead
+    target = copy / ahead
+    target.write_bytes(target.read_bytes()[:-100])
+    with pytest.raises(IntegrityError, match="truncated") as err:
+        ms.load(copy)
+    assert err.value.member == ahead
+
+
+@pytest.fixture
+def busy_worker():
+    """The worker thread of the integrity checks, kept busy until the test ends."""
+    release = threading.Event()
+    blocker = _threads.pool("verify", _integrity._WORKERS).submit(release.wait, 60)
+    yield
+    release.set()
+    blocker.result()
+
+
+def test_members_queued_behind_a_busy_worker_are_checked_by_the_loading_thread(forest, busy_worker, tmp_path,
+                                                                                    flip_byte):
+    model, X, paths = forest
+    bundle = ms.load(paths["file"])  # returns although the worker never starts a check
+    assert np.array_equal(bundle.model.predict_proba(X[:100]), model.predict_proba(X[:100]))
+    bundle.close()
+    copy = tmp_path / "m.msafe"
+    shutil.copy(paths["file"], copy)
+    last = list(_buffer_members(copy))[-1]
+    flip_byte(copy, last)
+    with pytest.raises(IntegrityError) as err:
+        ms.load(copy)
+    assert err.value.member == last
+
+
+def test_every_member_is_checked_before_deserializing(forest, monkeypatch):
+    """Whichever thread hashes a member, the loader deserializes only after every check ended."""
+    _, _, paths = forest
+    monkeypatch.setenv("MODELSAFE_HASH_CACHE", "0")  # an earlier test's load may have recorded the file
+    finished: list[str] = []
+    original = _integrity._check_digest
+
+    def recording(name, record, actual):
+        original(name, record, actual)
+        finished.append(name)
+
+    monkeypatch.setattr(_integrity, "_check_digest", recording)
+    original_load = _pickled.load_graph
+
+    def checking_load(source, data, options):
+        assert set(finished) == set(ms.inspect(paths["file"]).members), "deserializing before every check ended"
+        return original_load(source, data, options)
+
+    monkeypatch.setattr(_pickled, "load_graph", checking_load)
+    ms.load(paths["file"]).close()
+    assert len(finished) == len(ms.inspect(paths["file"]).members)
