@@ -83,6 +83,12 @@ def _records(rows, itemsize=25, at=(1, 9, 17)):
     ([(2, 1, 0), (-1, -1, 0), (1, -1, 0)], 1, False),     # one child only
     ([(-2, -2, 0)], 1, False),                            # no leaf, children before the node
     ([(1, 2, 0), (-1, -1, 0), (-1, -1, 0)], -1, False),   # no feature is in range
+    ([(-1, -1, 0), (1, 2, 0), (-1, -1, 0)], 1, False),    # a later node its own child
+    ([(-2**63, 2, 0), (-1, -1, 0), (-1, -1, 0)], 1, False),    # extreme indices must not wrap into range
+    ([(1, 2**63 - 1, 0), (-1, -1, 0), (-1, -1, 0)], 1, False),
+    ([(1, 2, 0), (-1, -1, 0), (-1, -1, 0)], 2**63 - 1, True),  # any feature count
+    ([(1, 2, 0), (3, 4, 0), (-1, -1, 0), (-1, -1, 0), (-1, -1, 0)], 1, True),
+    ([(1, 2, 0), (3, 4, 0), (-1, -1, 0), (-1, -1, 0), (-1, 5, 0)], 1, False),  # the last node is checked
     ([], 1, True),
 ])
 def test_tree_nodes_ok_on_unaligned_records(rows, n_features, ok):

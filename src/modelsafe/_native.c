@@ -99,24 +99,21 @@ tree_nodes_ok(PyObject *module, PyObject *args)
         return NULL;
     }
     const char *record = (const char *)nodes.buf;
-    int ok = 1;
+    /* Without branches: leaves and inner nodes alternate unpredictably, and a mispredicted
+     * branch per few records costs more than reading them. For an inner node, i < child <
+     * count is one unsigned comparison: child - (i + 1) < count - (i + 1). */
+    const uint64_t bound = n_features < 0 ? 0 : (uint64_t)n_features;
+    uint64_t bad = 0;
     for (Py_ssize_t i = 0; i < count; i++, record += itemsize) {
         int64_t left = load_int64(record + left_at);
         int64_t right = load_int64(record + right_at);
-        if (left == -1 || right == -1) {
-            if (left != right) {
-                ok = 0;
-                break;
-            }
-            continue;
-        }
         uint64_t feature = (uint64_t)load_int64(record + feature_at); /* negative wraps past the bound */
-        if (left <= i || right <= i || left >= count || right >= count || n_features < 0
-            || feature >= (uint64_t)n_features) {
-            ok = 0;
-            break;
-        }
+        uint64_t left_leaf = left == -1, right_leaf = right == -1;
+        uint64_t after = (uint64_t)i + 1, span = (uint64_t)count - after; /* unsigned: no overflow */
+        uint64_t inner_bad = ((uint64_t)left - after >= span) | ((uint64_t)right - after >= span) | (feature >= bound);
+        bad |= (left_leaf ^ right_leaf) | (inner_bad & (left_leaf ^ 1));
     }
+    int ok = bad == 0;
     PyBuffer_Release(&nodes);
     return PyBool_FromLong(ok);
 }
