@@ -99,7 +99,8 @@ def _hostile_zip(path: Path, entries: list[tuple[zipfile.ZipInfo | str, bytes]],
             zf.writestr(info, data)
 
 
-@pytest.mark.parametrize("bad", ["../evil.txt", "/etc/passwd", "a/../../evil", "C:/evil", "a\\..\\evil"])
+@pytest.mark.parametrize("bad", ["../evil.txt", "/etc/passwd", "a/../../evil", "C:/evil", "a\\..\\evil",
+                                 "model/./graph.pkl", "model//graph.pkl", "./graph.pkl", "graph.pkl/"])
 def test_path_traversal_refused(tmp_path, bad):
     _hostile_zip(tmp_path / "h.msafe", [(bad, b"x")])
     with pytest.raises(UnsafeArchiveError) as err:

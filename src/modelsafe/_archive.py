@@ -17,7 +17,7 @@ import os
 import stat
 import struct
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable
 
 from modelsafe.errors import FormatError, IntegrityError, UnsafeArchiveError
@@ -46,7 +46,7 @@ def check_member_name(name: str) -> str:
         reason = "it is an absolute path"
     elif "\\" in name:
         reason = "it contains a backslash, which some systems read as a path separator"
-    elif any(part in ("..", ".", "") for part in PurePosixPath(name).parts) or name.endswith("/"):
+    elif any(part in ("..", ".", "") for part in name.split("/")):  # not PurePosixPath: it drops "." and ""
         reason = "it has a '..', '.' or empty path component (path traversal)"
     if reason:
         raise UnsafeArchiveError(
@@ -151,6 +151,7 @@ class ZipArtifactReader(ArtifactReader):
             ) from exc
         self._infos: dict[str, zipfile.ZipInfo] = {}
         self._mmap: mmap.mmap | None = None
+        self._file_size: int | None = None
         try:
             self._check_members()
         except BaseException:
@@ -238,7 +239,9 @@ class ZipArtifactReader(ArtifactReader):
         if info.compress_type != zipfile.ZIP_STORED:
             return None
         offset = self._data_offset(info)
-        if offset + info.file_size > os.fstat(self._file.fileno()).st_size:
+        if self._file_size is None:  # once: a later truncation shows as a short read, and a hash mismatch
+            self._file_size = os.fstat(self._file.fileno()).st_size
+        if offset + info.file_size > self._file_size:
             raise IntegrityError(
                 f"Member {name!r} runs past the end of {str(self.path)!r}: the file is truncated. "
                 "Copy the artifact again from its source.",

@@ -222,39 +222,48 @@ class MemberChecks:
         self._members = members
         self._pending: dict[str, Future[None]] = {}
         self._jobs: dict[str, functools.partial[None]] = {}
+        self._read: list[threading.Event] = []
         check_structure(reader, members)
         self._cache_key, self._changed_ns = _cache_key(reader, members) if cache else (None, 0)
         big = [n for n, r in members.items() if r.size >= _PARALLEL_THRESHOLD]
         if self._cache_key is not None and _cache_path(self._cache_key).is_file():
             self._cache_key = None  # verified before, and unchanged since
             self._submit({n: functools.partial(_keep_unchecked, reader, n, members[n]) for n in big if n in keep})
+            self._wait_read()
             return
         # Members are located here, not on the workers: a worker that needs the GIL while
         # this thread audits waits for it, up to the interpreter's switch interval.
         self._submit({n: functools.partial(check_member, reader, n, members[n], progress, n in keep,
                                            _locate(reader, n)) for n in big})
-        for name in members:  # while the worker hashes the first large member
+        for name in members:  # while the worker reads the first large member
             if name not in big:
                 check_member(reader, name, members[name], progress)
+        self._wait_read()
 
     def _submit(self, jobs: dict[str, functools.partial[None]]) -> None:
         """Queue ``jobs`` for the worker; read ahead the first one it will not start at once.
 
-        Returns once the worker has read its first member: from then on it hashes, and needs
-        the GIL only briefly, while this thread's next steps (the audit) hold it for long
-        stretches; a worker waiting for the GIL would wait for them, up to the interpreter's
-        switch interval. Reading a member ahead here, with the GIL released, fills that wait.
+        Reading a member ahead here, with the GIL released, lets the worker read its first
+        one meanwhile: see :meth:`_wait_read`.
         """
         if not jobs:
             return
         workers = pool("verify", _WORKERS)
-        read = [threading.Event() for _ in jobs]
+        self._read = [threading.Event() for _ in jobs]
         self._jobs = jobs
-        self._pending = {n: workers.submit(job, on_read=event.set) for event, (n, job) in zip(read, jobs.items())}
+        self._pending = {n: workers.submit(job, on_read=event.set) for event, (n, job) in zip(self._read, jobs.items())}
         ahead = list(jobs)[_WORKERS:_WORKERS + 1]
         if ahead:
             self._read_ahead(ahead[0])
-        for event in read[:_WORKERS]:  # later ones start when a thread is free
+
+    def _wait_read(self) -> None:
+        """Return once the worker has read its first member.
+
+        From then on it hashes, and needs the GIL only briefly, while this thread's next
+        steps (the audit) hold it for long stretches: a worker that needed the GIL then
+        would wait for them, up to the interpreter's switch interval.
+        """
+        for event in self._read[:_WORKERS]:  # later ones start when a thread is free
             event.wait(0.05)
 
     def _read_ahead(self, name: str) -> None:
