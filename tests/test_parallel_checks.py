@@ -134,3 +134,32 @@ def test_every_member_is_checked_before_deserializing(forest, monkeypatch):
     monkeypatch.setattr(_pickled, "load_graph", checking_load)
     ms.load(paths["file"]).close()
     assert len(finished) == len(ms.inspect(paths["file"]).members)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_the_worker_signals_its_read_before_it_hashes(tmp_path, monkeypatch, keep):
+    """The loading thread waits for that signal before its audit: every kind of check must give it
+    (a member read in pieces, as a large unkept tensor is, gives it at once)."""
+    from sklearn.preprocessing import StandardScaler
+
+    from modelsafe._archive import open_artifact
+    from modelsafe._load import read_manifest
+
+    X = np.random.default_rng(0).normal(size=(2, 1_100_000))  # 8.8 MB arrays: above the pread CHUNK
+    path = tmp_path / "m.msafe"
+    ms.save(StandardScaler().fit(X), path)
+    events: list[str] = []
+    for name in ("sha256_of", "_sha256_pread"):
+        original = getattr(_integrity, name)
+        monkeypatch.setattr(_integrity, name, lambda *a, _o=original, **k: events.append("hash") or _o(*a, **k))
+    reader = open_artifact(path)
+    try:
+        members = read_manifest(reader).members
+        large = [name for name, record in members.items() if record.size >= _integrity.CHUNK]
+        assert large
+        for name in large:
+            events.clear()
+            _integrity.check_member(reader, name, members[name], keep=keep, on_read=lambda: events.append("read"))
+            assert events == ["read", "hash"]
+    finally:
+        reader.close()

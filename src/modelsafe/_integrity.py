@@ -134,17 +134,19 @@ def check_member(reader: ArtifactReader, name: str, record: MemberRecord,
         if on_read is not None:
             on_read()
         actual = sha256_of(memoryview(copy), progress)
-    elif located is not None and size >= CHUNK:  # large: read with pread, nothing stays mapped
-        copy, actual = None, _sha256_pread(*located, size, progress)
     else:
-        copy, actual = None, sha256_of(reader.view(name), progress)
+        if on_read is not None:  # read and hashed piece by piece: no long read comes first
+            on_read()
+        if located is not None and size >= CHUNK:  # large: read with pread, nothing stays mapped
+            copy, actual = None, _sha256_pread(*located, size, progress)
+        else:
+            copy, actual = None, sha256_of(reader.view(name), progress)
     _check_digest(name, record, actual)
     if copy is not None:
         reader.copies[name] = copy
 
 
-def _keep_unchecked(reader: ArtifactReader, name: str, record: MemberRecord, copy: Any = None,
-                    on_read: Callable[[], None] | None = None) -> None:
+def _keep_unchecked(reader: ArtifactReader, name: str, record: MemberRecord, copy: Any = None) -> None:
     """Read a member of an already verified, unchanged artifact into a private buffer
     (unless ``copy`` holds it, read ahead by :func:`_read_kept`)."""
     size = _check_size(reader, name, record)
@@ -153,8 +155,6 @@ def _keep_unchecked(reader: ArtifactReader, name: str, record: MemberRecord, cop
         copy = _read_private(*located, size)
     if copy is not None:
         reader.copies[name] = copy
-    if on_read is not None:
-        on_read()
 
 
 def _read_kept(reader: ArtifactReader, name: str, record: MemberRecord) -> Any:
@@ -251,7 +251,7 @@ class MemberChecks:
         workers = pool("verify", _WORKERS)
         self._read = [threading.Event() for _ in jobs]
         self._jobs = jobs
-        self._pending = {n: workers.submit(job, on_read=event.set) for event, (n, job) in zip(self._read, jobs.items())}
+        self._pending = {n: workers.submit(_signalling, job, event) for event, (n, job) in zip(self._read, jobs.items())}
         ahead = list(jobs)[_WORKERS:_WORKERS + 1]
         if ahead:
             self._read_ahead(ahead[0])
@@ -308,6 +308,17 @@ class MemberChecks:
             except BaseException as exc:  # kept for result(), as a worker's would be
                 future.set_exception(exc)
         return future
+
+
+def _signalling(job: functools.partial[None], read: threading.Event) -> None:
+    """Run ``job`` on the worker; set ``read`` once its member is read (see MemberChecks._wait_read)."""
+    try:
+        if job.func is check_member:
+            job(on_read=read.set)
+        else:
+            job()  # a read of a verified member: nothing to wait for after it
+    finally:
+        read.set()
 
 
 def check_members(reader: ArtifactReader, members: Mapping[str, MemberRecord],
