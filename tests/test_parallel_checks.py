@@ -163,3 +163,34 @@ def test_the_worker_signals_its_read_before_it_hashes(tmp_path, monkeypatch, kee
             assert events == ["read", "hash"]
     finally:
         reader.close()
+
+
+def test_waiting_for_a_member_the_worker_checks_the_caller_checks_the_queued_ones(forest, monkeypatch):
+    """A flavor reading its first member while the worker still hashes it must not leave the
+    others queued for that one worker (a 1.5 GiB state dict loaded at half speed)."""
+    from modelsafe._archive import open_artifact
+    from modelsafe._load import read_manifest
+
+    _, _, paths = forest
+    hashed_on: dict[int, str] = {}
+    original = _integrity.sha256_of
+
+    def slow_on_the_worker(view, progress=None):
+        if threading.current_thread() is not threading.main_thread():
+            threading.Event().wait(0.3)  # the worker is still busy with its member when the caller waits
+        hashed_on[len(view)] = threading.current_thread().name
+        return original(view, progress)
+
+    monkeypatch.setattr(_integrity, "sha256_of", slow_on_the_worker)
+    reader = open_artifact(paths["file"])
+    try:
+        members = read_manifest(reader).members
+        checks = _integrity.MemberChecks(reader, members, keep=(), cache=False)
+        large = [name for name, record in members.items() if record.size >= _integrity._PARALLEL_THRESHOLD]
+        checks.wait(large[0])
+        checks.wait_all()
+    finally:
+        reader.close()
+    assert [members[name].size for name in large].count(members[large[0]].size) == 1  # sizes tell members apart
+    assert hashed_on[members[large[0]].size] != threading.main_thread().name
+    assert {hashed_on[members[name].size] for name in large[1:]} == {threading.main_thread().name}

@@ -275,9 +275,19 @@ class MemberChecks:
             self._pending[name] = Future()  # queued for this thread: see _run_if_queued
 
     def wait(self, name: str) -> None:
-        """Return once member ``name`` is verified (raise IntegrityError if it is not intact)."""
-        if name in self._pending:
-            self._run_if_queued(name).result()
+        """Return once member ``name`` is verified (raise IntegrityError if it is not intact).
+
+        While another thread checks it, this one checks queued members, in order, instead of
+        waiting idle (the worker would otherwise check them one after the other).
+        """
+        if name not in self._pending:
+            return
+        future = self._run_if_queued(name)
+        for other in list(self._pending):
+            if future.done():
+                break
+            self._run_if_queued(other)
+        future.result()
 
     def wait_all(self) -> None:
         """Check every member still queued here, join the others; raise the first IntegrityError;
