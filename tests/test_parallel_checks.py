@@ -194,3 +194,47 @@ def test_waiting_for_a_member_the_worker_checks_the_caller_checks_the_queued_one
     assert [members[name].size for name in large].count(members[large[0]].size) == 1  # sizes tell members apart
     assert hashed_on[members[large[0]].size] != threading.main_thread().name
     assert {hashed_on[members[name].size] for name in large[1:]} == {threading.main_thread().name}
+
+
+def test_a_corrupt_small_member_stops_the_checks_of_the_large_ones(forest, monkeypatch, tmp_path, flip_byte):
+    _, _, paths = forest
+    copy = tmp_path / "m.msafe"
+    shutil.copy(paths["file"], copy)
+    flip_byte(copy, "model/graph.pkl")  # small: checked by the loading thread while the worker starts
+    large = set(_buffer_members(copy))
+    started: list[str] = []
+    original = _integrity.check_member
+
+    def slow(reader, name, *args, **kwargs):
+        if name in large:
+            started.append(name)
+            threading.Event().wait(0.1)
+        return original(reader, name, *args, **kwargs)
+
+    monkeypatch.setattr(_integrity, "check_member", slow)
+    with pytest.raises(IntegrityError) as err:
+        ms.load(copy)
+    assert err.value.member == "model/graph.pkl"
+    _threads.pool("verify", _integrity._WORKERS).submit(lambda: None).result()  # the worker is idle again
+    assert len(started) == 1, started  # the one it had begun; the queued ones were cancelled
+
+
+def test_closing_the_checks_returns_with_a_member_read_ahead(forest):
+    """A load that fails after the integrity step (an audit refusal) closes the checks: the
+    member read ahead for the loading thread must not be waited for as if a worker had it."""
+    from modelsafe._archive import open_artifact
+    from modelsafe._load import read_manifest
+
+    _, _, paths = forest
+    reader = open_artifact(paths["file"])
+    try:
+        members = read_manifest(reader).members
+        large = [name for name, record in members.items() if record.size >= _integrity._PARALLEL_THRESHOLD]
+        checks = _integrity.MemberChecks(reader, members, keep=large, cache=False)
+        assert checks._here, "no member was read ahead"
+        closing = threading.Thread(target=checks.close, daemon=True)
+        closing.start()
+        closing.join(10)
+        assert not closing.is_alive(), "close() waits for a check nobody will run"
+    finally:
+        reader.close()

@@ -223,22 +223,27 @@ class MemberChecks:
         self._pending: dict[str, Future[None]] = {}
         self._jobs: dict[str, functools.partial[None]] = {}
         self._read: list[threading.Event] = []
+        #: Members whose check no worker will run: this thread runs it, or close() cancels it.
+        self._here: set[str] = set()
         check_structure(reader, members)
         self._cache_key, self._changed_ns = _cache_key(reader, members) if cache else (None, 0)
         big = [n for n, r in members.items() if r.size >= _PARALLEL_THRESHOLD]
-        if self._cache_key is not None and _cache_path(self._cache_key).is_file():
-            self._cache_key = None  # verified before, and unchanged since
-            self._submit({n: functools.partial(_keep_unchecked, reader, n, members[n]) for n in big if n in keep})
+        try:
+            if self._cache_key is not None and _cache_path(self._cache_key).is_file():
+                self._cache_key = None  # verified before, and unchanged since
+                self._submit({n: functools.partial(_keep_unchecked, reader, n, members[n]) for n in big if n in keep})
+            else:
+                # Members are located here, not on the workers: a worker that needs the GIL while
+                # this thread audits waits for it, up to the interpreter's switch interval.
+                self._submit({n: functools.partial(check_member, reader, n, members[n], progress=progress,
+                                                   keep=n in keep, located=_locate(reader, n)) for n in big})
+                for name in members:  # while the worker reads the first large member
+                    if name not in big:
+                        check_member(reader, name, members[name], progress)
             self._wait_read()
-            return
-        # Members are located here, not on the workers: a worker that needs the GIL while
-        # this thread audits waits for it, up to the interpreter's switch interval.
-        self._submit({n: functools.partial(check_member, reader, n, members[n], progress, n in keep,
-                                           _locate(reader, n)) for n in big})
-        for name in members:  # while the worker reads the first large member
-            if name not in big:
-                check_member(reader, name, members[name], progress)
-        self._wait_read()
+        except BaseException:  # a small member failed: the worker must not go on with the others
+            self.close()
+            raise
 
     def _submit(self, jobs: dict[str, functools.partial[None]]) -> None:
         """Queue ``jobs`` for the worker; read ahead the first one it will not start at once.
@@ -269,10 +274,11 @@ class MemberChecks:
     def _read_ahead(self, name: str) -> None:
         """Read queued member ``name`` now, if its check keeps a copy; this thread hashes it later."""
         job = self._jobs[name]
-        keeps = job.func is _keep_unchecked or (job.func is check_member and job.args[4])
+        keeps = job.func is _keep_unchecked or job.keywords.get("keep", False)
         if keeps and self._pending[name].cancel():
             self._jobs[name] = functools.partial(job, copy=_read_kept(self._reader, name, self._members[name]))
             self._pending[name] = Future()  # queued for this thread: see _run_if_queued
+            self._here.add(name)
 
     def wait(self, name: str) -> None:
         """Return once member ``name`` is verified (raise IntegrityError if it is not intact).
@@ -305,6 +311,10 @@ class MemberChecks:
 
     def close(self) -> None:
         """Stop: cancel checks not started, wait for running ones (errors are dropped)."""
+        for name in self._here:
+            future = self._pending[name]
+            if future.cancel():
+                future.set_running_or_notify_cancel()  # as a worker does: wait() counts it as done only then
         settle(self._pending.values())
 
     def _run_if_queued(self, name: str) -> Future[None]:
