@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from modelsafe._write_targets import fsync_directory
+
 INDEX_NAME = "checkpoints.json"
 LOCK_NAME = ".modelsafe-checkpoints.lock"
 INDEX_FORMAT = "modelsafe-checkpoints"
@@ -192,15 +194,6 @@ def write_index(directory: Path, index: Index) -> None:
             os.unlink(tmp)
         raise
     fsync_directory(directory)
-
-
-def fsync_directory(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform can fsync a folder
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------

@@ -133,3 +133,9 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename or new entry in folder ``path`` durable (a no-op where folders cannot be fsynced)."""
+    with contextlib.suppress(OSError):
+        fsync_path(path)

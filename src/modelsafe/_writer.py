@@ -36,7 +36,7 @@ from typing import Any, Iterable, Iterator
 
 from modelsafe._archive import CHUNK, MANIFEST_NAME, SINGLE_FILE_SUFFIX, ProgressCallback, check_member_name
 from modelsafe._threads import pool, settle
-from modelsafe._write_targets import DirTarget, ZipTarget, fsync_path
+from modelsafe._write_targets import DirTarget, ZipTarget, fsync_directory
 from modelsafe.errors import SaveError
 
 #: Buffers smaller than this are hashed in groups copied into one block: a hashing
@@ -332,7 +332,7 @@ class ArtifactWriter:
         self._target.release()
         check_target(self.path, self.overwrite)  # the target may have appeared meanwhile
         _replace(self._tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_directory(self.path.parent)
         self._committed = True
         return self.path
 
@@ -393,10 +393,3 @@ def _replace(tmp: Path, target: Path) -> None:
         if tmp.is_dir() and (target.exists() or target.is_symlink()):
             target.unlink()
         os.replace(tmp, target)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform can fsync a directory
-        fsync_path(path)
-
-
