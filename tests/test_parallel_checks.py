@@ -203,12 +203,16 @@ def test_a_corrupt_small_member_stops_the_checks_of_the_large_ones(forest, monke
     flip_byte(copy, "model/graph.pkl")  # small: checked by the loading thread while the worker starts
     large = set(_buffer_members(copy))
     started: list[str] = []
+    worker_began = threading.Event()
     original = _integrity.check_member
 
     def slow(reader, name, *args, **kwargs):
         if name in large:
             started.append(name)
+            worker_began.set()
             threading.Event().wait(0.1)
+        elif name == "model/graph.pkl":  # fail only once the worker is inside its first check
+            assert worker_began.wait(10), "the worker never started a check"
         return original(reader, name, *args, **kwargs)
 
     monkeypatch.setattr(_integrity, "check_member", slow)
