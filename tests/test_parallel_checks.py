@@ -187,7 +187,8 @@ def test_waiting_for_a_member_the_worker_checks_the_caller_checks_the_queued_one
         members = read_manifest(reader).members
         checks = _integrity.MemberChecks(reader, members, keep=(), cache=False)
         large = [name for name, record in members.items() if record.size >= _integrity._PARALLEL_THRESHOLD]
-        checks.wait(large[0])
+        assert checks._read[0].wait(10), "the worker never read its first member"
+        checks.wait(large[0])  # the worker is hashing it: this thread checks the others meanwhile
         checks.wait_all()
     finally:
         reader.close()
