@@ -8,7 +8,7 @@ verification sample and its load checks integrity, audits, compares environments
 replays the sample: the time the model itself spends predicting that sample is timed in
 every round, reported beside the totals, and taken off modelsafe's times, so the ratios
 count modelsafe's own work. Loads are timed twice: hashing every member, and for an
-unchanged file the verified-hash cache knows (see modelsafe._integrity).
+unchanged file the verified-hash cache knows (see modelsafe.artifact.integrity).
 
 Run: ``make bench`` (creates .venv-bench with the peers), or
 ``.venv-bench/bin/python bench/bench_sklearn.py``. Prints a markdown table.

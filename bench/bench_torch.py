@@ -43,9 +43,9 @@ BLOCKS = int(os.environ.get("BENCH_BLOCKS", "24"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 GIB = 1 << 30
 #: Imported before timing (torch and safetensors are imported before timing too).
-MODELSAFE_MODULES = ("modelsafe._api", "modelsafe._load", "modelsafe._save", "modelsafe._bundle", "modelsafe._verify",
-                     "modelsafe._environment", "modelsafe._integrity", "modelsafe._code", "modelsafe._data",
-                     "modelsafe._schema", "modelsafe.flavors.torch", "modelsafe.flavors.torch_tree",
+MODELSAFE_MODULES = ("modelsafe._api", "modelsafe._load", "modelsafe._save", "modelsafe._bundle", "modelsafe.checks.verify",
+                     "modelsafe.checks.environment", "modelsafe.artifact.integrity", "modelsafe.code.bundle", "modelsafe.checks.data",
+                     "modelsafe.checks.schema", "modelsafe.flavors.torch.flavor", "modelsafe.flavors.torch.tree",
                      "modelsafe.security", "packaging.version", "importlib.metadata")
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import modelsafe as ms
-from modelsafe.errors import (FormatError, IntegrityError, SaveError, VerificationError)
+from modelsafe.errors import FormatError, IntegrityError, SaveError, VerificationError
 
 
 @pytest.fixture

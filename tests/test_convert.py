@@ -11,8 +11,14 @@ import pytest
 
 import modelsafe as ms
 from modelsafe import _convert
-from modelsafe.errors import (FlavorError, FormatError, SaveError, UnsupportedModelError, UntrustedContentError,
-                              VerificationError)
+from modelsafe.errors import (
+    FlavorError,
+    FormatError,
+    SaveError,
+    UnsupportedModelError,
+    UntrustedContentError,
+    VerificationError,
+)
 
 CORPUS = Path(__file__).resolve().parent / "security" / "corpus"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import modelsafe as ms
-from modelsafe._manifest import FORMAT_VERSION, MIN_FORMAT_VERSION
+from modelsafe.artifact.manifest import FORMAT_VERSION, MIN_FORMAT_VERSION
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 #: How each golden model's reference predictions are recomputed from a loaded bundle.

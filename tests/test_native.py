@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from modelsafe._native import STREAMING_STORES, stream_copy, tree_nodes_ok
 
 

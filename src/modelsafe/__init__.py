@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from modelsafe import _torch_hook
+from modelsafe._version import __version__
 from modelsafe.errors import (
     ArchitectureMismatchError,
     ArtifactError,
@@ -34,8 +34,7 @@ from modelsafe.errors import (
     UntrustedContentError,
     VerificationError,
 )
-
-__version__ = "0.1.0"
+from modelsafe.flavors.torch import hook as _torch_hook
 
 __all__ = [
     "__version__",
@@ -83,22 +82,22 @@ _LAZY = {
     "verify": "modelsafe._api:verify",
     "check_env": "modelsafe._api:check_env",
     "Bundle": "modelsafe._api:Bundle",
-    "Manifest": "modelsafe._manifest:Manifest",
-    "VerifyReport": "modelsafe._verify:VerifyReport",
-    "EnvReport": "modelsafe._environment:EnvReport",
+    "Manifest": "modelsafe.artifact.manifest:Manifest",
+    "VerifyReport": "modelsafe.checks.verify:VerifyReport",
+    "EnvReport": "modelsafe.checks.environment:EnvReport",
     "scan": "modelsafe.security.scanner:scan",
     "ScanReport": "modelsafe.security.scanner:ScanReport",
     "doctor": "modelsafe._doctor:doctor",
-    "DoctorReport": "modelsafe._doctor:DoctorReport",
+    "DoctorReport": "modelsafe.diagnosis.report:DoctorReport",
     "convert": "modelsafe._convert:convert",
-    "Checkpointer": "modelsafe.checkpoints:Checkpointer",
+    "Checkpointer": "modelsafe.checkpoints.checkpointer:Checkpointer",
 }
 
 if TYPE_CHECKING:
     from modelsafe._api import Bundle, check_env, inspect, load, save, verify
-    from modelsafe._environment import EnvReport
-    from modelsafe._manifest import Manifest
-    from modelsafe._verify import VerifyReport
+    from modelsafe.artifact.manifest import Manifest
+    from modelsafe.checks.environment import EnvReport
+    from modelsafe.checks.verify import VerifyReport
 
 
 _torch_hook.arm()  # record nn.Module constructor arguments once torch is imported (imports no framework)

@@ -8,16 +8,15 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from modelsafe._archive import open_artifact
 from modelsafe._bundle import Bundle
-from modelsafe._load import load, read_manifest
-from modelsafe._manifest import Manifest
+from modelsafe._load import load
 from modelsafe._save import save
-from modelsafe.errors import FormatError
+from modelsafe.artifact.manifest import Manifest
+from modelsafe.artifact.reader import manifest_of, read_manifest
 
 if TYPE_CHECKING:
-    from modelsafe._environment import EnvReport
-    from modelsafe._verify import VerifyReport
+    from modelsafe.checks.environment import EnvReport
+    from modelsafe.checks.verify import VerifyReport
 
 __all__ = ["save", "load", "inspect", "verify", "check_env", "Bundle", "read_manifest"]
 
@@ -33,8 +32,7 @@ def inspect(path: PathLike) -> Manifest:
     >>> ms.inspect("/tmp/doc-model.msafe").components["model"].flavor
     'sklearn'
     """
-    with open_artifact(path) as reader:
-        return read_manifest(reader)
+    return manifest_of(path)
 
 
 def verify(path: PathLike, **load_kwargs: Any) -> "VerifyReport":
@@ -66,9 +64,6 @@ def check_env(path: PathLike) -> "EnvReport":
     >>> ms.check_env("/tmp/doc-model.msafe").ok
     True
     """
-    from modelsafe._environment import compare_environments
+    from modelsafe.checks.environment import manifest_environment
 
-    manifest = inspect(path)
-    if not manifest.environment:
-        raise FormatError(f"{str(path)!r} records no environment; re-save it with this modelsafe.", path=str(path))
-    return compare_environments(dict(manifest.environment))
+    return manifest_environment(inspect(path).environment, str(path))

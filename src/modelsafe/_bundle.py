@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelsafe._archive import ArtifactReader
-from modelsafe._manifest import Manifest
+from modelsafe.artifact.manifest import Manifest
+from modelsafe.artifact.reader import ArtifactReader
 from modelsafe.flavors import get_flavor
 from modelsafe.flavors._base import ComponentSource
 
 if TYPE_CHECKING:
-    from modelsafe._environment import EnvReport
-    from modelsafe._verify import Sample, VerifyReport
+    from modelsafe.checks.environment import EnvReport
+    from modelsafe.checks.verify import Sample, VerifyReport
 
 
 class Bundle:
@@ -59,7 +59,7 @@ class Bundle:
         """
         if check and self.manifest.schema:
             if self._guard is None:
-                from modelsafe._schema import Guard
+                from modelsafe.checks.schema import Guard
 
                 self._guard = Guard(dict(self.manifest.schema))
             x = self._guard.check(x)
@@ -74,8 +74,8 @@ class Bundle:
         spec = self.manifest.verification
         if not spec:
             return None
-        from modelsafe._data import decode
-        from modelsafe._verify import Sample
+        from modelsafe.checks.data import decode
+        from modelsafe.checks.verify import Sample
 
         source = ComponentSource(self._reader, "sample")
         return Sample(
@@ -91,7 +91,7 @@ class Bundle:
 
     def verify(self) -> "VerifyReport":
         """Re-run the stored sample and compare with the recorded outputs (never raises)."""
-        from modelsafe._verify import VerifyReport, replay
+        from modelsafe.checks.verify import VerifyReport, replay
 
         sample = self.sample()
         if sample is None:

@@ -20,19 +20,24 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection
 
-from modelsafe.errors import (FlavorNotInstalledError, FormatError, UnsafeArchiveError, UnsupportedModelError,
-                              UntrustedContentError)
+from modelsafe.errors import (
+    FlavorNotInstalledError,
+    FormatError,
+    UnsafeArchiveError,
+    UnsupportedModelError,
+    UntrustedContentError,
+)
 
 if TYPE_CHECKING:
-    from modelsafe._manifest import Manifest
+    from modelsafe.artifact.manifest import Manifest
     from modelsafe.security.scanner import ScanReport
 
 __all__ = ["convert", "READERS"]
 
 #: Kind of file -> "module:function" reading it (``read(path, *, trusted, ...) -> object``).
 READERS: dict[str, str] = {
-    "torch": "modelsafe.flavors.torch_legacy:read_checkpoint",
-    "keras": "modelsafe.flavors.keras_legacy:read_legacy",
+    "torch": "modelsafe.flavors.torch.legacy:read_checkpoint",
+    "keras": "modelsafe.flavors.keras.legacy:read_legacy",
 }
 #: What the scanner calls a file -> the reader family that converts it.
 _FAMILY = {"pickle": "pickle", "joblib": "joblib", "zip:torch": "torch", "torch-legacy": "torch", "tar": "torch",

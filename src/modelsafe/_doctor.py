@@ -1,83 +1,22 @@
 """``ms.doctor``: why won't this file load here (a path), or why won't this object save.
 
-For a path nothing is loaded: the file is scanned (:func:`modelsafe.scan`), and what
-it references and records is compared with this environment. Each problem says what
-is wrong (with the exact names and versions), why it matters, and how to fix it.
-Frameworks add their own checks through ``Flavor.diagnose_file(path, report)``; the
-flavors asked are found from the module roots of the file's globals (by name, through
-the registry), so no framework is imported that the file does not use.
+For a path nothing is loaded (:mod:`modelsafe.diagnosis`). For an object, a dry-run ``save`` into
+a temporary folder finds everything that would stop it, each attribute by its path; it lives
+here, beside the other verbs, because it runs one.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from modelsafe._reports import Report
-from modelsafe.errors import ModelsafeError
+from modelsafe._reports import Problem
+from modelsafe.code.diagnose import type_name
+from modelsafe.diagnosis.report import DoctorReport
+from modelsafe.errors import SaveError, UnsavableObjectError
 
-if TYPE_CHECKING:
-    from modelsafe.security.scanner import ScanReport
-
-__all__ = ["doctor", "DoctorReport", "Problem"]
-
-#: error: it will not load (or not safely, or not the same); warning: it may not; info: a fact.
-SEVERITIES = ("error", "warning", "info")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One reason a file won't load here (or an object won't save), in three parts."""
-
-    what: str
-    why: str
-    fix: str
-    severity: str = "error"
-    #: The exact name involved: a global, a package, a member, an attribute path.
-    subject: str = ""
-
-    def describe(self) -> str:
-        parts = [f"{self.severity.upper()}: {self.what}"]
-        parts += [f"    {label}: {text}" for label, text in (("why", self.why), ("fix", self.fix)) if text]
-        return "\n".join(parts)
-
-
-@dataclass(frozen=True)
-class DoctorReport(Report):
-    """What :func:`doctor` found. ``ok`` when no problem is an error.
-
-    Attributes: ``target`` (the path, or the object's type), ``kind`` (what it is),
-    ``problems`` (errors first), ``facts`` (versions and such read from the file).
-    """
-
-    error_class = ModelsafeError
-
-    target: str
-    kind: str
-    problems: tuple[Problem, ...]
-    facts: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not any(p.severity == "error" for p in self.problems)
-
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    def _lines(self) -> list[str]:
-        lines = [f"{self.target}: {self.kind}"]
-        lines += [f"  {k}: {v}" for k, v in sorted(self.facts.items())]
-        lines += ["  " + p.describe().replace("\n", "\n  ") for p in self.problems]
-        n_err = len(self.errors())
-        lines.append("ok: nothing found that stops it here" if self.ok
-                     else f"{n_err} problem(s) stop it here; fix them in the order shown")
-        return lines
-
-    def raise_if_failed(self) -> None:
-        if not self.ok:
-            raise ModelsafeError(str(self), report=self, problems=[p.subject for p in self.errors()])
+__all__ = ["doctor", "DoctorReport", "Problem", "diagnose_object"]
 
 
 def doctor(target: Any) -> DoctorReport:
@@ -112,80 +51,14 @@ def doctor(target: Any) -> DoctorReport:
     False
     """
     if isinstance(target, (str, os.PathLike)):
-        return _doctor_path(Path(target))
+        from modelsafe.diagnosis.files import diagnose_path
+
+        return diagnose_path(Path(target))
     return _doctor_object(target)
-
-
-def _doctor_path(path: Path) -> DoctorReport:
-    from modelsafe import _doctor_checks as checks
-    from modelsafe import _doctor_frameworks as frameworks
-    from modelsafe.security.scanner import scan
-
-    report = scan(path)
-    facts: dict[str, Any] = dict(report.facts)
-    problems: list[Problem] = []
-    problems += checks.globals_here(report)
-    problems += checks.protocol(report)
-    problems += checks.recorded_versions(path, report, facts)
-    problems += frameworks.torch_checks(path, report, facts)
-    problems += frameworks.keras_checks(path, report, facts)
-    problems += checks.artifact_checks(path, report)
-    problems += _flavor_checks(path, report)
-    covered = {p.subject for p in problems}  # a specific diagnosis replaces the scan's generic one
-    problems = checks.security(report, covered) + problems
-    order = {s: i for i, s in enumerate(SEVERITIES)}
-    problems.sort(key=lambda p: order.get(p.severity, 9))
-    return DoctorReport(target=str(path), kind=report.kind, problems=tuple(_unique(problems)), facts=facts)
-
-
-def _flavor_checks(path: Path, report: "ScanReport") -> list[Problem]:
-    """Ask each flavor whose framework the file's globals come from (``Flavor.diagnose_file``)."""
-    from modelsafe.flavors import _DETECT, get_flavor
-
-    names = sorted({_DETECT[root] for root in {g.split(".")[0] for g in report.globals()} if root in _DETECT})
-    problems: list[Problem] = []
-    for name in names:
-        try:
-            flavor = get_flavor(name)
-        except (ModelsafeError, ImportError):
-            continue  # the framework is missing: globals_here already says so
-        hook = getattr(flavor, "diagnose_file", None)
-        if hook is not None:
-            problems += _as_problems(hook(str(path), report), name)
-    return problems
-
-
-def _as_problems(result: Any, flavor: str) -> list[Problem]:
-    """A hook may return Problems, or objects with ``problem()``/``fix()`` (and ``severity``), or None."""
-    if result is None:
-        return []
-    out = []
-    for item in result if isinstance(result, (list, tuple)) else [result]:
-        if isinstance(item, Problem):
-            out.append(item)
-            continue
-        what, fix = (getattr(item, attr, "") for attr in ("problem", "fix"))
-        what, fix = (v() if callable(v) else v for v in (what, fix))
-        severity = getattr(item, "severity", None) or ("warning" if getattr(item, "same_version", False) else "error")
-        out.append(Problem(what=str(what or item), why=str(getattr(item, "why", "") or ""), fix=str(fix or ""),
-                           severity=severity, subject=flavor))
-    return out
-
-
-def _unique(problems: list[Problem]) -> list[Problem]:
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for p in problems:
-        if (p.what, p.subject) not in seen:
-            seen.add((p.what, p.subject))
-            out.append(p)
-    return out
 
 
 def _doctor_object(obj: Any) -> DoctorReport:
     """Everything that would stop ``ms.save(obj)``, each attribute named by its path."""
-    from modelsafe._diagnose import diagnose_object
-
     cls = type(obj)
     problems = [
         Problem(what=f"{path} ({type_name}) cannot be stored", why=reason,
@@ -195,3 +68,26 @@ def _doctor_object(obj: Any) -> DoctorReport:
         for path, type_name, reason in diagnose_object(obj)
     ]
     return DoctorReport(target=f"{cls.__module__}.{cls.__qualname__}", kind="object", problems=tuple(problems))
+
+
+def diagnose_object(obj: Any, **save_options: Any) -> list[tuple[str, str, str]]:
+    """Everything that would stop ``ms.save(obj, ...)``, found by a save into a temporary folder.
+
+    Returns ``(attribute path, type name, reason)`` triples, ``[]`` when the object saves. Nothing
+    is left on disk.
+    """
+    import shutil
+    import tempfile
+
+    from modelsafe._save import save
+
+    folder = Path(tempfile.mkdtemp(prefix="modelsafe-doctor-"))
+    try:
+        save(obj, folder / "artifact", **save_options)
+    except UnsavableObjectError as exc:
+        return list(exc.problems)
+    except SaveError as exc:
+        return [("<root>", type_name(obj), str(exc))]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return []

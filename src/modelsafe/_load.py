@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from modelsafe._archive import MANIFEST_NAME, ArtifactReader, open_artifact
 from modelsafe._bundle import Bundle
-from modelsafe._manifest import Manifest
+from modelsafe.artifact.manifest import Manifest
+from modelsafe.artifact.reader import ArtifactReader, open_artifact, read_manifest
 from modelsafe.errors import EnvironmentMismatchError, ModelsafeError, SecurityError
 from modelsafe.flavors import get_flavor
 from modelsafe.flavors._base import ComponentSource, LoadOptions
@@ -102,18 +102,13 @@ def _step_manifest(state: _LoadState) -> None:
     state.options = dataclasses.replace(state.options, environment=dict(state.manifest.environment))
 
 
-def read_manifest(reader: ArtifactReader) -> Manifest:
-    """Parse the manifest, checking its format version (raises FormatError)."""
-    return Manifest.from_json(reader.read(MANIFEST_NAME), where=f"{reader.path}/{MANIFEST_NAME}")
-
-
 def _step_integrity(state: _LoadState) -> None:
     """Check sizes and hashes: small members now, large ones in the background.
 
     No member is read before its own check passed (the reader's gate waits for it), and
     :func:`_step_integrity_done` joins every check before anything is deserialized.
     """
-    from modelsafe._integrity import MemberChecks
+    from modelsafe.artifact.integrity import MemberChecks
 
     assert state.reader is not None and state.manifest is not None
     keep = [f"{key}/{name}" for key, component in state.manifest.components.items()
@@ -131,8 +126,7 @@ def _step_integrity_done(state: _LoadState) -> None:
 
 def _step_code(state: _LoadState) -> None:
     """Decide how bundled code is provided; imports nothing yet unless trusted."""
-    from modelsafe import _code
-
+    from modelsafe.code import bundle as _code
     assert state.reader is not None and state.manifest is not None
     state.options = _code.prepare_code(state.manifest, state.reader, state.options)
 
@@ -145,7 +139,7 @@ def _step_audit(state: _LoadState) -> None:
 
 
 def _step_environment(state: _LoadState) -> None:
-    from modelsafe._environment import check_environment
+    from modelsafe.checks.environment import check_environment
 
     assert state.manifest is not None
     if state.manifest.environment:
@@ -185,7 +179,7 @@ def _step_verify(state: _LoadState) -> None:
 
 def _step_warn(state: _LoadState) -> None:
     """Under env="warn", say how the environment differs, now that the model has loaded."""
-    from modelsafe._environment import warn_environment
+    from modelsafe.checks.environment import warn_environment
 
     if state.env == "warn" and state.env_report is not None:
         warn_environment(state.env_report, stacklevel=3)

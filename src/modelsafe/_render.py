@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelsafe._manifest import Manifest
+from modelsafe.artifact.manifest import Manifest
 
 
 def _size(n: int) -> str:

@@ -1,4 +1,4 @@
-"""Shared behaviour of the report dataclasses (VerifyReport, EnvReport, ...).
+"""Shared behaviour of the report dataclasses (VerifyReport, EnvReport, ...), and ``Problem``.
 
 Every report is a frozen dataclass with ``.ok``, a readable ``str()``,
 ``.to_dict()`` (JSON-able) and ``.raise_if_failed()``.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 
@@ -61,3 +62,24 @@ class Report:
         """Raise this report's error class (with ``report=self``) unless ``ok``."""
         if not self.ok:
             raise self.error_class(str(self), report=self)
+
+
+#: error: it will not load (or not safely, or not the same); warning: it may not; info: a fact.
+SEVERITIES = ("error", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a file won't load here (or an object won't save), in three parts."""
+
+    what: str
+    why: str
+    fix: str
+    severity: str = "error"
+    #: The exact name involved: a global, a package, a member, an attribute path.
+    subject: str = ""
+
+    def describe(self) -> str:
+        parts = [f"{self.severity.upper()}: {self.what}"]
+        parts += [f"    {label}: {text}" for label, text in (("why", self.why), ("fix", self.fix)) if text]
+        return "\n".join(parts)

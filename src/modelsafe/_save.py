@@ -13,8 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from modelsafe._writer import ArtifactWriter
-from modelsafe._manifest import FORMAT_VERSION, Component, Manifest, MemberRecord
+from modelsafe.artifact.manifest import (
+    FORMAT_VERSION,
+    Component,
+    Manifest,
+    MemberRecord,
+)
+from modelsafe.artifact.writer import ArtifactWriter
 from modelsafe.errors import ModelsafeError, SaveError
 from modelsafe.flavors import detect_flavor, get_flavor
 from modelsafe.flavors._base import ComponentStore, SavedComponent
@@ -132,8 +137,8 @@ def _save_components(state: _SaveState, writer: ArtifactWriter) -> None:
 def _save_sample(state: _SaveState, writer: ArtifactWriter) -> None:
     if state.sample is None:
         return
-    from modelsafe._data import as_arrays, encode
-    from modelsafe._verify import default_tolerance
+    from modelsafe.checks.data import as_arrays, encode
+    from modelsafe.checks.verify import default_tolerance
 
     inputs = _head(state.sample, MAX_SAMPLE_ROWS)
     try:
@@ -166,15 +171,14 @@ def _capture_schema(sample: Any, training_data: Any) -> dict[str, Any] | None:
     """The input schema, from the sample (ranges from ``training_data`` when given)."""
     if sample is None and training_data is None:
         return None
-    from modelsafe._schema import capture_schema
+    from modelsafe.checks.schema import capture_schema
 
     return capture_schema(_head(training_data, MAX_SAMPLE_ROWS) if sample is None else sample, training_data)
 
 
 def _save_code(state: _SaveState, writer: ArtifactWriter) -> None:
-    """Bundle the source of custom code the components reference (see modelsafe._code)."""
-    from modelsafe import _code
-
+    """Bundle the source of custom code the components reference (see modelsafe.code.bundle)."""
+    from modelsafe.code import bundle as _code
     refs: set[tuple[str, str]] = set()
     for saved in state.saved.values():
         refs |= saved.refs
@@ -182,7 +186,7 @@ def _save_code(state: _SaveState, writer: ArtifactWriter) -> None:
 
 
 def _capture_environment(state: _SaveState) -> None:
-    from modelsafe._environment import capture_environment
+    from modelsafe.checks.environment import capture_environment
 
     modules: set[str] = set()
     devices: dict[str, Any] = {}
@@ -199,7 +203,7 @@ def _capture_environment(state: _SaveState) -> None:
 
 
 def _build_manifest(state: _SaveState, writer: ArtifactWriter) -> Manifest:
-    from modelsafe import __version__
+    from modelsafe._version import __version__
 
     members = {name: MemberRecord(m.size, m.sha256) for name, m in writer.members.items()}
     return Manifest(

@@ -63,7 +63,13 @@ def _progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
     if not sys.stderr.isatty() or total < (64 << 20):
         yield None
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
 
     with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                   console=_console(stderr=True), transient=True) as bar:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import modelsafe as ms
-from modelsafe._environment import Level
+from modelsafe.checks.environment import Level
 
 REPO = Path(__file__).resolve().parents[2]
 OLD_PYTHON = REPO / ".venv-old" / "bin" / "python"
@@ -140,7 +140,7 @@ def test_old_to_new_loads_verified_with_one_warning(from_old, fresh, name):
     proc = fresh(f"""
         import warnings
         import numpy as np, pandas as pd, modelsafe as ms
-        from modelsafe._environment import EnvironmentWarning
+        from modelsafe.checks.environment import EnvironmentWarning
 
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")

@@ -133,7 +133,7 @@ GOLDEN: dict[str, Callable[[Path], Any]] = {
 
 
 def main() -> None:
-    from modelsafe._manifest import FORMAT_VERSION
+    from modelsafe.artifact.manifest import FORMAT_VERSION
 
     folder = HERE / f"v{FORMAT_VERSION}"
     if folder.exists():

@@ -13,7 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelsafe.errors import FormatError, UntrustedContentError
-from modelsafe.security import audit_pickle, classify, restricted_loads, summarize_pickle
+from modelsafe.security import (
+    audit_pickle,
+    classify,
+    restricted_loads,
+    summarize_pickle,
+)
 
 
 def _payload(target, canary):

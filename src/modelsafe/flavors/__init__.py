@@ -11,14 +11,14 @@ import importlib
 import importlib.util
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from modelsafe.errors import FlavorNotInstalledError, FormatError, UnsupportedModelError
 
 if TYPE_CHECKING:
     from modelsafe.flavors._base import Flavor
 
-__all__ = ["FlavorSpec", "REGISTRY", "detect_flavor", "get_flavor", "flavor_names", "native_roots"]
+__all__ = ["FlavorSpec", "REGISTRY", "detect_flavor", "get_flavor", "flavor_names", "native_roots", "holds_tensors"]
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,12 @@ class FlavorSpec:
 REGISTRY: dict[str, FlavorSpec] = {
     spec.name: spec
     for spec in (
-        FlavorSpec("sklearn", "modelsafe.flavors.sklearn", "SklearnFlavor", ("sklearn",), "sklearn"),
+        FlavorSpec("sklearn", "modelsafe.flavors.sklearn.flavor", "SklearnFlavor", ("sklearn",), "sklearn"),
         FlavorSpec("python", "modelsafe.flavors.python", "PythonFlavor", (), ""),
-        FlavorSpec("torch", "modelsafe.flavors.torch", "TorchFlavor", ("torch", "safetensors"), "torch"),
-        FlavorSpec("keras", "modelsafe.flavors.keras", "KerasFlavor", ("keras",), "keras"),
-        FlavorSpec("xgboost", "modelsafe.flavors.xgboost", "XGBoostFlavor", ("xgboost",), "xgboost"),
-        FlavorSpec("lightgbm", "modelsafe.flavors.lightgbm", "LightGBMFlavor", ("lightgbm",), "lightgbm"),
+        FlavorSpec("torch", "modelsafe.flavors.torch.flavor", "TorchFlavor", ("torch", "safetensors"), "torch"),
+        FlavorSpec("keras", "modelsafe.flavors.keras.flavor", "KerasFlavor", ("keras",), "keras"),
+        FlavorSpec("xgboost", "modelsafe.flavors.boosting.xgboost", "XGBoostFlavor", ("xgboost",), "xgboost"),
+        FlavorSpec("lightgbm", "modelsafe.flavors.boosting.lightgbm", "LightGBMFlavor", ("lightgbm",), "lightgbm"),
     )
 }
 
@@ -60,6 +60,9 @@ _DETECT: dict[str, str] = {
 
 #: Flavors that store objects in a native format of their own (not a pickle stream).
 _PICKLED = ("sklearn", "python")
+
+#: How deep detection looks for a tensor inside nested dicts, lists and tuples.
+_MAX_TENSOR_DEPTH = 64
 
 _instances: dict[str, "Flavor"] = {}
 
@@ -80,8 +83,6 @@ def detect_flavor(obj: Any) -> str:
         if root in _DETECT:
             return _DETECT[root]
     if isinstance(obj, (dict, list, tuple)) and "torch" in sys.modules:
-        from modelsafe.flavors.torch_tree import holds_tensors
-
         if holds_tensors(obj):  # a state dict or checkpoint dict: weights-only, never pickled
             return "torch"
     if callable(obj) or hasattr(obj, "predict") or hasattr(obj, "transform") or isinstance(obj, (dict, list, tuple)):
@@ -92,6 +93,19 @@ def detect_flavor(obj: Any) -> str:
         "or an object with predict/transform. Wrap it in a function or a class with a predict method.",
         type_name=f"{type(obj).__module__}.{type(obj).__qualname__}",
     )
+
+
+def holds_tensors(obj: Any, depth: int = 0) -> bool:
+    """Whether ``obj`` is a tensor or a dict/list/tuple with a tensor somewhere inside."""
+    if type(obj).__module__.split(".")[0] == "torch" and hasattr(obj, "shape"):
+        return True
+    if depth > _MAX_TENSOR_DEPTH:
+        return False
+    if isinstance(obj, Mapping):
+        return any(holds_tensors(v, depth + 1) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(holds_tensors(v, depth + 1) for v in obj)
+    return False
 
 
 def get_flavor(name: str) -> "Flavor":

@@ -1,5 +1,8 @@
 """The small interface every flavor implements, and the member I/O it gets.
 
+``LoadOptions`` (what the caller of ``load`` allowed) lives in :mod:`modelsafe._options`, below the
+code gate that reads it too; it is re-exported here for the flavors.
+
 A flavor saves one object (a component) into members under its own prefix, audits
 those members before anything is deserialized, loads them, and runs the object.
 Flavors never open artifact files themselves: they get a :class:`ComponentStore`
@@ -10,13 +13,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Mapping
+
+from modelsafe._options import LoadOptions
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from modelsafe._archive import ArtifactReader
-    from modelsafe._writer import ArtifactWriter
+    from modelsafe.artifact.reader import ArtifactReader
+    from modelsafe.artifact.writer import ArtifactWriter
 
 
 class ComponentStore:
@@ -53,7 +58,7 @@ class ComponentStore:
 
     def write_array(self, relname: str, array: "np.ndarray") -> str:
         """Write a numpy array as ``.npy`` (never pickled)."""
-        from modelsafe._data import npy_bytes
+        from modelsafe.checks.data import npy_bytes
 
         return self.write(relname, npy_bytes(array))
 
@@ -100,29 +105,9 @@ class ComponentSource:
         return self._reader.locate(self._member(relname))
 
     def read_array(self, relname: str, *, copy: bool = True) -> "np.ndarray":
-        from modelsafe._data import npy_load
+        from modelsafe.checks.data import npy_load
 
         return npy_load(self.view(relname), copy=copy)
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """What the caller of ``load`` allowed, passed to every flavor."""
-
-    trusted: tuple[str, ...] = ()
-    trust_code: bool = False
-    device: str | None = None
-    code: str = "auto"
-    strict: bool = True
-    #: Maps bundled-code module names (as referenced by the artifact) to loaded modules.
-    resolve: Callable[[str, str], Any] | None = None
-    #: Module names the caller has decided to trust (bundled or local code).
-    allowed_modules: tuple[str, ...] = ()
-    #: Local modules used at load whose source differs from the copy bundled at save.
-    code_changes: tuple[str, ...] = ()
-    #: The environment fingerprint recorded at save (to name saved versions in messages).
-    environment: Mapping[str, Any] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -131,7 +116,7 @@ class SavedComponent:
 
     ``data`` is the flavor's JSON. ``modules`` are the modules whose distributions the
     environment fingerprint records. ``refs`` are the ``(module, qualname)`` globals the
-    component needs at load (classes, functions): :mod:`modelsafe._code` bundles the source
+    component needs at load (classes, functions): :mod:`modelsafe.code.bundle` bundles the source
     of those defined in ``__main__``, a notebook or a local module.
     """
 
@@ -205,7 +190,7 @@ class Flavor:
         found through ``flavors._DETECT``). ``report`` is the file's
         :class:`modelsafe.ScanReport` (every stream with its globals, items and facts); the
         file has not been loaded, and must not be. Return a list of
-        :class:`modelsafe._doctor.Problem` (what, why, fix, severity, subject), or an object
+        :class:`modelsafe._reports.Problem` (what, why, fix, severity, subject), or an object
         with ``problem()`` and ``fix()`` methods, or None. Default: nothing to add.
         """
         return None

@@ -22,12 +22,18 @@ import sys
 from typing import Any, Callable, Mapping
 
 from modelsafe.errors import EnvironmentMismatchError, FormatError, UnsavableObjectError
-from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
+from modelsafe.flavors._base import (
+    ComponentSource,
+    ComponentStore,
+    Flavor,
+    LoadOptions,
+    SavedComponent,
+)
 
 STREAM = "graph.pkl"
 PROTOCOL = 5
 #: Out-of-band buffers are laid out in members of these shares of their group, so two
-#: threads can hash them (see modelsafe._integrity.MemberChecks): a worker starts on the
+#: threads can hash them (see modelsafe.artifact.integrity.MemberChecks): a worker starts on the
 #: first while the loading thread audits the stream, that thread then takes the second,
 #: and the small ones at the end go to whichever thread is free, so both finish together.
 BUFFER_SHARES = (0.4, 0.4, 0.05, 0.05, 0.05, 0.05)
@@ -244,7 +250,7 @@ def check_resolvable(names: list[tuple[str, str]], options: LoadOptions) -> None
     """
     for module, name in names:
         if module in options.allowed_modules:
-            continue  # bundled or local code, resolved by modelsafe._code
+            continue  # bundled or local code, resolved by modelsafe.code.bundle
         problem = _missing(module, name)
         if problem is not None:
             raise _version_refusal(module, name, problem, options)
@@ -265,7 +271,7 @@ def _missing(module: str, name: str) -> str | None:
 
 
 def _version_refusal(module: str, name: str, problem: str, options: LoadOptions) -> EnvironmentMismatchError:
-    from modelsafe._environment import distribution_for_module
+    from modelsafe.checks.environment import distribution_for_module
 
     found = distribution_for_module(module)
     dist, current = found if found is not None else (module.split(".")[0], "not installed")
@@ -356,7 +362,7 @@ def type_name(obj: Any) -> str:
 
 def unsavable(obj: Any, exc: BaseException) -> UnsavableObjectError:
     """Turn a pickling failure into an error that lists every offending attribute."""
-    from modelsafe._diagnose import find_unsavable, unsavable_error
+    from modelsafe.code.diagnose import find_unsavable, unsavable_error
 
     problems = find_unsavable(obj)
     if not problems:

@@ -2,7 +2,7 @@
 plus its state (vocabularies, lookup tables, tokenizers built from plain Python types).
 
 Stored like scikit-learn objects: a pickle stream with out-of-band arrays, read only
-through the restricted unpickler. Custom code is bundled by :mod:`modelsafe._code`.
+through the restricted unpickler. Custom code is bundled by :mod:`modelsafe.code.bundle`.
 """
 
 from __future__ import annotations

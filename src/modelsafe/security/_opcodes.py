@@ -20,7 +20,13 @@ import pickletools
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
-from modelsafe.security._values import UNKNOWN, TrackedDict, TrackedObject, make_tuple, text
+from modelsafe.security._values import (
+    UNKNOWN,
+    TrackedDict,
+    TrackedObject,
+    make_tuple,
+    text,
+)
 from modelsafe.security._window import Cursor, Truncated, Window
 
 #: Payloads larger than this are skipped rather than held.

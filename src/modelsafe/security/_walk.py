@@ -14,16 +14,22 @@ import json
 import os
 import pickle
 import struct
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Protocol
 
 from modelsafe.security._allowlist import canonical, verdict
 from modelsafe.security._compressed import Decompressed, ExpansionLimit, available
-from modelsafe.security._findings import Finding, GlobalRecord, ItemRecord, StreamRecord, message
+from modelsafe.security._findings import (
+    Finding,
+    GlobalRecord,
+    ItemRecord,
+    StreamRecord,
+    message,
+)
 from modelsafe.security._joblib import FORMAT_GLOBALS, skip_array_data
 from modelsafe.security._keras_config import check_config
 from modelsafe.security._opcodes import PickleSummary
-from modelsafe.security._streams import StreamReader
 from modelsafe.security._sniff import HEAD, sniff, text_kind
+from modelsafe.security._streams import StreamReader
 from modelsafe.security._window import Truncated
 
 #: Limits that keep a scan bounded in time and memory.
@@ -73,10 +79,20 @@ class SliceFile(io.RawIOBase):
         return len(data)
 
 
-class Walker:
-    """Collects what a scan finds. One per ``scan`` call."""
+class Archives(Protocol):
+    """How the walker reads archives (:mod:`._walk_archives`, which recurses into the walker)."""
 
-    def __init__(self) -> None:
+    def scan_zip(self, w: "Walker", location: str, f: BinaryIO, size: int, depth: int, *,
+                 path: str | None = None) -> None: ...
+
+    def scan_tar(self, w: "Walker", location: str, f: BinaryIO, depth: int, *, streaming: bool) -> None: ...
+
+
+class Walker:
+    """Collects what a scan finds. One per ``scan`` call; ``archives`` reads zip and tar content."""
+
+    def __init__(self, archives: Archives) -> None:
+        self.archives = archives
         self.findings: list[Finding] = []
         self.streams: list[StreamRecord] = []
         self.items: list[ItemRecord] = []
@@ -132,13 +148,9 @@ class Walker:
         if kind == "torch-legacy":
             self.torch_legacy(location, f, size)
         elif kind == "zip":
-            from modelsafe.security._walk_archives import scan_zip
-
-            scan_zip(self, location, f, size, depth, path=path)
+            self.archives.scan_zip(self, location, f, size, depth, path=path)
         elif kind == "tar":
-            from modelsafe.security._walk_archives import scan_tar
-
-            scan_tar(self, location, f, depth, streaming=False)
+            self.archives.scan_tar(self, location, f, depth, streaming=False)
         elif kind == "npy":
             self.npy(location, f, size)
         elif kind == "hdf5":
@@ -317,8 +329,6 @@ class Walker:
 
     def compressed(self, location: str, f: BinaryIO, size: int, kind: str, depth: int) -> None:
         """A compressed stream: decompress forward and read the pickle (or tar) inside."""
-        from modelsafe.security import _walk_archives as archives
-
         if not available(kind):
             self.add("medium", "unknown-format", location, 0, kind, f"the file is {kind}-compressed, which this "
                      "Python cannot decompress")
@@ -334,7 +344,7 @@ class Walker:
             if self.pickle_file(location, stream, tolerant=inner == "maybe-pickle", reopen=reopen):
                 return
         elif inner == "tar":
-            archives.scan_tar(self, location, stream, depth + 1, streaming=True)
+            self.archives.scan_tar(self, location, stream, depth + 1, streaming=True)
             return
         self.add("medium", "unknown-format", location, 0, kind, f"{kind}-compressed {inner} content is not a "
                  "format modelsafe can analyse")

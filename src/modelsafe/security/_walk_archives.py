@@ -15,12 +15,12 @@ import tarfile
 import zipfile
 from typing import BinaryIO
 
-from modelsafe._archive import check_member_name
+from modelsafe.artifact.reader import check_member_name
 from modelsafe.errors import UnsafeArchiveError
 from modelsafe.security._compressed import MAX_EXPANSION
 from modelsafe.security._findings import ItemRecord
-from modelsafe.security._streams import StreamReader
 from modelsafe.security._sniff import zip_flavor
+from modelsafe.security._streams import StreamReader
 from modelsafe.security._walk import MAX_MEMBERS, SliceFile, Walker, join
 
 _EOCD = b"PK\x05\x06"

@@ -26,6 +26,7 @@ from typing import Any
 
 from modelsafe._reports import Report
 from modelsafe.errors import FormatError, UntrustedContentError
+from modelsafe.security import _walk_archives
 from modelsafe.security._findings import SEVERITIES, Finding, ItemRecord, StreamRecord
 from modelsafe.security._walk import Walker, open_path
 
@@ -105,7 +106,7 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
     """
     p = Path(path)
     st = _stat(p)
-    walker = Walker()
+    walker = Walker(_walk_archives)
     if stat.S_ISDIR(st.st_mode):
         from modelsafe.security._walk_dirs import scan_directory
 
@@ -165,9 +166,9 @@ def _directory_kind(p: Path) -> str:
 
 def _check_artifact(walker: Walker, p: Path) -> None:
     """A modelsafe artifact: its manifest and every member's size and SHA-256."""
-    from modelsafe._archive import MANIFEST_NAME, open_artifact
-    from modelsafe._integrity import check_member
-    from modelsafe._manifest import Manifest
+    from modelsafe.artifact.integrity import check_member
+    from modelsafe.artifact.manifest import Manifest
+    from modelsafe.artifact.reader import MANIFEST_NAME, open_artifact
     from modelsafe.errors import ModelsafeError
 
     try:

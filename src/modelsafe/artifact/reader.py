@@ -1,0 +1,398 @@
+"""Artifact containers: a single ``.msafe`` file (zip) or a directory with the same members.
+
+This module holds the container's shared rules (member names, alignment, limits) and
+reading; writing is in :mod:`modelsafe.artifact.writer`.
+
+Reading refuses hostile archives (:class:`~modelsafe.errors.UnsafeArchiveError`):
+absolute paths, ``..`` components, symlinks, duplicate names, decompression bombs and
+absurd member counts, each named. Members are read as zero-copy memory-mapped views, or
+through the reader's own file descriptor (``locate``) for ``pread``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import stat
+import struct
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+from modelsafe.artifact.manifest import MANIFEST_NAME, Manifest
+from modelsafe.errors import FormatError, IntegrityError, UnsafeArchiveError
+
+SINGLE_FILE_SUFFIX = ".msafe"
+#: Alignment of member data inside a single-file artifact (bytes).
+ALIGNMENT = 64
+#: Size of the pieces members are written and hashed in.
+CHUNK = 8 << 20
+#: Hostile-archive limits.
+MAX_MEMBERS = 100_000
+MAX_COMPRESSION_RATIO = 100
+MAX_TOTAL_UNCOMPRESSED = 1 << 40  # 1 TiB
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+
+ProgressCallback = Callable[[int], None]
+
+
+def check_member_name(name: str) -> str:
+    """Return ``name`` if it is a safe relative POSIX path, else raise UnsafeArchiveError."""
+    reason = None
+    if not name or "\x00" in name:
+        reason = "it is empty or contains a NUL byte"
+    elif name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        reason = "it is an absolute path"
+    elif "\\" in name:
+        reason = "it contains a backslash, which some systems read as a path separator"
+    elif any(part in ("..", ".", "") for part in name.split("/")):  # not PurePosixPath: it drops "." and ""
+        reason = "it has a '..', '.' or empty path component (path traversal)"
+    if reason:
+        raise UnsafeArchiveError(
+            f"Refusing member {name!r}: {reason}. An artifact member must stay inside the "
+            "artifact, or reading it could overwrite or expose other files. Do not use this "
+            "file; re-export the model from a trusted source.",
+            member=name,
+        )
+    return name
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------
+
+
+class ArtifactReader:
+    """Read members of an artifact. Use :func:`open_artifact` to get one."""
+
+    path: Path
+    #: Called with a member's name before a component reads it; ``load`` sets it to wait
+    #: for that member's integrity check (see :class:`modelsafe.artifact.integrity.MemberChecks`).
+    gate: Callable[[str], None] | None = None
+    #: Verified private copies of members (writable buffers), kept by the integrity check for :meth:`private`.
+    copies: dict[str, Any]
+
+    def names(self) -> list[str]:
+        raise NotImplementedError  # abstract
+
+    def size(self, name: str) -> int:
+        raise NotImplementedError  # abstract
+
+    def view(self, name: str) -> memoryview:
+        """A read-only, zero-copy (memory-mapped) view of the member's bytes."""
+        raise NotImplementedError  # abstract
+
+    def read(self, name: str) -> bytes:
+        return bytes(self.view(name))
+
+    def private(self, name: str) -> Any:
+        """A writable copy of the member that nothing else shares (a buffer: bytearray or uint8 array).
+
+        The integrity check hands over the buffer it read and hashed, when it kept one
+        (see ``keep`` of :class:`modelsafe.artifact.integrity.MemberChecks`): those bytes are the
+        checked bytes, whatever happens to the file afterwards. Otherwise the member is copied.
+        """
+        kept = self.copies.pop(name, None)
+        return kept if kept is not None else bytearray(self.view(name))
+
+    def locate(self, name: str) -> tuple[int, int] | None:
+        """``(fd, offset)`` of the member's bytes in a file this reader holds open, for ``os.pread``.
+
+        Reading through the reader's own descriptor sees the very file that was checked, and
+        leaves no memory map resident. None when the member is not stored as plain bytes.
+        """
+        return None
+
+    def close(self) -> None:
+        raise NotImplementedError  # abstract
+
+    def __enter__(self) -> "ArtifactReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def has(self, name: str) -> bool:
+        return name in self._index()
+
+    def _index(self) -> Any:
+        """A container of member names supporting ``in``."""
+        raise NotImplementedError  # abstract
+
+    def _missing(self, name: str) -> IntegrityError:
+        return IntegrityError(
+            f"Member {name!r} is missing from {str(self.path)!r}: the manifest lists it, so the "
+            "artifact is incomplete (a partial copy or a tampered file). Copy the artifact again "
+            "from its source, or re-export the model.",
+            member=name, expected="present", actual="missing",
+        )
+
+
+def _empty_view() -> memoryview:
+    return memoryview(b"")
+
+
+class ZipArtifactReader(ArtifactReader):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.copies = {}
+        self._file = open(path, "rb")
+        try:
+            self._zip = zipfile.ZipFile(self._file)
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            self._file.close()
+            raise FormatError(
+                f"{str(path)!r} is not a modelsafe artifact: it is not a readable zip archive ({exc}). "
+                "The file may be truncated or corrupted, or it is a different kind of model file; "
+                "for a pickle, joblib, torch or h5 file use `modelsafe convert` (or `modelsafe doctor` "
+                "to see what it is).",
+                path=str(path),
+            ) from exc
+        self._infos: dict[str, zipfile.ZipInfo] = {}
+        self._mmap: mmap.mmap | None = None
+        self._file_size: int | None = None
+        try:
+            self._check_members()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_members(self) -> None:
+        infos = self._zip.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise UnsafeArchiveError(
+                f"{str(self.path)!r} has {len(infos)} members, more than the limit of {MAX_MEMBERS}: "
+                "reading it could exhaust memory or time. Do not use this file.",
+                member=None,
+            )
+        total = 0
+        for info in infos:
+            name = info.filename
+            if name.endswith("/") and info.file_size == 0:
+                continue  # directory entry
+            check_member_name(name)
+            if name in self._infos:
+                raise UnsafeArchiveError(
+                    f"Refusing {str(self.path)!r}: member {name!r} appears twice. Duplicate names let "
+                    "two readers see different content under one name. Do not use this file.",
+                    member=name,
+                )
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise UnsafeArchiveError(
+                    f"Refusing member {name!r}: it is a symbolic link, which could point outside the "
+                    "artifact. Do not use this file; re-export the model from a trusted source.",
+                    member=name,
+                )
+            if info.compress_type != zipfile.ZIP_STORED:
+                ratio = info.file_size / max(info.compress_size, 1)
+                if ratio > MAX_COMPRESSION_RATIO:
+                    raise UnsafeArchiveError(
+                        f"Refusing member {name!r}: it expands {info.compress_size} bytes to "
+                        f"{info.file_size} (ratio {ratio:.0f}, limit {MAX_COMPRESSION_RATIO}), the "
+                        "signature of a decompression bomb. Do not use this file.",
+                        member=name,
+                    )
+            total += info.file_size
+            if total > MAX_TOTAL_UNCOMPRESSED:
+                raise UnsafeArchiveError(
+                    f"Refusing {str(self.path)!r}: members declare more than {MAX_TOTAL_UNCOMPRESSED} "
+                    "bytes in total. Do not use this file.",
+                    member=name,
+                )
+            self._infos[name] = info
+
+    def _index(self) -> Any:
+        return self._infos.keys()
+
+    def names(self) -> list[str]:
+        return list(self._infos)
+
+    def size(self, name: str) -> int:
+        return self._info(name).file_size
+
+    def _info(self, name: str) -> zipfile.ZipInfo:
+        try:
+            return self._infos[name]
+        except KeyError:
+            raise self._missing(name) from None
+
+    def view(self, name: str) -> memoryview:
+        info = self._info(name)
+        if info.file_size == 0:
+            return _empty_view()
+        if info.compress_type != zipfile.ZIP_STORED:
+            with self._zip.open(info) as f:
+                return memoryview(f.read())
+        offset = self._data_offset(info)
+        mm = self._map()
+        if offset + info.file_size > len(mm):
+            raise IntegrityError(
+                f"Member {name!r} runs past the end of {str(self.path)!r}: the file is truncated. "
+                "Copy the artifact again from its source.",
+                member=name, expected=info.file_size, actual=max(len(mm) - offset, 0),
+            )
+        return memoryview(mm)[offset : offset + info.file_size].toreadonly()
+
+    def locate(self, name: str) -> tuple[int, int] | None:
+        info = self._info(name)
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        offset = self._data_offset(info)
+        if self._file_size is None:  # once: a later truncation shows as a short read, and a hash mismatch
+            self._file_size = os.fstat(self._file.fileno()).st_size
+        if offset + info.file_size > self._file_size:
+            raise IntegrityError(
+                f"Member {name!r} runs past the end of {str(self.path)!r}: the file is truncated. "
+                "Copy the artifact again from its source.",
+                member=name, expected=info.file_size, actual=None,
+            )
+        return self._file.fileno(), offset
+
+    def _data_offset(self, info: zipfile.ZipInfo) -> int:
+        mm = self._map()
+        start = info.header_offset
+        header = mm[start : start + _LOCAL_HEADER.size]
+        if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+            raise IntegrityError(
+                f"Member {info.filename!r} has a damaged zip header in {str(self.path)!r}: the file is "
+                "corrupted or truncated. Copy the artifact again from its source.",
+                member=info.filename, expected="zip local header", actual=bytes(header[:4]).hex(),
+            )
+        fields = _LOCAL_HEADER.unpack(header)
+        name_len, extra_len = fields[-2], fields[-1]
+        stored_name = mm[start + 30 : start + 30 + name_len].decode("utf-8", "replace")
+        if stored_name != info.filename:
+            raise UnsafeArchiveError(
+                f"Member {info.filename!r} is named {stored_name!r} in its local header: two readers "
+                "would see different files. Do not use this file.",
+                member=info.filename,
+            )
+        return start + 30 + name_len + extra_len
+
+    def _map(self) -> mmap.mmap:
+        if self._mmap is None:
+            self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._mmap
+
+    def close(self) -> None:
+        self.copies.clear()
+        with contextlib.suppress(Exception):
+            self._zip.close()
+        if self._mmap is not None:
+            with contextlib.suppress(BufferError):  # views still alive keep the map open
+                self._mmap.close()
+        self._file.close()
+
+
+class DirArtifactReader(ArtifactReader):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.copies = {}
+        self._names: set[str] = set()
+        self._maps: list[mmap.mmap] = []
+        self._fds: dict[str, int] = {}
+        count = 0
+        for root, dirs, files in os.walk(path, followlinks=False):
+            for entry in dirs + files:
+                full = Path(root) / entry
+                rel = full.relative_to(path).as_posix()
+                if full.is_symlink():
+                    raise UnsafeArchiveError(
+                        f"Refusing member {rel!r} of {str(path)!r}: it is a symbolic link, which could "
+                        "point outside the artifact. Remove the link, or re-export the model.",
+                        member=rel,
+                    )
+                if entry in files:
+                    self._names.add(rel)
+                    count += 1
+            if count > MAX_MEMBERS:
+                raise UnsafeArchiveError(
+                    f"{str(path)!r} has more than {MAX_MEMBERS} files: reading it could exhaust memory "
+                    "or time. Point modelsafe at the artifact folder itself.",
+                    member=None,
+                )
+
+    def _index(self) -> set[str]:
+        return self._names
+
+    def names(self) -> list[str]:
+        return sorted(self._names)
+
+    def _file(self, name: str) -> Path:
+        check_member_name(name)
+        if name not in self._names:
+            raise self._missing(name)
+        return self.path / name
+
+    def size(self, name: str) -> int:
+        return self._file(name).stat().st_size
+
+    def view(self, name: str) -> memoryview:
+        target = self._file(name)
+        with open(target, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return _empty_view()
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._maps.append(mm)
+        return memoryview(mm).toreadonly()
+
+    def locate(self, name: str) -> tuple[int, int] | None:
+        if name not in self._fds:
+            self._fds[name] = os.open(self._file(name), os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        return self._fds[name], 0
+
+    def close(self) -> None:
+        self.copies.clear()
+        for mm in self._maps:
+            with contextlib.suppress(BufferError):
+                mm.close()
+        self._maps.clear()
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+
+def open_artifact(path: str | os.PathLike[str]) -> ArtifactReader:
+    """Open an artifact for reading, refusing hostile archives and non-artifacts."""
+    p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise FormatError(f"{str(p)!r} is a broken symbolic link. Point modelsafe at the artifact itself.",
+                          path=str(p))
+    if not p.exists():
+        raise FormatError(
+            f"No artifact at {str(p)!r}: the path does not exist. Check the path (a single-file "
+            f"artifact ends in {SINGLE_FILE_SUFFIX}; a folder artifact holds {MANIFEST_NAME}).",
+            path=str(p),
+        )
+    reader: ArtifactReader
+    if p.is_dir():
+        reader = DirArtifactReader(p)
+    else:
+        try:
+            reader = ZipArtifactReader(p)
+        except PermissionError as exc:
+            raise FormatError(f"Cannot read {str(p)!r}: permission denied. Check the file's permissions.",
+                              path=str(p)) from exc
+    if not reader.has(MANIFEST_NAME):
+        reader.close()
+        raise FormatError(
+            f"{str(p)!r} is not a modelsafe artifact: it has no {MANIFEST_NAME}. If it is a pickle, "
+            "joblib, torch or Keras file, run `modelsafe doctor` on it, and `modelsafe convert` to make "
+            "an artifact.",
+            path=str(p),
+        )
+    return reader
+
+
+def read_manifest(reader: ArtifactReader) -> Manifest:
+    """Parse the manifest, checking its format version (raises FormatError)."""
+    return Manifest.from_json(reader.read(MANIFEST_NAME), where=f"{reader.path}/{MANIFEST_NAME}")
+
+
+def manifest_of(path: str | os.PathLike[str]) -> Manifest:
+    """The manifest of the artifact at ``path``, reading nothing else."""
+    with open_artifact(path) as reader:
+        return read_manifest(reader)

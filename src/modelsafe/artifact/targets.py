@@ -1,0 +1,141 @@
+"""Where an artifact's member bytes go: entries of one zip file, or files of one folder.
+
+Both targets have one interface for :class:`modelsafe.artifact.writer.ArtifactWriter`: ``begin`` a
+member, ``write`` buffers to it, ``end`` it, ``finish`` it once its CRC-32 is known (a zip
+header is patched then), ``syncer`` for a background fsync of what is written so far,
+``close`` (the zip directory; every byte fsynced) and ``release`` (the descriptors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from modelsafe.artifact.zipwrite import StoredZipWriter, write_all
+
+
+class Writeback:
+    """Hands what was written so far to the disk, without waiting, and drops it from the page cache.
+
+    ``posix_fadvise(DONTNEED)`` starts the write-out of the dirty range (Linux); the final
+    fsync then has little left to wait for, and a multi-GiB artifact does not fill the
+    page cache. Used for checkpoints (``ArtifactWriter(writeback=True)``), which are read
+    back rarely.
+    """
+
+    STEP = 64 << 20
+
+    def __init__(self, fd: int, start: int = 0) -> None:
+        self._fd = fd
+        self._done = start
+
+    def __call__(self, position: int) -> None:
+        if position - self._done >= self.STEP:
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self._fd, self._done, position - self._done, os.POSIX_FADV_DONTNEED)
+            self._done = position
+
+
+class ZipTarget:
+    """Members as entries of one zip file (the single-file form)."""
+
+    crc = True
+
+    def __init__(self, fd: int, writeback: bool) -> None:
+        self._zip = StoredZipWriter(fd)
+        self._writeback = Writeback(fd) if writeback else None
+
+    def begin(self, name: str, size: int | None) -> Any:
+        return self._zip.begin(name, size)
+
+    def write(self, handle: Any, views: list[memoryview]) -> int:
+        n = self._zip.write(views)
+        if self._writeback is not None:
+            self._writeback(self._zip.offset)
+        return n
+
+    def end(self, handle: Any) -> None:
+        pass  # the header is finished once the CRC is known (finish)
+
+    def finish(self, handle: Any, size: int, crc: int) -> None:
+        self._zip.finish(handle, size, crc)
+
+    def syncer(self) -> Callable[[], None]:
+        fd = self._zip.fd
+        return lambda: os.fsync(fd)
+
+    def close(self) -> None:
+        self._zip.close()
+        os.fsync(self._zip.fd)
+
+    def release(self) -> None:
+        fd, self._zip.fd = self._zip.fd, -1  # once only: the number may be reused after close
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+@dataclass
+class _File:
+    fd: int
+    written: int = 0
+    writeback: Writeback | None = None
+
+
+class DirTarget:
+    """Members as files of one folder (the folder form)."""
+
+    crc = False
+
+    def __init__(self, root: Path, writeback: bool) -> None:
+        self._root = root
+        self._writeback = writeback
+        self._paths: list[Path] = []
+
+    def begin(self, name: str, size: int | None) -> _File:
+        path = self._root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+        self._paths.append(path)
+        return _File(fd, writeback=Writeback(fd) if self._writeback else None)
+
+    def write(self, handle: _File, views: list[memoryview]) -> int:
+        n = write_all(handle.fd, views)
+        handle.written += n
+        if handle.writeback is not None:
+            handle.writeback(handle.written)
+        return n
+
+    def end(self, handle: _File) -> None:
+        os.close(handle.fd)
+
+    def finish(self, handle: _File, size: int, crc: int) -> None:
+        pass
+
+    def syncer(self) -> Callable[[], None]:
+        written = list(self._paths)
+        return lambda: [fsync_path(path) for path in written]  # type: ignore[func-returns-value]
+
+    def close(self) -> None:
+        for path in self._paths:
+            fsync_path(path)
+
+    def release(self) -> None:
+        pass
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename or new entry in folder ``path`` durable (a no-op where folders cannot be fsynced)."""
+    with contextlib.suppress(OSError):
+        fsync_path(path)

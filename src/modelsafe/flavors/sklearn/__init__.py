@@ -1,0 +1,1 @@
+"""The scikit-learn flavor (``flavor``): estimators and pipelines as audited pickle graphs."""
