@@ -126,9 +126,9 @@ def _step_integrity_done(state: _LoadState) -> None:
 
 def _step_code(state: _LoadState) -> None:
     """Decide how bundled code is provided; imports nothing yet unless trusted."""
-    from modelsafe.code import bundle as _code
+    from modelsafe.code.gate import prepare_code
     assert state.reader is not None and state.manifest is not None
-    state.options = _code.prepare_code(state.manifest, state.reader, state.options)
+    state.options = prepare_code(state.manifest, state.reader, state.options)
 
 
 def _step_audit(state: _LoadState) -> None:

@@ -178,11 +178,12 @@ def _capture_schema(sample: Any, training_data: Any) -> dict[str, Any] | None:
 
 def _save_code(state: _SaveState, writer: ArtifactWriter) -> None:
     """Bundle the source of custom code the components reference (see modelsafe.code.bundle)."""
-    from modelsafe.code import bundle as _code
+    from modelsafe.code.bundle import bundle_code
+    from modelsafe.code.modules import CODE_PREFIX
     refs: set[tuple[str, str]] = set()
     for saved in state.saved.values():
         refs |= saved.refs
-    state.code_records = _code.bundle_code(refs, state.code, ComponentStore(writer, _code.CODE_PREFIX))
+    state.code_records = bundle_code(refs, state.code, ComponentStore(writer, CODE_PREFIX))
 
 
 def _capture_environment(state: _SaveState) -> None:

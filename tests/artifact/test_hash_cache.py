@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import modelsafe as ms
+from modelsafe.artifact import hash_cache as _hash_cache
 from modelsafe.artifact import integrity as _integrity
 from modelsafe.errors import IntegrityError
 
@@ -45,7 +46,7 @@ def _load_counting(path: Path, hashed: list[int], **kwargs) -> tuple[int, object
 
 @pytest.mark.parametrize("form", ["m.msafe", "m"])
 def test_an_unchanged_file_is_hashed_once(monkeypatch, tmp_path, scaler, hashed, form):
-    monkeypatch.setattr(_integrity, "RACY_NS", 0)  # the file was written just now
+    monkeypatch.setattr(_hash_cache, "RACY_NS", 0)  # the file was written just now
     est, X = scaler
     path = tmp_path / form
     ms.save(est, path, sample=X[:2])
@@ -56,7 +57,7 @@ def test_an_unchanged_file_is_hashed_once(monkeypatch, tmp_path, scaler, hashed,
 
 
 def test_a_file_changed_in_place_is_checked_again(monkeypatch, tmp_path, scaler, hashed):
-    monkeypatch.setattr(_integrity, "RACY_NS", 0)
+    monkeypatch.setattr(_hash_cache, "RACY_NS", 0)
     est, X = scaler
     path = tmp_path / "m.msafe"
     ms.save(est, path, sample=X[:2])
@@ -82,7 +83,7 @@ def test_a_file_changed_just_before_its_check_is_not_recorded(tmp_path, scaler, 
 
 
 def test_verify_always_hashes_every_member(monkeypatch, tmp_path, scaler, hashed):
-    monkeypatch.setattr(_integrity, "RACY_NS", 0)
+    monkeypatch.setattr(_hash_cache, "RACY_NS", 0)
     est, X = scaler
     path = tmp_path / "m.msafe"
     ms.save(est, path, sample=X[:2])
@@ -93,7 +94,7 @@ def test_verify_always_hashes_every_member(monkeypatch, tmp_path, scaler, hashed
 
 
 def test_the_cache_can_be_turned_off(monkeypatch, tmp_path, scaler, hashed):
-    monkeypatch.setattr(_integrity, "RACY_NS", 0)
+    monkeypatch.setattr(_hash_cache, "RACY_NS", 0)
     monkeypatch.setenv("MODELSAFE_HASH_CACHE", "0")
     est, X = scaler
     path = tmp_path / "m.msafe"
@@ -108,8 +109,9 @@ def test_a_second_process_uses_what_the_first_verified(tmp_path, scaler, fresh):
     ms.save(est, path, sample=X[:2])
     code = f"""
         import modelsafe as ms
+        from modelsafe.artifact import hash_cache as _hash_cache
         from modelsafe.artifact import integrity as _integrity
-        _integrity.RACY_NS = 0
+        _hash_cache.RACY_NS = 0
         hashed = []
         original = _integrity._sha256_pread
         _integrity._sha256_pread = lambda *a, **k: hashed.append(1) or original(*a, **k)
@@ -125,7 +127,7 @@ def test_a_second_process_uses_what_the_first_verified(tmp_path, scaler, fresh):
 
 @pytest.mark.parametrize("cached", [False, True])
 def test_loaded_arrays_are_private_copies(monkeypatch, tmp_path, scaler, hashed, cached):
-    monkeypatch.setattr(_integrity, "RACY_NS", 0)
+    monkeypatch.setattr(_hash_cache, "RACY_NS", 0)
     est, X = scaler
     path = tmp_path / "m.msafe"
     ms.save(est, path, sample=X[:2])

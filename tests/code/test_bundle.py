@@ -155,7 +155,7 @@ def test_importable_local_module_is_used_without_trust_and_changes_are_reported(
     (folder / "features.py").write_text((folder / "features.py").read_text().replace("SCALE = 3", "SCALE = 4"))
     proc = fresh("""
         import warnings, modelsafe as ms
-        from modelsafe.code.bundle import CodeChangedWarning
+        from modelsafe.code.gate import CodeChangedWarning
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             try:

@@ -5,36 +5,20 @@ are checked on read. Members are hashed in parallel (``hashlib`` releases the GI
 read with ``pread`` through the reader's own file descriptor into one reusable buffer, so
 checking costs one read of the data, and no memory map of the data stays resident.
 
-**Verified-hash cache.** Checking an artifact costs a full read and SHA-256 of every
-byte. After a check passes, an artifact of at least :data:`CACHE_MIN_BYTES` is recorded
-in a small cache keyed by the identity of its file(s) (real path, device, inode, size,
-``mtime_ns``, ``ctime_ns``) and the manifest's table of member hashes. A later load of
-the *unchanged* file skips re-hashing; any write, copy, rename over or replacement
-changes the identity and the check runs again (the kernel sets ``ctime`` on every
-change, and no user call can set it back).
-
-Timestamps have a coarse clock tick, so a write in the same tick as the check could
-leave the identity unchanged. As git does for its index, a file changed less than
-:data:`RACY_NS` before its check is not recorded: it is checked again next time.
-
-The cache lives in ``$MODELSAFE_CACHE_DIR`` (default ``$XDG_CACHE_HOME/modelsafe`` or
-``~/.cache/modelsafe``); ``MODELSAFE_HASH_CACHE=0`` turns it off, and :func:`modelsafe.verify`
-never uses it (it always re-hashes).
+The verified-hash cache (:mod:`.hash_cache`) lets a load of an unchanged large artifact skip
+re-hashing; :func:`modelsafe.verify` never uses it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import json
 import os
 import threading
-import time
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any, Callable, Collection, Mapping
 
+from modelsafe.artifact import hash_cache
 from modelsafe.artifact.manifest import MemberRecord
 from modelsafe.artifact.reader import (
     CHUNK,
@@ -53,10 +37,6 @@ _PARALLEL_THRESHOLD = 256 << 10
 #: out for (modelsafe.flavors._pickled.BUFFER_SHARES); a third would only make the caller's
 #: audit wait for a core on a two-core machine.
 _WORKERS = 1
-#: Artifacts smaller than this are always re-hashed (as cheap as a cache lookup); larger ones use the cache.
-CACHE_MIN_BYTES = 1 << 20
-#: A file changed less than this before its check is not recorded (its timestamps may not show a later write).
-RACY_NS = 1_000_000_000
 
 
 def sha256_of(view: memoryview, progress: ProgressCallback | None = None) -> str:
@@ -232,10 +212,10 @@ class MemberChecks:
         #: Members whose check no worker will run: this thread runs it, or close() cancels it.
         self._here: set[str] = set()
         check_structure(reader, members)
-        self._cache_key, self._changed_ns = _cache_key(reader, members) if cache else (None, 0)
+        self._cache_key, self._changed_ns = hash_cache.cache_key(reader, members) if cache else (None, 0)
         big = [n for n, r in members.items() if r.size >= _PARALLEL_THRESHOLD]
         try:
-            if self._cache_key is not None and _cache_path(self._cache_key).is_file():
+            if self._cache_key is not None and hash_cache.is_verified(self._cache_key):
                 self._cache_key = None  # verified before, and unchanged since
                 self._submit({n: functools.partial(_keep_unchecked, reader, n, members[n]) for n in big if n in keep})
             else:
@@ -311,8 +291,8 @@ class MemberChecks:
                 future.result()
         finally:
             self.close()
-        if self._cache_key is not None and time.time_ns() - self._changed_ns >= RACY_NS:
-            _cache_record(self._cache_key, self._reader)
+        if self._cache_key is not None:
+            hash_cache.record(self._cache_key, self._changed_ns, self._reader)
         self._cache_key = None
 
     def close(self) -> None:
@@ -358,62 +338,3 @@ def check_members(reader: ArtifactReader, members: Mapping[str, MemberRecord],
 
 def _short(digest: str) -> str:
     return f"{digest[:8]}…{digest[-4:]}" if len(digest) > 12 else digest
-
-
-# ---------------------------------------------------------------------------------------
-# the verified-hash cache
-# ---------------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """Where verified artifact identities are recorded."""
-    explicit = os.environ.get("MODELSAFE_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "modelsafe"
-
-
-def _identity(fd: int, path: Path) -> list[int | str]:
-    st = os.fstat(fd)  # the file this reader holds open, not whatever the path names now
-    return [os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-
-
-def _cache_key(reader: ArtifactReader, members: Mapping[str, MemberRecord]) -> tuple[str | None, int]:
-    """The cache key of this artifact as it is on disk now (None when the cache does not apply),
-    and the time its newest file last changed."""
-    if os.environ.get("MODELSAFE_HASH_CACHE", "1") == "0" or not hasattr(os, "preadv"):
-        return None, 0
-    if sum(r.size for r in members.values()) < CACHE_MIN_BYTES:
-        return None, 0
-    root = Path(reader.path)
-    single = root.is_file()  # one file holds every member
-    try:
-        identity = []
-        for name in sorted(members):
-            located = reader.locate(name)
-            if located is None:
-                return None, 0
-            identity.append(_identity(located[0], root if single else root / name))
-            if single:
-                break
-    except OSError:
-        return None, 0
-    table = sorted((name, r.size, r.sha256) for name, r in members.items())
-    raw = json.dumps({"files": identity, "members": table}, separators=(",", ":"))
-    changed = max(max(int(entry[4]), int(entry[5])) for entry in identity) if identity else 0
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest(), changed
-
-
-def _cache_path(key: str) -> Path:
-    return cache_dir() / "verified" / key[:2] / key
-
-
-def _cache_record(key: str, reader: ArtifactReader) -> None:
-    """Remember that this identity was verified (best effort: a read-only home just skips it)."""
-    target = _cache_path(key)
-    with contextlib.suppress(OSError):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{key}.{os.getpid()}")
-        tmp.write_text(json.dumps({"path": str(reader.path)}), encoding="utf-8")
-        os.replace(tmp, target)

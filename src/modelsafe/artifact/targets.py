@@ -4,17 +4,22 @@ Both targets have one interface for :class:`modelsafe.artifact.writer.ArtifactWr
 member, ``write`` buffers to it, ``end`` it, ``finish`` it once its CRC-32 is known (a zip
 header is patched then), ``syncer`` for a background fsync of what is written so far,
 ``close`` (the zip directory; every byte fsynced) and ``release`` (the descriptors).
+:func:`check_target` and :func:`replace_target` decide whether a path may be replaced, and
+swap a finished temporary in.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from modelsafe.artifact.manifest import MANIFEST_NAME
 from modelsafe.artifact.zipwrite import StoredZipWriter, write_all
+from modelsafe.errors import SaveError
 
 
 class Writeback:
@@ -139,3 +144,38 @@ def fsync_directory(path: Path) -> None:
     """Make a rename or new entry in folder ``path`` durable (a no-op where folders cannot be fsynced)."""
     with contextlib.suppress(OSError):
         fsync_path(path)
+
+
+def check_target(path: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing path unless ``overwrite``; refuse non-artifacts always."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not overwrite:
+        raise SaveError(
+            f"{str(path)!r} already exists and overwrite=False: saving would replace it. "
+            "Pass overwrite=True to replace it, or choose a new path.",
+            path=str(path),
+        )
+    if path.is_dir() and any(path.iterdir()) and not (path / MANIFEST_NAME).is_file():
+        raise SaveError(
+            f"{str(path)!r} is a non-empty folder that is not a modelsafe artifact; overwrite=True "
+            "only replaces artifacts, so nothing was deleted. Choose another path.",
+            path=str(path),
+        )
+
+
+def replace_target(tmp: Path, target: Path) -> None:
+    """Move ``tmp`` to ``target``; an existing target is swapped out only after tmp is complete."""
+    if target.is_dir() and not target.is_symlink():
+        backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, backup)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(backup, target)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        if tmp.is_dir() and (target.exists() or target.is_symlink()):
+            target.unlink()
+        os.replace(tmp, target)

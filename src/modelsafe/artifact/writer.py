@@ -41,7 +41,13 @@ from modelsafe.artifact.reader import (
     ProgressCallback,
     check_member_name,
 )
-from modelsafe.artifact.targets import DirTarget, ZipTarget, fsync_directory
+from modelsafe.artifact.targets import (
+    DirTarget,
+    ZipTarget,
+    check_target,
+    fsync_directory,
+    replace_target,
+)
 from modelsafe.artifact.threads import pool, settle
 from modelsafe.errors import SaveError
 
@@ -337,7 +343,7 @@ class ArtifactWriter:
         self._target.close()  # the zip directory; every byte fsynced
         self._target.release()
         check_target(self.path, self.overwrite)  # the target may have appeared meanwhile
-        _replace(self._tmp, self.path)
+        replace_target(self._tmp, self.path)
         fsync_directory(self.path.parent)
         self._committed = True
         return self.path
@@ -364,38 +370,3 @@ class _MemberStream:
         self._digest.update(views)
         self._writer._write(self._handle, views)
         self.size += sum(view.nbytes for view in views)
-
-
-def check_target(path: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing path unless ``overwrite``; refuse non-artifacts always."""
-    if not (path.exists() or path.is_symlink()):
-        return
-    if not overwrite:
-        raise SaveError(
-            f"{str(path)!r} already exists and overwrite=False: saving would replace it. "
-            "Pass overwrite=True to replace it, or choose a new path.",
-            path=str(path),
-        )
-    if path.is_dir() and any(path.iterdir()) and not (path / MANIFEST_NAME).is_file():
-        raise SaveError(
-            f"{str(path)!r} is a non-empty folder that is not a modelsafe artifact; overwrite=True "
-            "only replaces artifacts, so nothing was deleted. Choose another path.",
-            path=str(path),
-        )
-
-
-def _replace(tmp: Path, target: Path) -> None:
-    """Move ``tmp`` to ``target``; an existing target is swapped out only after tmp is complete."""
-    if target.is_dir() and not target.is_symlink():
-        backup = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, backup)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            os.replace(backup, target)
-            raise
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        if tmp.is_dir() and (target.exists() or target.is_symlink()):
-            target.unlink()
-        os.replace(tmp, target)

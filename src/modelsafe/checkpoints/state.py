@@ -100,7 +100,7 @@ def write_state(store: "ComponentStore", state: Mapping[str, Any]) -> dict[str, 
 
 def _read_state_tensors(source: "ComponentSource", record: Mapping[str, Any]) -> dict[str, Any]:
     """Every tensor of the state: from a list of members, or one member named alone (earlier checkpoints)."""
-    from modelsafe.flavors.torch.tensors import read_tensors
+    from modelsafe.flavors.torch.tensors_read import read_tensors
 
     members = record.get("tensors") or []
     aliases = record.get("aliases") or {}
@@ -151,7 +151,7 @@ class SavedModelWeights:
 def read_model_weights(source: "ComponentSource", data: Mapping[str, Any]) -> SavedModelWeights:
     """The model's state dict from the checkpoint's torch component (module or weights-only)."""
     from modelsafe.flavors.torch.arch import describe
-    from modelsafe.flavors.torch.tensors import read_tensors
+    from modelsafe.flavors.torch.tensors_read import read_tensors
     from modelsafe.flavors.torch.tree import decode
 
     weights = data["weights"]

@@ -293,9 +293,10 @@ def _save_model(target: Any, flavor: Any, model: Any, context: SaveContext) -> t
 
 
 def _bundle(target: Any, saved: SavedComponent, context: SaveContext) -> list[dict[str, Any]]:
-    from modelsafe.code import bundle as _code
+    from modelsafe.code.bundle import bundle_code
+    from modelsafe.code.modules import CODE_PREFIX
     try:
-        return _code.bundle_code(saved.refs, (), ComponentStore(target, _code.CODE_PREFIX))
+        return bundle_code(saved.refs, (), ComponentStore(target, CODE_PREFIX))
     except UnsavableObjectError as exc:
         what = "; ".join(f"{path} ({reason})" for path, _, reason in exc.problems[:3])
         context.warn_once("code", (

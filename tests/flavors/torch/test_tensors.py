@@ -21,13 +21,11 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 from modelsafe.flavors.torch.tensors import (  # noqa: E402
     ALIASES_KEY,
     host_bytes,
-    parse_header,
-    read_header,
-    read_tensors,
     shard,
     split_aliases,
     write_tensors,
 )
+from modelsafe.flavors.torch.tensors_read import parse_header, read_header, read_tensors  # noqa: E402
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
           torch.int8, torch.uint8, torch.bool, torch.uint16, torch.uint32, torch.uint64, torch.complex64,

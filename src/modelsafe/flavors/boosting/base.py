@@ -75,7 +75,7 @@ class BoostingFlavor(Flavor):
         """Raise FormatError unless the rebuilt model matches the recorded state."""
 
     def guard(self, obj: Any, x: Any) -> Any:
-        """Check and realign input ``x`` for ``obj`` (see :mod:`._feature_guard`)."""
+        """Check and realign input ``x`` for ``obj`` (see :mod:`.feature_guard`)."""
         return x
 
     def run(self, obj: Any, x: Any) -> Any:

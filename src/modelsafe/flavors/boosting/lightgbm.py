@@ -123,7 +123,7 @@ class LightGBMFlavor(BoostingFlavor):
 
 
 def _checked_text(source: ComponentSource) -> str:
-    """The model text, validated before LightGBM sees it (see :mod:`._lightgbm_text`)."""
+    """The model text, validated before LightGBM sees it (see :mod:`.lightgbm_text`)."""
     try:
         text = bytes(source.view(MODEL)).decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -294,7 +294,7 @@ def check_class(ref: str, known: Iterable[str], options: "LoadOptions") -> None:
     """
     if ref in set(known):
         return
-    from modelsafe.code.bundle import check_symbol
+    from modelsafe.code.gate import check_symbol
 
     check_symbol(options, *_split(ref))
 
@@ -303,7 +303,7 @@ def resolve_class(ref: str, known: Mapping[str, type], base: type, options: "Loa
     """The class named by ``ref``: a known framework class, or an allowed subclass of ``base``."""
     if ref in known:
         return known[ref]
-    from modelsafe.code.bundle import import_symbol
+    from modelsafe.code.gate import import_symbol
 
     module, qualname = _split(ref)
     cls = import_symbol(options, module, qualname)

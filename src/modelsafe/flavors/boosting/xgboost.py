@@ -132,7 +132,7 @@ class XGBoostFlavor(BoostingFlavor):
         summary, or the names of its globals (None: the file is scanned here). Returns a list
         with one :class:`modelsafe._reports.Problem` (an error when another XGBoost wrote the
         file, a warning when this one did), or None when the file holds no XGBoost object.
-        The file is never unpickled (see :mod:`._xgboost_legacy`).
+        The file is never unpickled (see :mod:`.xgboost_legacy`).
         """
         from modelsafe._reports import Problem
         from modelsafe.flavors.boosting.xgboost_legacy import diagnose_xgboost_pickle

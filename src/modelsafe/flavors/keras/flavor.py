@@ -213,7 +213,7 @@ def _audit_functions(config: dict[str, Any], options: LoadOptions, where: str) -
 
 
 def _audit_custom(config: dict[str, Any], data: Mapping[str, Any], options: LoadOptions, where: str) -> None:
-    from modelsafe.code import bundle as _code
+    from modelsafe.code import gate
     records = {r["name"]: r for r in data.get("custom_objects", ())}
     unknown = unknown_custom_names(config, records)
     if unknown:
@@ -222,12 +222,12 @@ def _audit_custom(config: dict[str, Any], data: Mapping[str, Any], options: Load
             "edited after saving or not written by modelsafe, so there is no trusted way to build them. "
             "Re-export the model from its source.", classes=unknown)
     for record in records.values():
-        _code.check_symbol(options, record["module"], record["qualname"])
+        gate.check_symbol(options, record["module"], record["qualname"])
 
 
 def _import_custom(options: LoadOptions, record: Mapping[str, str]) -> Any:
-    from modelsafe.code import bundle as _code
-    obj = _code.import_symbol(options, record["module"], record["qualname"])
+    from modelsafe.code import gate
+    obj = gate.import_symbol(options, record["module"], record["qualname"])
     import keras
 
     expected = record.get("kind", "class")

@@ -7,7 +7,7 @@ key and shape with the model's):
 1. ``init_args=`` given to ``ms.save`` (a mapping of keyword arguments, or a sequence of
    positional ones); if they do not fit the constructor, ``save`` fails at once;
 2. torch's own containers (``Sequential``, ``ModuleList``, ``ModuleDict``) from their children;
-3. the arguments recorded when the module was constructed (see :mod:`.torch_args`);
+3. the arguments recorded when the module was constructed (see :mod:`.args`);
 4. inferred from the constructor's signature: same-named attributes, else the defaults.
 
 How they are stored and decoded is :mod:`modelsafe.flavors.torch.args`.

@@ -203,7 +203,7 @@ def walk_refs(value: Any) -> Iterator[tuple[str, str]]:
 
 def audit_refs(data: Mapping[str, Any], options: "LoadOptions") -> None:
     """Refuse, importing nothing, class paths that are dangerous or not importable as allowed."""
-    from modelsafe.code import bundle as _code
+    from modelsafe.code import gate
     from modelsafe.security import classify
 
     for module, qualname in sorted(set(walk_refs(data))):
@@ -213,7 +213,7 @@ def audit_refs(data: Mapping[str, Any], options: "LoadOptions") -> None:
                 f"The architecture names {name}, which can run code or touch files, as the model's class or a "
                 "constructor argument. A model never needs it there, so the artifact was crafted or tampered with. "
                 "Nothing was imported. Do not use this file.", globals=[name])
-        _code.check_symbol(options, module, qualname)
+        gate.check_symbol(options, module, qualname)
 
 
 class Decoder:
@@ -223,8 +223,8 @@ class Decoder:
         self.options = options
 
     def symbol(self, module: str, qualname: str) -> Any:
-        from modelsafe.code import bundle as _code
-        return _code.import_symbol(self.options, module, qualname)
+        from modelsafe.code import gate
+        return gate.import_symbol(self.options, module, qualname)
 
     def module_class(self, module: str, qualname: str) -> type:
         import torch

@@ -25,7 +25,8 @@ import re
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from modelsafe.errors import SaveError, UntrustedContentError
-from modelsafe.flavors.torch.tensors import read_tensors, write_tensors
+from modelsafe.flavors.torch.tensors import write_tensors
+from modelsafe.flavors.torch.tensors_read import read_tensors
 
 if TYPE_CHECKING:
     from modelsafe.flavors._base import ComponentSource, ComponentStore, LoadOptions

@@ -64,11 +64,8 @@ from modelsafe.flavors.torch.run import (
     resolve_device,
     to_numpy,
 )
-from modelsafe.flavors.torch.tensors import (
-    read_header,
-    split_for_hashing,
-    write_tensors,
-)
+from modelsafe.flavors.torch.tensors import split_for_hashing, write_tensors
+from modelsafe.flavors.torch.tensors_read import read_header
 
 if TYPE_CHECKING:
     import torch

@@ -29,169 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection
 
 from modelsafe.errors import FormatError, UntrustedContentError
+from modelsafe.flavors.torch.legacy_rebuild import StorageType, crafted, rebuild_standins
 
 if TYPE_CHECKING:
     import torch
 
-_STORAGE_DTYPES = {
-    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16", "BFloat16Storage": "bfloat16",
-    "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16", "CharStorage": "int8",
-    "ByteStorage": "uint8", "BoolStorage": "bool", "ComplexFloatStorage": "complex64",
-    "ComplexDoubleStorage": "complex128", "UntypedStorage": "uint8",
-}
-_DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
-                "complex64", "complex128", "float", "double", "half", "long", "int", "short", "uint16", "uint32",
-                "uint64")
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
-
-
-class _StorageType:
-    """Stands for ``torch.FloatStorage`` & co. in persistent ids: it only carries the dtype."""
-
-    def __init__(self, name: str, dtype: str) -> None:
-        self.name, self.dtype = name, dtype
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise UntrustedContentError(f"The checkpoint calls torch.{self.name}(...) directly, which torch.save never "
-                                    "writes; the file was crafted. Nothing was loaded.", globals=[f"torch.{self.name}"])
-
-
-class _TypeMarker:
-    """Stands for ``torch.Tensor`` / ``Parameter`` as the type argument of ``_rebuild_from_type_v2``."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise UntrustedContentError(f"The checkpoint calls {self.name}(...) directly, which torch.save never writes; "
-                                    "the file was crafted. Nothing was loaded.", globals=[self.name])
-
-
-def _crafted(problem: str) -> FormatError:
-    return FormatError(f"The checkpoint is malformed: {problem}. torch.save never writes this, so the file is damaged "
-                       "or crafted; nothing was loaded from it. Use a copy from the original source.", problem=problem)
-
-
-# ---------------------------------------------------------------------------------------
-# validating rebuild functions (this reader's stand-ins)
-# ---------------------------------------------------------------------------------------
-
-
-def _ints(value: Any, what: str) -> tuple[int, ...]:
-    if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                                       for v in value):
-        raise _crafted(f"tensor {what} {value!r} is not a tuple of non-negative integers")
-    return tuple(value)
-
-
-def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any) -> "torch.Tensor":
-    import torch
-
-    if not isinstance(storage, torch.storage.TypedStorage):
-        raise _crafted("a tensor is rebuilt from something that is not a storage")
-    size, stride = _ints(size, "size"), _ints(stride, "stride")
-    if not isinstance(storage_offset, int) or storage_offset < 0 or len(size) != len(stride):
-        raise _crafted(f"tensor offset {storage_offset!r} / size {size} / stride {stride} are inconsistent")
-    extent = 0 if 0 in size else storage_offset + 1 + sum((n - 1) * s for n, s in zip(size, stride))
-    if extent > storage._size():
-        raise _crafted(f"a tensor of size {size}, stride {stride} at offset {storage_offset} reaches element {extent} "
-                       f"of a storage of {storage._size()}")
-    tensor = torch.empty((0,), dtype=storage.dtype)
-    return tensor.set_(storage._untyped_storage, storage_offset, size, stride)
-
-
-def _rebuild_tensor_v2(storage: Any, storage_offset: Any, size: Any, stride: Any, requires_grad: Any = False,
-                       backward_hooks: Any = None, metadata: Any = None) -> "torch.Tensor":
-    if backward_hooks:
-        raise _crafted("a tensor carries backward hooks (code)")
-    tensor = _rebuild_tensor(storage, storage_offset, size, stride)
-    tensor.requires_grad = bool(requires_grad) and tensor.is_floating_point()
-    return tensor
-
-
-def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any, state: Any = None) -> Any:
-    import torch
-
-    if backward_hooks:
-        raise _crafted("a parameter carries backward hooks (code)")
-    if not isinstance(data, torch.Tensor):
-        raise _crafted("a parameter is rebuilt from something that is not a tensor")
-    return _set_state(torch.nn.Parameter(data, requires_grad=bool(requires_grad)), state)
-
-
-def _set_state(tensor: Any, state: Any) -> Any:
-    """Plain attributes torch keeps on a tensor (e.g. torch.compile's markers); nothing else is accepted."""
-    if not state:
-        return tensor
-    if not isinstance(state, dict) or not all(
-            isinstance(k, str) and k.isidentifier() and not k.startswith("__")
-            and (v is None or isinstance(v, (str, int, float, bool))) for k, v in state.items()):
-        raise _crafted("a tensor carries Python state beyond plain attributes")
-    for key, value in state.items():
-        setattr(tensor, key, value)
-    return tensor
-
-
-def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> Any:
-    import torch
-
-    if func not in (_rebuild_tensor_v2, _rebuild_parameter) or not isinstance(new_type, _TypeMarker) \
-            or not isinstance(args, tuple):
-        raise _crafted("a tensor subclass is rebuilt with an unexpected function or type")
-    tensor = func(*args)
-    if new_type.name.endswith("Parameter") and not isinstance(tensor, torch.nn.Parameter):
-        tensor = torch.nn.Parameter(tensor, requires_grad=tensor.requires_grad)
-    return _set_state(tensor, state)
-
-
-def _standins(referenced: Collection[str]) -> dict[str, Any]:
-    """This reader's own names, plus the torch.nn module classes the stream references."""
-    import collections
-
-    import torch
-
-    names: dict[str, Any] = {
-        "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2, "torch._utils._rebuild_tensor": _rebuild_tensor,
-        "torch._utils._rebuild_parameter": _rebuild_parameter,
-        "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
-        "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
-        "torch.Tensor": _TypeMarker("torch.Tensor"), "torch._tensor.Tensor": _TypeMarker("torch.Tensor"),
-        "torch.nn.parameter.Parameter": _TypeMarker("torch.nn.parameter.Parameter"),
-        "collections.OrderedDict": collections.OrderedDict, "builtins.set": set, "__builtin__.set": set,
-        "builtins.frozenset": frozenset, "__builtin__.frozenset": frozenset, "_codecs.encode": _latin1,
-        "torch.Size": torch.Size, "torch.device": torch.device,
-    }
-    names.update({f"torch.{name}": _StorageType(name, dtype) for name, dtype in _STORAGE_DTYPES.items()})
-    names["torch.storage.UntypedStorage"] = _StorageType("UntypedStorage", "uint8")
-    names.update({f"torch.{n}": getattr(torch, n) for n in _DTYPE_NAMES if isinstance(getattr(torch, n, None),
-                                                                                      torch.dtype)})
-    for qualname in referenced:
-        module, _, name = qualname.rpartition(".")
-        if module.startswith("torch.nn.modules.") and qualname not in names:
-            cls = _torch_nn_class(module, name)
-            if cls is not None:
-                names[qualname] = cls
-    return names
-
-
-def _latin1(text: Any, encoding: Any = "latin1") -> bytes:
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise _crafted("an unexpected _codecs.encode call")
-    return text.encode("latin1")
-
-
-def _torch_nn_class(module: str, name: str) -> Any:
-    import importlib
-
-    import torch
-
-    try:
-        cls = getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-    return cls if isinstance(cls, type) and issubclass(cls, torch.nn.Module) else None
-
 
 # ---------------------------------------------------------------------------------------
 # storages and the restricted read
@@ -212,11 +56,11 @@ class _Storages:
         if isinstance(pid, tuple) and pid and pid[0] == "module" and len(pid) == 4 and isinstance(pid[1], type):
             return pid[1]  # legacy whole-model pickles name the class (already audited) this way
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str) and isinstance(pid[3], str)
+                and isinstance(pid[1], StorageType) and isinstance(pid[2], str) and isinstance(pid[3], str)
                 and isinstance(pid[4], int) and pid[4] >= 0):
-            raise _crafted(f"an unexpected persistent id {str(pid)[:100]!r}")
+            raise crafted(f"an unexpected persistent id {str(pid)[:100]!r}")
         if len(pid) == 6 and pid[5] is not None:
-            raise _crafted("a storage view (format of PyTorch < 0.4), which this reader does not support")
+            raise crafted("a storage view (format of PyTorch < 0.4), which this reader does not support")
         storage_type, key, location, numel = pid[1], pid[2], pid[3], pid[4]
         if key in self.by_key:
             return self.by_key[key]
@@ -236,7 +80,7 @@ def _restricted(data: Any, trusted: tuple[str, ...], storages: _Storages, where:
     from modelsafe.security import audit_pickle, restricted_loads, summarize_pickle
 
     summary = summarize_pickle(data)
-    standins = _standins(summary.names())
+    standins = rebuild_standins(summary.names())
     refused = sorted(n for n in summary.names() if n not in standins and not _is_trusted(n, trusted))
     if refused:
         shown = "\n".join(f"  - {n}" for n in refused)
@@ -309,9 +153,9 @@ def _read_zip(path: Path, trusted: tuple[str, ...]) -> tuple[Any, _Storages]:
             try:
                 info = archive.getinfo(name)
             except KeyError:
-                raise _crafted(f"storage {key!r} has no member {name!r}") from None
+                raise crafted(f"storage {key!r} has no member {name!r}") from None
             if info.file_size != nbytes:
-                raise _crafted(f"storage {key!r} should hold {nbytes} bytes but its member holds {info.file_size}")
+                raise crafted(f"storage {key!r} should hold {nbytes} bytes but its member holds {info.file_size}")
             if nbytes:
                 with archive.open(info) as stream:
                     _read_exact(stream, out.numpy(), name)
@@ -327,7 +171,7 @@ def _read_exact(stream: Any, out: Any, name: str) -> None:
     while done < len(view):
         n = stream.readinto(view[done:])
         if not n:
-            raise _crafted(f"member {name!r} ended early")
+            raise crafted(f"member {name!r} ended early")
         done += n
 
 
@@ -352,7 +196,7 @@ class _Pickles:
 
         summary = summarize_pickle(self.view[self.offset :])
         if not summary.complete:
-            raise _crafted(f"the pickle at byte {self.offset} is truncated or corrupted")
+            raise crafted(f"the pickle at byte {self.offset} is truncated or corrupted")
         end = self.offset + summary.end_offset
         part, self.offset = self.view[self.offset : end], end
         if storages is not None:
@@ -366,7 +210,7 @@ def _parse_stream(view: memoryview, path: Path, trusted: tuple[str, ...]) -> tup
         raise FormatError(f"{str(path)!r} is a pickle but not a torch.save file (no torch magic number). If it is a "
                           "plain pickle or joblib file, convert it with ms.convert as such.", path=str(path))
     if pickles.next() != _LEGACY_PROTOCOL:
-        raise _crafted("the legacy protocol version is not 1001")
+        raise crafted("the legacy protocol version is not 1001")
     system = pickles.next()
     if isinstance(system, dict) and not system.get("little_endian", True):
         raise FormatError(f"{str(path)!r} was saved on a big-endian machine; this reader handles little-endian "
@@ -380,15 +224,15 @@ def _parse_stream(view: memoryview, path: Path, trusted: tuple[str, ...]) -> tup
 
 def _fill_stream(view: memoryview, offset: int, keys: Any, storages: _Storages) -> None:
     if not isinstance(keys, list) or set(keys) != set(storages.by_key):
-        raise _crafted("the list of storage keys does not match the storages the object uses")
+        raise crafted("the list of storage keys does not match the storages the object uses")
     for key in keys:
         storage = storages.by_key[key]
         if offset + 8 > len(view):
-            raise _crafted(f"the file ends before storage {key!r}")
+            raise crafted(f"the file ends before storage {key!r}")
         (numel,) = struct.unpack("<q", view[offset : offset + 8])
         nbytes = storage._untyped_storage.nbytes()
         if numel * _itemsize(storage.dtype) != nbytes or offset + 8 + nbytes > len(view):
-            raise _crafted(f"storage {key!r} declares {numel} elements but {nbytes} bytes are expected")
+            raise crafted(f"storage {key!r} declares {numel} elements but {nbytes} bytes are expected")
         _copy_into(storage, view[offset + 8 : offset + 8 + nbytes])
         offset += 8 + nbytes
 

@@ -27,7 +27,8 @@ from modelsafe.flavors.torch.arch import describe
 from modelsafe.flavors.torch.args import Decoder, audit_refs
 from modelsafe.flavors.torch.report import WeightsReport, compare, shapes_of
 from modelsafe.flavors.torch.run import _tensors_of
-from modelsafe.flavors.torch.tensors import Header, read_header, read_tensors
+from modelsafe.flavors.torch.tensors import Header
+from modelsafe.flavors.torch.tensors_read import read_header, read_tensors
 
 if TYPE_CHECKING:
     import torch
