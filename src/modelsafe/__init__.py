@@ -47,6 +47,7 @@ __all__ = [
     "scan",
     "doctor",
     "convert",
+    "export",
     "Checkpointer",
     # results
     "Bundle",
@@ -90,6 +91,7 @@ _LAZY = {
     "doctor": "modelsafe._doctor:doctor",
     "DoctorReport": "modelsafe.diagnosis.report:DoctorReport",
     "convert": "modelsafe._convert:convert",
+    "export": "modelsafe._export:export",
     "Checkpointer": "modelsafe.checkpoints.checkpointer:Checkpointer",
 }
 

@@ -1,0 +1,146 @@
+"""The command group and what every command shares: output, progress, errors and exit codes.
+
+Exit codes: 0 all good; 1 a check failed (unsafe content, verification failed, integrity,
+environment mismatch under ``--strict``); 2 usage error or unreadable input.
+No traceback unless ``-v``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import click
+
+import modelsafe as ms
+from modelsafe import errors
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+#: Errors that mean "the input could not be read" rather than "a check failed".
+_UNREADABLE = (errors.FormatError, errors.FlavorNotInstalledError, FileNotFoundError,
+               IsADirectoryError, PermissionError, ValueError)
+
+
+def exit_code(exc: BaseException) -> int:
+    if isinstance(exc, (errors.IntegrityError, errors.SecurityError, errors.VerificationError,
+                        errors.EnvironmentMismatchError, errors.ArchitectureMismatchError)):
+        return EXIT_FAILED
+    if isinstance(exc, _UNREADABLE):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+class State:
+    def __init__(self, verbose: bool, as_json: bool) -> None:
+        self.verbose = verbose
+        self.as_json = as_json
+
+
+def rich_console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def emit(state: State, results: list[dict[str, Any]], texts: list[str]) -> None:
+    if state.as_json:
+        click.echo(json.dumps(results if len(results) != 1 else results[0], indent=2, default=str))
+    elif not sys.stdout.isatty():
+        for text in texts:  # plain text to pipes and files: rich adds nothing there but start-up time
+            click.echo(text)
+    else:
+        out = rich_console()
+        for text in texts:
+            out.print(text, markup=False)
+
+
+@contextmanager
+def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on a terminal for work over ``total`` bytes; nothing otherwise."""
+    if not sys.stderr.isatty() or total < (64 << 20):
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=rich_console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def artifact_bytes(path: str) -> int:
+    try:
+        return sum(m.size for m in ms.inspect(path).members.values())
+    except errors.ModelsafeError:
+        return 0
+
+
+def run_each(state: State, paths: tuple[str, ...], work: Callable[[str], tuple[dict[str, Any], str, bool]]) -> None:
+    """Run ``work`` on each path; print results; exit with the worst code."""
+    code = EXIT_OK
+    results: list[dict[str, Any]] = []
+    texts: list[str] = []
+    for path in paths:
+        try:
+            data, text, ok = work(path)
+        except (errors.ModelsafeError, OSError, ValueError) as exc:
+            if state.verbose:
+                raise
+            code = max(code, exit_code(exc))
+            results.append({"path": path, "ok": False, "error": type(exc).__name__, "message": str(exc)})
+            texts.append(f"{path}: {type(exc).__name__}: {exc}")
+            continue
+        results.append(data)
+        texts.append(text)
+        if not ok:
+            code = max(code, EXIT_FAILED)
+    emit(state, results, texts)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(ms.__version__, prog_name="modelsafe")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, as_json: bool) -> None:
+    """Save models that load, and predict the same, anywhere, safely."""
+    ctx.obj = State(verbose, as_json)
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Accept --json after the sub-command too (``modelsafe inspect --json PATH``)."""
+    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.find_object(State).as_json = True
+    return click.option("--json", "as_json", is_flag=True, expose_value=False, callback=set_json,
+                        help="Machine-readable JSON output.")(f)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``modelsafe`` and ``python -m modelsafe``."""
+    try:
+        cli.main(args=argv, prog_name="modelsafe", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.Abort:
+        sys.exit(EXIT_FAILED)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - last resort: no traceback without -v
+        if "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv):
+            raise
+        click.echo(f"modelsafe: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(exit_code(exc))

@@ -1,0 +1,111 @@
+"""The commands on artifacts and model files: inspect, verify, env, scan, doctor, convert."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+import modelsafe as ms
+from modelsafe.cli._app import State, artifact_bytes, cli, json_option, progress_bar, run_each
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@json_option
+@click.pass_obj
+def inspect(state: State, paths: tuple[str, ...]) -> None:
+    """Show what an artifact holds (reads the manifest only; runs nothing)."""
+    from modelsafe._render import describe_manifest
+
+    def work(path: str) -> tuple[dict[str, Any], str, bool]:
+        manifest = ms.inspect(path)
+        return {"path": path, "ok": True, **manifest.to_dict()}, describe_manifest(path, manifest), True
+
+    run_each(state, paths, work)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--env", "env", type=click.Choice(["strict", "warn", "ignore"]), default="warn", show_default=True)
+@click.option("--trust-code", is_flag=True, help="Allow importing code bundled in the artifact.")
+@click.option("--trusted", multiple=True, metavar="MODULE.NAME", help="Extra global the unpickler may resolve.")
+@json_option
+@click.pass_obj
+def verify(state: State, paths: tuple[str, ...], env: str, trust_code: bool, trusted: tuple[str, ...]) -> None:
+    """Load each artifact (integrity, audit, environment) and replay its verification sample."""
+    import warnings
+
+    def work(path: str) -> tuple[dict[str, Any], str, bool]:
+        with progress_bar("verifying", artifact_bytes(path)) as progress, warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            report = ms.verify(path, env=env, trust_code=trust_code, trusted=trusted, progress=progress)
+        notes = [str(w.message) for w in seen if issubclass(w.category, UserWarning)]
+        text = "\n".join([*(f"warning: {n}" for n in notes), str(report)])
+        return {"path": path, **report.to_dict(), "warnings": notes}, text, report.ok
+
+    run_each(state, paths, work)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--strict", is_flag=True, help="Exit 1 on any difference beyond a patch release.")
+@json_option
+@click.pass_obj
+def env(state: State, paths: tuple[str, ...], strict: bool) -> None:
+    """Compare the environment an artifact was saved in with this one."""
+
+    def work(path: str) -> tuple[dict[str, Any], str, bool]:
+        report = ms.check_env(path)
+        return {"path": path, **report.to_dict()}, f"{path}\n{report}", report.ok or not strict
+
+    run_each(state, paths, work)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@json_option
+@click.pass_obj
+def scan(state: State, paths: tuple[str, ...]) -> None:
+    """Scan model files for content that could run code (never executes anything)."""
+
+    def work(path: str) -> tuple[dict[str, Any], str, bool]:
+        report = ms.scan(path)
+        data = {"path": path, **report.to_dict()} if state.as_json else {"path": path, "ok": report.ok}
+        return data, str(report), report.ok
+
+    run_each(state, paths, work)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@json_option
+@click.pass_obj
+def doctor(state: State, paths: tuple[str, ...]) -> None:
+    """Explain why a model file won't load here, without loading it."""
+
+    def work(path: str) -> tuple[dict[str, Any], str, bool]:
+        report = ms.doctor(path)
+        data = {"path": path, **report.to_dict()} if state.as_json else {"path": path, "ok": report.ok}
+        return data, str(report), report.ok
+
+    run_each(state, paths, work)
+
+
+@cli.command()
+@click.argument("src")
+@click.argument("dst")
+@click.option("--trusted", multiple=True, metavar="MODULE.NAME", help="Global the legacy file may use.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing artifact at DST.")
+@click.option("--trust-code", is_flag=True, help="Allow Keras Lambda layers (their bytecode runs at load).")
+@json_option
+@click.pass_obj
+def convert(state: State, src: str, dst: str, trusted: tuple[str, ...], overwrite: bool, trust_code: bool) -> None:
+    """Convert a legacy pickle / joblib / torch / h5 file into an artifact."""
+
+    def work(path: str) -> tuple[dict[str, Any], str, bool]:
+        manifest = ms.convert(path, dst, trusted=trusted, overwrite=overwrite, trust_code=trust_code)
+        return ({"path": dst, "source": path, "ok": True, **manifest.to_dict()},
+                f"converted {path} -> {dst} (flavor {manifest.flavor})", True)
+
+    run_each(state, (src,), work)
