@@ -11,9 +11,10 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from modelsafe._bundle import Bundle
+from modelsafe.artifact.location import resolve
 from modelsafe.artifact.manifest import Manifest
 from modelsafe.artifact.reader import ArtifactReader, open_artifact, read_manifest
 from modelsafe.errors import EnvironmentMismatchError, ModelsafeError, SecurityError
@@ -49,7 +50,7 @@ class _LoadState:
 
 def load(path: PathLike, *, verify: bool = True, env: str = "warn", device: str | None = None,
          trust_code: bool = False, trusted: Iterable[str] = (), code: str = "auto", strict: bool = True,
-         **extra: Any) -> Bundle:
+         storage_options: Mapping[str, Any] | None = None, **extra: Any) -> Bundle:
     """Load an artifact: check it, audit it, rebuild the model, and verify its predictions.
 
     Parameters
@@ -66,6 +67,9 @@ def load(path: PathLike, *, verify: bool = True, env: str = "warn", device: str 
         Extra ``module.name`` globals the restricted unpickler may resolve.
     code
         ``"auto"`` (importable local modules, else bundled), ``"bundled"`` or ``"current"``.
+    storage_options
+        For a URL path (``s3://bucket/model.msafe``): options of the store's fsspec filesystem
+        (credentials, ``endpoint_url``...). Each member is downloaded once and hashed as it arrives.
 
     Examples
     --------
@@ -77,7 +81,7 @@ def load(path: PathLike, *, verify: bool = True, env: str = "warn", device: str 
     _check_choice("code", code, _CODE_MODES)
     options = LoadOptions(trusted=tuple(trusted), trust_code=trust_code, device=device, code=code,
                           strict=strict, extra=extra)
-    state = _LoadState(path=Path(path), options=options, env=env, verify=verify)
+    state = _LoadState(path=resolve(path, storage_options), options=options, env=env, verify=verify)  # type: ignore[arg-type]
     try:
         for step in _LOAD_STEPS:
             step(state)

@@ -8,6 +8,10 @@ the *unchanged* file skips re-hashing; any write, copy, rename over or replaceme
 changes the identity and the check runs again (the kernel sets ``ctime`` on every
 change, and no user call can set it back).
 
+An artifact on a remote store is keyed by its URL, size and the store's ETag or version
+id (of the object, or of every object of a folder); a replaced object has a new one, and
+is hashed again. A store that gives neither is never cached.
+
 Timestamps have a coarse clock tick, so a write in the same tick as the check could
 leave the identity unchanged. As git does for its index, a file changed less than
 :data:`RACY_NS` before its check is not recorded: it is checked again next time.
@@ -59,6 +63,14 @@ def cache_key(reader: ArtifactReader, members: Mapping[str, MemberRecord]) -> tu
         return None, 0
     if sum(r.size for r in members.values()) < CACHE_MIN_BYTES:
         return None, 0
+    table = sorted((name, r.size, r.sha256) for name, r in members.items())
+    remote = getattr(reader, "identity", None)
+    if remote is not None:  # an object on a store: its URL, size and ETag or version id (see remote_read)
+        rows = remote()
+        if rows is None:  # the store gives no version: nothing tells a changed object apart
+            return None, 0
+        raw = json.dumps({"remote": rows, "members": table}, separators=(",", ":"))
+        return hashlib.sha256(raw.encode("utf-8")).hexdigest(), 0
     root = Path(reader.path)
     single = root.is_file()  # one file holds every member
     try:
@@ -72,7 +84,6 @@ def cache_key(reader: ArtifactReader, members: Mapping[str, MemberRecord]) -> tu
                 break
     except OSError:
         return None, 0
-    table = sorted((name, r.size, r.sha256) for name, r in members.items())
     raw = json.dumps({"files": identity, "members": table}, separators=(",", ":"))
     changed = max(max(int(entry[4]), int(entry[5])) for entry in identity) if identity else 0
     return hashlib.sha256(raw.encode("utf-8")).hexdigest(), changed

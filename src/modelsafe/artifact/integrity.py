@@ -113,6 +113,14 @@ def check_member(reader: ArtifactReader, name: str, record: MemberRecord,
     once the bytes are read, before the hash.
     """
     size = _check_size(reader, name, record)
+    fetch = getattr(reader, "fetch", None)
+    if fetch is not None:  # a remote reader: downloaded once, hashed as it arrives (see remote_read)
+        if on_read is not None:
+            on_read()
+        _check_digest(name, record, fetch(name, progress))
+        if keep:
+            reader.copies[name] = reader.take(name)  # type: ignore[attr-defined]
+        return
     located = located or _locate(reader, name)
     if keep and located is not None:
         if copy is None:
@@ -289,6 +297,9 @@ class MemberChecks:
                 self._run_if_queued(name)
             for future in self._pending.values():
                 future.result()
+            finished = getattr(self._reader, "finished", None)
+            if finished is not None:  # a remote reader: refuse an object that changed while being read
+                finished()
         finally:
             self.close()
         if self._cache_key is not None:

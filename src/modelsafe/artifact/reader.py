@@ -1,7 +1,8 @@
 """Artifact containers: a single ``.msafe`` file (zip) or a directory with the same members.
 
-This module holds the container's shared rules (member names, alignment, limits) and
-reading; writing is in :mod:`modelsafe.artifact.writer`.
+This module reads local artifacts (and opens remote ones through :mod:`.remote_read`); the
+container's shared rules (member names, alignment, limits) are in :mod:`.rules`, writing is
+in :mod:`modelsafe.artifact.writer`.
 
 Reading refuses hostile archives (:class:`~modelsafe.errors.UnsafeArchiveError`):
 absolute paths, ``..`` components, symlinks, duplicate names, decompression bombs and
@@ -15,47 +16,25 @@ import contextlib
 import mmap
 import os
 import stat
-import struct
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from modelsafe.artifact.location import is_url, resolve
 from modelsafe.artifact.manifest import MANIFEST_NAME, Manifest
+from modelsafe.artifact.rules import (  # noqa: F401 - the container's rules, re-exported for their users
+    ALIGNMENT,
+    CHUNK,
+    MAX_COMPRESSION_RATIO,
+    MAX_MEMBERS,
+    MAX_TOTAL_UNCOMPRESSED,
+    check_member_name,
+    local_header_length,
+)
 from modelsafe.errors import FormatError, IntegrityError, UnsafeArchiveError
 
 SINGLE_FILE_SUFFIX = ".msafe"
-#: Alignment of member data inside a single-file artifact (bytes).
-ALIGNMENT = 64
-#: Size of the pieces members are written and hashed in.
-CHUNK = 8 << 20
-#: Hostile-archive limits.
-MAX_MEMBERS = 100_000
-MAX_COMPRESSION_RATIO = 100
-MAX_TOTAL_UNCOMPRESSED = 1 << 40  # 1 TiB
-_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
-
 ProgressCallback = Callable[[int], None]
-
-
-def check_member_name(name: str) -> str:
-    """Return ``name`` if it is a safe relative POSIX path, else raise UnsafeArchiveError."""
-    reason = None
-    if not name or "\x00" in name:
-        reason = "it is empty or contains a NUL byte"
-    elif name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        reason = "it is an absolute path"
-    elif "\\" in name:
-        reason = "it contains a backslash, which some systems read as a path separator"
-    elif any(part in ("..", ".", "") for part in name.split("/")):  # not PurePosixPath: it drops "." and ""
-        reason = "it has a '..', '.' or empty path component (path traversal)"
-    if reason:
-        raise UnsafeArchiveError(
-            f"Refusing member {name!r}: {reason}. An artifact member must stay inside the "
-            "artifact, or reading it could overwrite or expose other files. Do not use this "
-            "file; re-export the model from a trusted source.",
-            member=name,
-        )
-    return name
 
 
 # ---------------------------------------------------------------------------------------
@@ -252,23 +231,8 @@ class ZipArtifactReader(ArtifactReader):
     def _data_offset(self, info: zipfile.ZipInfo) -> int:
         mm = self._map()
         start = info.header_offset
-        header = mm[start : start + _LOCAL_HEADER.size]
-        if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-            raise IntegrityError(
-                f"Member {info.filename!r} has a damaged zip header in {str(self.path)!r}: the file is "
-                "corrupted or truncated. Copy the artifact again from its source.",
-                member=info.filename, expected="zip local header", actual=bytes(header[:4]).hex(),
-            )
-        fields = _LOCAL_HEADER.unpack(header)
-        name_len, extra_len = fields[-2], fields[-1]
-        stored_name = mm[start + 30 : start + 30 + name_len].decode("utf-8", "replace")
-        if stored_name != info.filename:
-            raise UnsafeArchiveError(
-                f"Member {info.filename!r} is named {stored_name!r} in its local header: two readers "
-                "would see different files. Do not use this file.",
-                member=info.filename,
-            )
-        return start + 30 + name_len + extra_len
+        return start + local_header_length(info, mm[start : start + 30 + len(info.filename.encode())],
+                                           str(self.path))
 
     def _map(self) -> mmap.mmap:
         if self._mmap is None:
@@ -355,9 +319,18 @@ class DirArtifactReader(ArtifactReader):
         self._fds.clear()
 
 
-def open_artifact(path: str | os.PathLike[str]) -> ArtifactReader:
-    """Open an artifact for reading, refusing hostile archives and non-artifacts."""
-    p = Path(path)
+def open_artifact(path: Any, storage_options: Mapping[str, Any] | None = None) -> ArtifactReader:
+    """Open an artifact for reading, refusing hostile archives and non-artifacts.
+
+    ``path`` is a local path or an fsspec URL (see :mod:`modelsafe.artifact.location`); a URL is
+    read with range requests by :mod:`modelsafe.artifact.remote_read`.
+    """
+    if is_url(path):
+        from modelsafe.artifact.remote_read import open_remote
+
+        return open_remote(resolve(path, storage_options))
+    p = resolve(path)
+    assert isinstance(p, Path)
     if p.is_symlink() and not p.exists():
         raise FormatError(f"{str(p)!r} is a broken symbolic link. Point modelsafe at the artifact itself.",
                           path=str(p))
@@ -392,7 +365,7 @@ def read_manifest(reader: ArtifactReader) -> Manifest:
     return Manifest.from_json(reader.read(MANIFEST_NAME), where=f"{reader.path}/{MANIFEST_NAME}")
 
 
-def manifest_of(path: str | os.PathLike[str]) -> Manifest:
-    """The manifest of the artifact at ``path``, reading nothing else."""
-    with open_artifact(path) as reader:
+def manifest_of(path: Any, storage_options: Mapping[str, Any] | None = None) -> Manifest:
+    """The manifest of the artifact at ``path`` (a local path or a URL), reading nothing else."""
+    with open_artifact(path, storage_options) as reader:
         return read_manifest(reader)

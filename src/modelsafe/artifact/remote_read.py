@@ -1,0 +1,432 @@
+"""Reading an artifact on a remote store with range requests: nothing is staged whole.
+
+A single-file artifact is one object. Opening it reads its tail in one range request (the
+zip end records, the central directory and, as modelsafe writes it, the manifest just
+before them), so ``inspect`` and ``check_env`` read well under 1 MiB of any artifact. The
+hostile-archive checks of the local reader apply unchanged (this reader is a
+:class:`~modelsafe.artifact.reader.ZipArtifactReader` over range reads).
+
+A member is downloaded once, when its integrity check asks for it (:meth:`fetch`): a large
+one in parallel range requests, hashed in order as the pieces arrive, and kept in memory;
+the flavor then reads those very bytes (:meth:`view`), after their hash matched.
+
+Every read is pinned to the version of the object seen when it was opened: s3fs sends
+``If-Match`` with the object's ETag on each range, so a replaced object fails the request
+instead of mixing two versions (:func:`~.storage_errors.changed_error`); other stores
+are checked against their version/ETag once the artifact has been read, and the
+member hashes would refuse mixed bytes anyway.
+
+A folder artifact is a prefix: its members are the objects under it (one listing), each
+pinned to the ETag the listing gave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import threading
+import zipfile
+from concurrent.futures import Future
+from typing import Any, Mapping
+
+from modelsafe.artifact.location import RemotePath
+from modelsafe.artifact.manifest import MANIFEST_NAME
+from modelsafe.artifact.reader import (
+    MAX_MEMBERS,
+    ArtifactReader,
+    ProgressCallback,
+    ZipArtifactReader,
+    check_member_name,
+    local_header_length,
+)
+from modelsafe.artifact.storage_errors import changed_error, storage_error
+from modelsafe.artifact.threads import pool
+from modelsafe.errors import FormatError, IntegrityError, UnsafeArchiveError
+
+__all__ = ["open_remote", "RemoteObject", "TAIL_BYTES"]
+
+#: Bytes read from the end of a single-file artifact when it is opened (end records,
+#: central directory, and usually the manifest): one range request.
+TAIL_BYTES = 256 << 10
+#: Members larger than this are fetched in parallel ranges.
+PARALLEL_BYTES = 16 << 20
+#: Range pieces are at least this large, and at most PIECE_MAX (fewer, larger requests).
+PIECE_MIN, PIECE_MAX = 16 << 20, 64 << 20
+#: Range requests in flight at once (bounds the memory pieces hold before they are placed).
+_WINDOW = 8
+#: Bytes read past a local header's name for its extra field (modelsafe writes < 100).
+_HEADER_SLACK = 1024
+
+
+def _etag(info: Mapping[str, Any]) -> str | None:
+    for key in ("ETag", "etag", "VersionId", "generation", "version_id"):
+        value = info.get(key)
+        if value:
+            return str(value)
+    return None
+
+
+class RemoteObject:
+    """One object, read with range requests pinned to the version seen at open."""
+
+    def __init__(self, remote: RemotePath, info: Mapping[str, Any] | None = None) -> None:
+        self.remote = remote
+        try:
+            self.info = dict(info) if info is not None else remote.fs.info(remote.path)
+            self.size = int(self.info["size"])
+            # s3fs pins every range of this file object to the ETag (If-Match); others read plainly.
+            opened = remote.fs.open(remote.path, "rb", cache_type="none", size=None) if remote.is_s3 else None
+        except Exception as exc:  # noqa: BLE001 - every store failure becomes a ModelsafeError
+            raise storage_error(exc, remote.url) from exc
+        self._file = opened
+        self.etag = _etag(self.info)
+        concurrency = getattr(remote.fs, "max_concurrency", 4) or 4
+        self.window = max(1, min(int(concurrency), _WINDOW))
+
+    def fetch(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)``; a short answer means the object changed or was cut."""
+        if end <= start:
+            return b""
+        try:
+            if self._file is not None:
+                data = self._file._fetch_range(start, end)
+            else:
+                data = self.remote.fs.cat_file(self.remote.path, start=start, end=end)
+        except Exception as exc:  # noqa: BLE001
+            raise storage_error(exc, self.remote.url) from exc
+        if len(data) != end - start:
+            raise FormatError(
+                f"Reading bytes {start}-{end} of {self.remote.url!r} gave {len(data)} bytes: the object ends early "
+                f"(it is {self.size} bytes as listed). It was truncated or replaced while being read; nothing from "
+                "it was used. Read it again, or copy the artifact again from its source.",
+                path=self.remote.url, reason="truncated", expected=end - start, actual=len(data))
+        return bytes(data) if not isinstance(data, bytes) else data
+
+    def read(self, start: int, size: int, progress: ProgressCallback | None = None,
+             hasher: Any = None) -> Any:
+        """``size`` bytes from ``start`` as one buffer (bytes, or a writable uint8 array when large),
+        fetched in parallel pieces when large; ``hasher`` is updated in order as they arrive."""
+        if size <= PARALLEL_BYTES:
+            data = self.fetch(start, start + size)
+            if hasher is not None:
+                hasher.update(data)
+            if progress is not None:
+                progress(len(data))
+            return data
+        import numpy as np
+
+        piece = min(PIECE_MAX, max(PIECE_MIN, -(-size // self.window)))
+        bounds = [(o, min(o + piece, size)) for o in range(0, size, piece)]
+        buffer = np.empty(size, dtype=np.uint8)
+        workers = pool("remote-io", _WINDOW)
+        futures: list[Future[bytes]] = []
+        try:
+            for i, (lo, hi) in enumerate(bounds):
+                while len(futures) < min(len(bounds), i + self.window):
+                    a, b = bounds[len(futures)]
+                    futures.append(workers.submit(self.fetch, start + a, start + b))
+                data = futures[i].result()
+                futures[i] = _DONE
+                if hasher is not None:
+                    hasher.update(data)  # in order, while later pieces are still arriving
+                buffer[lo:hi] = np.frombuffer(data, dtype=np.uint8)
+                del data
+                if progress is not None:
+                    progress(hi - lo)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return buffer
+
+    def check_unchanged(self) -> None:
+        """Where reads are not pinned by the store, refuse an object whose version changed since open."""
+        if self._file is not None or self.etag is None:
+            return
+        try:
+            self.remote.fs.invalidate_cache(self.remote.path)
+            now = _etag(self.remote.fs.info(self.remote.path))
+        except Exception as exc:  # noqa: BLE001
+            raise storage_error(exc, self.remote.url) from exc
+        if now != self.etag:
+            raise changed_error(self.remote.url, expected=self.etag, actual=now)
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+            self._file = None
+
+
+_DONE: Future[bytes] = Future()
+_DONE.set_result(b"")
+
+
+class _TailFile(io.RawIOBase):
+    """A seekable file over a remote object for :mod:`zipfile`: the tail is held, the rest fetched."""
+
+    def __init__(self, obj: RemoteObject, tail: bytes) -> None:
+        self._obj, self._tail, self._tail_start, self._pos = obj, tail, obj.size - len(tail), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._obj.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read_at(self, start: int, size: int) -> bytes:
+        end = min(start + size, self._obj.size)
+        if start >= self._tail_start:
+            return self._tail[start - self._tail_start : end - self._tail_start]
+        return self._obj.fetch(start, end)
+
+    def readinto(self, b: Any) -> int:
+        data = self.read_at(self._pos, len(b))
+        b[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+class _Held:
+    """Members downloaded (and hashed) once, kept for the flavors' reads."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def fetch(self, reader: "RemoteZipReader | RemoteDirReader", name: str,
+              progress: ProgressCallback | None = None) -> str:
+        """Download member ``name`` once, hashing it as it arrives; its SHA-256 (hex). Kept for view()."""
+        hasher = hashlib.sha256()
+        self.held[name] = reader._download(name, progress, hasher)
+        return hasher.hexdigest()
+
+    def take(self, name: str) -> Any:
+        """The downloaded member as a writable buffer nothing else shares (for ArtifactReader.private)."""
+        data = self.held.pop(name)
+        return bytearray(data) if isinstance(data, bytes) else data
+
+    def view(self, reader: "RemoteZipReader | RemoteDirReader", name: str) -> memoryview:
+        data = self.held.get(name)
+        if data is None:
+            data = self.held[name] = reader._download(name, None, None)
+        return memoryview(data).toreadonly()
+
+
+class RemoteZipReader(ZipArtifactReader):
+    """A single-file artifact on a remote store (see the module docstring)."""
+
+    def __init__(self, remote: RemotePath, info: Mapping[str, Any]) -> None:
+        self.path = remote  # type: ignore[assignment]
+        self.remote = remote
+        self.copies = {}
+        self._infos: dict[str, zipfile.ZipInfo] = {}
+        self._starts: dict[str, int] = {}
+        self._store = _Held()
+        self._object = RemoteObject(remote, info)
+        try:
+            size = self._object.size
+            self._file = _TailFile(self._object, self._object.fetch(max(0, size - TAIL_BYTES), size))
+            try:
+                self._zip = zipfile.ZipFile(self._file)  # type: ignore[arg-type]
+            except (zipfile.BadZipFile, ValueError) as exc:
+                raise FormatError(
+                    f"{remote.url!r} is not a modelsafe artifact: it is not a readable zip archive ({exc}). The "
+                    "object may be truncated or a different kind of model file; `modelsafe doctor` says what it is.",
+                    path=remote.url) from exc
+            self._check_members()
+        except BaseException:
+            self._object.close()
+            raise
+
+    def identity(self) -> list[Any] | None:
+        """What names this object's exact version (for the verified-hash cache), or None."""
+        return [[self.remote.url, self._object.size, self._object.etag]] if self._object.etag else None
+
+    def _data_start(self, name: str) -> int:
+        info = self._info(name)
+        if name not in self._starts:
+            if name != MANIFEST_NAME:
+                self._locate_all()
+            if name not in self._starts:
+                self._starts[name] = self._header(info)
+        return self._starts[name]
+
+    def _header(self, info: zipfile.ZipInfo) -> int:
+        want = 30 + len(info.filename.encode("utf-8")) + _HEADER_SLACK
+        head = self._file.read_at(info.header_offset, want)
+        length = local_header_length(info, head, self.remote.url)
+        if length > len(head):  # an extra field longer than the slack: read the header exactly
+            length = local_header_length(info, self._file.read_at(info.header_offset, length), self.remote.url)
+        return info.header_offset + length
+
+    def _locate_all(self) -> None:
+        """Every member's data offset, from their local headers read in parallel (once)."""
+        with self._store.lock:
+            todo = [i for n, i in self._infos.items() if n not in self._starts]
+            if not todo:
+                return
+            workers = pool("remote-io", _WINDOW)
+            found = [(i.filename, workers.submit(self._header, i)) for i in todo]
+            for name, future in found:
+                self._starts[name] = future.result()
+
+    def _download(self, name: str, progress: ProgressCallback | None, hasher: Any) -> Any:
+        info = self._info(name)
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise UnsafeArchiveError(
+                f"Member {name!r} of {self.remote.url!r} is compressed; modelsafe writes members stored, and reads "
+                "compressed members of local files only. Do not use this file; re-export the model.", member=name)
+        start = self._data_start(name)
+        if start + info.file_size > self._object.size:
+            raise IntegrityError(
+                f"Member {name!r} runs past the end of {self.remote.url!r}: the object is truncated. Copy the "
+                "artifact again from its source.", member=name, expected=info.file_size, actual=None)
+        if start >= self._file._tail_start:  # in the tail read at open (the manifest, small members)
+            data = self._file.read_at(start, info.file_size)
+            if hasher is not None:
+                hasher.update(data)
+            if progress is not None:
+                progress(len(data))
+            return data
+        return self._object.read(start, info.file_size, progress, hasher)
+
+    def fetch(self, name: str, progress: ProgressCallback | None = None) -> str:
+        return self._store.fetch(self, name, progress)
+
+    def take(self, name: str) -> Any:
+        return self._store.take(name)
+
+    def view(self, name: str) -> memoryview:
+        if self._info(name).file_size == 0:
+            return memoryview(b"")
+        return self._store.view(self, name)
+
+    def locate(self, name: str) -> tuple[int, int] | None:
+        return None
+
+    def finished(self) -> None:
+        """Every member was read: refuse an object that changed meanwhile (where reads are not pinned)."""
+        self._object.check_unchanged()
+
+    def close(self) -> None:
+        self.copies.clear()
+        self._store.held.clear()
+        self._object.close()
+
+
+class RemoteDirReader(ArtifactReader):
+    """A folder artifact on a remote store: the objects under one prefix (one listing)."""
+
+    def __init__(self, remote: RemotePath) -> None:
+        self.path = remote  # type: ignore[assignment]
+        self.remote = remote
+        self.copies = {}
+        self._store = _Held()
+        self._objects: dict[str, RemoteObject] = {}
+        try:
+            listing = remote.fs.find(remote.path, detail=True, withdirs=False)
+        except Exception as exc:  # noqa: BLE001
+            raise storage_error(exc, remote.url) from exc
+        root = remote.path.rstrip("/") + "/"
+        self._listed: dict[str, Mapping[str, Any]] = {}
+        for key, info in listing.items():
+            key = key.lstrip("/") if not root.startswith("/") else key
+            if key.startswith(root) and info.get("type", "file") != "directory":
+                self._listed[key[len(root):]] = info
+        if len(self._listed) > MAX_MEMBERS:
+            raise UnsafeArchiveError(
+                f"{remote.url!r} holds more than {MAX_MEMBERS} objects: reading it could exhaust memory or time. "
+                "Point modelsafe at the artifact folder itself.", member=None)
+
+    def identity(self) -> list[Any] | None:
+        rows = [[self.remote.url, name, int(info.get("size", 0)), _etag(info)] for name, info in
+                sorted(self._listed.items())]
+        return rows if all(row[3] for row in rows) else None
+
+    def _index(self) -> Any:
+        return self._listed.keys()
+
+    def names(self) -> list[str]:
+        return sorted(self._listed)
+
+    def size(self, name: str) -> int:
+        return int(self._listed_info(name).get("size", 0))
+
+    def _listed_info(self, name: str) -> Mapping[str, Any]:
+        check_member_name(name)
+        try:
+            return self._listed[name]
+        except KeyError:
+            raise self._missing(name) from None
+
+    def _object(self, name: str) -> RemoteObject:
+        obj = self._objects.get(name)
+        if obj is None:
+            obj = self._objects[name] = RemoteObject(self.remote.join(name), self._listed_info(name))
+        return obj
+
+    def _download(self, name: str, progress: ProgressCallback | None, hasher: Any) -> Any:
+        obj = self._object(name)
+        return obj.read(0, obj.size, progress, hasher)
+
+    def fetch(self, name: str, progress: ProgressCallback | None = None) -> str:
+        return self._store.fetch(self, name, progress)
+
+    def take(self, name: str) -> Any:
+        return self._store.take(name)
+
+    def view(self, name: str) -> memoryview:
+        if self.size(name) == 0:
+            return memoryview(b"")
+        return self._store.view(self, name)
+
+    def finished(self) -> None:
+        for obj in list(self._objects.values()):
+            obj.check_unchanged()
+
+    def close(self) -> None:
+        self.copies.clear()
+        self._store.held.clear()
+        for obj in self._objects.values():
+            obj.close()
+        self._objects.clear()
+
+
+def open_remote(remote: RemotePath) -> ArtifactReader:
+    """Open the artifact at a URL: an object (single file) or a prefix (folder)."""
+    try:
+        info = remote.fs.info(remote.path)
+    except FileNotFoundError as exc:
+        error = storage_error(exc, remote.url)
+        if getattr(error, "reason", None) == "not-found":
+            raise FormatError(
+                f"No artifact at {remote.url!r}: there is no object or prefix with that name. Check the URL (a "
+                f"single-file artifact ends in .msafe; a folder artifact holds {MANIFEST_NAME}).",
+                path=remote.url, reason="not-found") from exc
+        raise error from exc
+    except Exception as exc:  # noqa: BLE001
+        raise storage_error(exc, remote.url) from exc
+    reader: ArtifactReader
+    if info.get("type") == "directory":
+        reader = RemoteDirReader(remote)
+    else:
+        reader = RemoteZipReader(remote, info)
+    if not reader.has(MANIFEST_NAME):
+        reader.close()
+        raise FormatError(
+            f"{remote.url!r} is not a modelsafe artifact: it has no {MANIFEST_NAME}. A folder on an object store "
+            "gets its manifest last, so this may also be a save that did not finish; save it again. For a pickle, "
+            "joblib, torch or Keras file run `modelsafe doctor`, and `modelsafe convert` to make an artifact.",
+            path=remote.url, reason="no-manifest")
+    return reader
+
