@@ -43,6 +43,8 @@ REGISTRY: dict[str, FlavorSpec] = {
         FlavorSpec("keras", "modelsafe.flavors.keras.flavor", "KerasFlavor", ("keras",), "keras"),
         FlavorSpec("xgboost", "modelsafe.flavors.boosting.xgboost", "XGBoostFlavor", ("xgboost",), "xgboost"),
         FlavorSpec("lightgbm", "modelsafe.flavors.boosting.lightgbm", "LightGBMFlavor", ("lightgbm",), "lightgbm"),
+        FlavorSpec("transformers", "modelsafe.flavors.transformers.flavor", "TransformersFlavor",
+                   ("transformers", "tokenizers", "torch", "safetensors"), "transformers"),
     )
 }
 
@@ -50,6 +52,7 @@ REGISTRY: dict[str, FlavorSpec] = {
 _DETECT: dict[str, str] = {
     "xgboost": "xgboost",
     "lightgbm": "lightgbm",
+    "transformers": "transformers",
     "torch": "torch",
     "keras": "keras",
     "tf_keras": "keras",
