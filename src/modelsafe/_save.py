@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from modelsafe.artifact.location import resolve
 from modelsafe.artifact.manifest import (
     FORMAT_VERSION,
     Component,
@@ -48,7 +49,8 @@ class _SaveState:
 
 
 def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None, code: Iterable[Any] = (),
-         metadata: Mapping[str, Any] | None = None, overwrite: bool = False, **options: Any) -> Manifest:
+         metadata: Mapping[str, Any] | None = None, overwrite: bool = False,
+         storage_options: Mapping[str, Any] | None = None, **options: Any) -> Manifest:
     """Save ``obj`` (and its preprocessing) as a self-describing, verifiable artifact.
 
     Parameters
@@ -69,6 +71,10 @@ def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None
         JSON-able user metadata.
     overwrite
         Replace an existing artifact at ``path``.
+    storage_options
+        For a URL path (``s3://bucket/model.msafe``): options of the store's fsspec filesystem
+        (credentials, ``endpoint_url``...). The artifact is streamed to the store and appears
+        only once complete; ``overwrite=False`` is a conditional write on S3.
     **options
         ``training_data=X`` records the input ranges from ``X`` instead of the sample, so
         the input guard knows what the model saw in training. Other options go to the
@@ -88,8 +94,9 @@ def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None
     >>> manifest.flavor
     'sklearn'
     """
+    _check_keywords(obj, options)
     training_data = options.pop("training_data", None)
-    state = _SaveState(obj=obj, path=Path(path), sample=sample, preprocess=preprocess, code=tuple(code),
+    state = _SaveState(obj=obj, path=resolve(path, storage_options), sample=sample, preprocess=preprocess, code=tuple(code),
                        metadata=dict(metadata or {}), options=options)
     _check_metadata(state.metadata)
     state.schema = _capture_schema(sample, training_data)
@@ -102,6 +109,15 @@ def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None
         manifest = _build_manifest(state, writer)
         writer.commit(manifest.to_json())
     return manifest
+
+
+def _check_keywords(obj: Any, options: Mapping[str, Any]) -> None:
+    """Refuse keywords neither save nor the model's flavor reads (a misspelled option would be ignored)."""
+    if options:
+        from modelsafe._keywords import signature_names
+        from modelsafe.flavors.keywords import check_save_keywords
+
+        check_save_keywords("save", options, signature_names(save), get_flavor(detect_flavor(obj)))
 
 
 def _check_metadata(metadata: Mapping[str, Any]) -> None:

@@ -16,6 +16,9 @@ Hashing runs beside the writing, and the caller waits for none of it until ``com
 * :meth:`ArtifactWriter.start_sync` starts the fsync of what is written so far in the
   background; its error, if any, is raised by ``commit``.
 
+An fsspec URL as ``path`` streams the artifact to the store instead, visible only once
+complete (:mod:`modelsafe.artifact.remote_write`); a local path never imports fsspec.
+
 Writing stays on the caller's thread on purpose: on two cores, a writer thread made
 the sample run and the writes compete for both cores, and saves were slower.
 """
@@ -32,8 +35,9 @@ import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
+from modelsafe.artifact.location import is_url, resolve
 from modelsafe.artifact.reader import (
     CHUNK,
     MANIFEST_NAME,
@@ -195,15 +199,38 @@ class ArtifactWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = False,
-                 progress: ProgressCallback | None = None, writeback: bool = False) -> None:
-        self.path = Path(path)
-        self.single_file = is_single_file(self.path)
+                 progress: ProgressCallback | None = None, writeback: bool = False,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
         self.overwrite = overwrite
         self._written: dict[str, _Member] = {}
         self._progress = progress
         self._committed = False
         self._early_sync: Future[object] | None = None
-        check_target(self.path, overwrite)
+        self._target: ZipTarget | DirTarget
+        #: A remote target (an fsspec URL): streamed to the store, published at commit (see remote_write).
+        self._remote: Any = None
+        if is_url(path):
+            from modelsafe.artifact.remote_write import remote_target
+
+            self._remote = self._target = remote_target(resolve(path, storage_options), overwrite)  # type: ignore[assignment]
+            self.path = self._remote.path
+            self.single_file = self._remote.single_file
+        else:
+            self._init_local(Path(path), writeback)
+        #: Streamed members' chunks: two members can be hashed at once (each in order).
+        self._hashing = pool("hash", 2)
+        #: Whole members (add), one after the other: while the caller writes them and then
+        #: goes on (a save runs its sample), one core hashes and the other stays the caller's.
+        self._hashing_whole = pool("hash-whole", 1)
+        #: The early fsync (start_sync).
+        self._io = pool("sync", 1)
+        #: Every job this writer submitted (abort settles them; the pools are shared).
+        self._jobs: list[Future[Any]] = []
+
+    def _init_local(self, path: Path, writeback: bool) -> None:
+        self.path = path
+        self.single_file = is_single_file(self.path)
+        check_target(self.path, self.overwrite)
         parent = self.path.parent
         if not parent.is_dir():
             raise SaveError(
@@ -214,7 +241,6 @@ class ArtifactWriter:
         #: Start the disk write of members while they are written (see modelsafe.artifact.targets.Writeback).
         writeback = writeback and hasattr(os, "posix_fadvise")
         prefix = f".{self.path.name}.tmp-"
-        self._target: ZipTarget | DirTarget
         if self.single_file:
             fd, tmp = tempfile.mkstemp(prefix=prefix, dir=parent)
             self._tmp = Path(tmp)
@@ -222,15 +248,6 @@ class ArtifactWriter:
         else:
             self._tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
             self._target = DirTarget(self._tmp, writeback)
-        #: Streamed members' chunks: two members can be hashed at once (each in order).
-        self._hashing = pool("hash", 2)
-        #: Whole members (add), one after the other: while the caller writes them and then
-        #: goes on (a save runs its sample), one core hashes and the other stays the caller's.
-        self._hashing_whole = pool("hash-whole", 1)
-        #: The early fsync (start_sync).
-        self._io = pool("sync", 1)
-        #: Every job this writer submitted (abort settles them; the pools are shared).
-        self._jobs: list[Future[Any]] = []
 
     # -- context management ---------------------------------------------------------
     def __enter__(self) -> "ArtifactWriter":
@@ -246,6 +263,9 @@ class ArtifactWriter:
         # dropped too: the save already failed, and its own error is the one to show).
         settle(self._jobs)
         self._target.release()
+        if self._remote is not None:
+            self._remote.abort()  # nothing becomes visible at the target
+            return
         if self._tmp.is_dir():
             shutil.rmtree(self._tmp, ignore_errors=True)
         else:
@@ -300,6 +320,8 @@ class ArtifactWriter:
                             member=name)
         digest = _Digest(workers, self._target.crc, self._jobs)
         handle = self._target.begin(name, size)
+        if self._remote is not None:
+            handle.digest = digest  # a streamed zip writes the CRC-32 right after the data
         stream = _MemberStream(self, handle, digest)
         try:
             yield stream
@@ -342,6 +364,10 @@ class ArtifactWriter:
         self._target.finish(handle, len(manifest), zlib.crc32(manifest))
         self._target.close()  # the zip directory; every byte fsynced
         self._target.release()
+        if self._remote is not None:
+            self._remote.publish()  # the upload completes: the artifact appears whole
+            self._committed = True
+            return self.path
         check_target(self.path, self.overwrite)  # the target may have appeared meanwhile
         replace_target(self._tmp, self.path)
         fsync_directory(self.path.parent)

@@ -29,6 +29,7 @@ _ZIP64_ID = 0x0001
 _DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01, the earliest DOS date: artifacts are reproducible
 _DOS_TIME = 0
 _UTF8_FLAG = 0x0800
+_DESCRIPTOR_FLAG = 0x0008
 _EXTERNAL_ATTR = (stat.S_IFREG | 0o644) << 16
 _UNIX = 3  # "version made by" host system
 
@@ -53,6 +54,8 @@ class ZipEntry:
     padding: int  # bytes of the alignment extra field
     size: int = 0
     crc: int = 0
+    #: Size and CRC-32 follow the data in a data descriptor (a stream that cannot seek back).
+    descriptor: bool = False
 
     @property
     def encoded(self) -> bytes:
@@ -60,19 +63,24 @@ class ZipEntry:
 
     @property
     def flags(self) -> int:
-        return 0 if self.name.isascii() else _UTF8_FLAG
+        return (0 if self.name.isascii() else _UTF8_FLAG) | (_DESCRIPTOR_FLAG if self.descriptor else 0)
 
     def local_header(self) -> bytes:
         name = self.encoded
         extra = b""
-        size32 = self.size
+        size, crc = (0, 0) if self.descriptor else (self.size, self.crc)
+        size32 = size
         if self.zip64:
-            extra = struct.pack("<HHQQ", _ZIP64_ID, 16, self.size, self.size)
+            extra = struct.pack("<HHQQ", _ZIP64_ID, 16, size, size)
             size32 = _MAX
         extra += _padding(self.padding)
         version = 45 if self.zip64 else 20
-        return _LOCAL.pack(b"PK\x03\x04", version, self.flags, 0, _DOS_TIME, _DOS_DATE, self.crc,
+        return _LOCAL.pack(b"PK\x03\x04", version, self.flags, 0, _DOS_TIME, _DOS_DATE, crc,
                            size32, size32, len(name), len(extra)) + name + extra
+
+    def data_descriptor(self) -> bytes:
+        """The record after the data of a ``descriptor`` entry (ZIP64 sizes when the header has them)."""
+        return struct.pack("<4sLQQ" if self.zip64 else "<4sLLL", b"PK\x07\x08", self.crc, self.size, self.size)
 
     def central_header(self) -> bytes:
         name = self.encoded
@@ -103,6 +111,9 @@ class StoredZipWriter:
     members are being written.
     """
 
+    #: Entries carry data descriptors (see ZipEntry.descriptor): set by writers that cannot patch headers.
+    descriptors = False
+
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.offset = 0
@@ -115,7 +126,7 @@ class StoredZipWriter:
         pad = -fixed % ALIGNMENT
         if pad and pad < 4:  # an extra field is at least its 4-byte header
             pad += ALIGNMENT
-        entry = ZipEntry(name, self.offset, big, pad, size or 0)
+        entry = ZipEntry(name, self.offset, big, pad, size or 0, descriptor=self.descriptors)
         self.entries.append(entry)
         self.write([memoryview(entry.local_header())])
         return entry
