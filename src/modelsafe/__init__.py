@@ -19,6 +19,8 @@ from modelsafe._version import __version__
 from modelsafe.errors import (
     ArchitectureMismatchError,
     ArtifactError,
+    ArtifactReadError,
+    ArtifactWriteError,
     EnvironmentMismatchError,
     FlavorError,
     FlavorNotInstalledError,
@@ -28,6 +30,7 @@ from modelsafe.errors import (
     SaveError,
     SchemaError,
     SecurityError,
+    UnknownKeywordError,
     UnsafeArchiveError,
     UnsavableObjectError,
     UnsupportedModelError,
@@ -61,6 +64,7 @@ __all__ = [
     "ArtifactError",
     "FormatError",
     "IntegrityError",
+    "ArtifactReadError",
     "SecurityError",
     "UntrustedContentError",
     "UnsafeArchiveError",
@@ -69,10 +73,12 @@ __all__ = [
     "SchemaError",
     "SaveError",
     "UnsavableObjectError",
+    "ArtifactWriteError",
     "ArchitectureMismatchError",
     "FlavorError",
     "FlavorNotInstalledError",
     "UnsupportedModelError",
+    "UnknownKeywordError",
 ]
 
 #: Public name -> "module:attribute", imported on first access.
@@ -115,5 +121,9 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+#: Public modules, listed by dir() beside __all__.
+_PUBLIC_MODULES = ("errors",)
+
+
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted({*__all__, *_PUBLIC_MODULES})

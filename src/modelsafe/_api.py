@@ -6,7 +6,7 @@ that read an artifact without loading it, and ``verify``.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from modelsafe._bundle import Bundle
 from modelsafe._load import load
@@ -23,8 +23,11 @@ __all__ = ["save", "load", "inspect", "verify", "check_env", "Bundle", "read_man
 PathLike = str | os.PathLike[str]
 
 
-def inspect(path: PathLike) -> Manifest:
+def inspect(path: PathLike, *, storage_options: Mapping[str, Any] | None = None) -> Manifest:
     """Read the manifest only: imports no framework and runs nothing from the artifact.
+
+    ``path`` may be an fsspec URL (``s3://bucket/model.msafe``; ``storage_options`` for its
+    store): only the zip's end records and the manifest are read, with range requests.
 
     Examples
     --------
@@ -32,13 +35,14 @@ def inspect(path: PathLike) -> Manifest:
     >>> ms.inspect("/tmp/doc-model.msafe").components["model"].flavor
     'sklearn'
     """
-    return manifest_of(path)
+    return manifest_of(path, storage_options)
 
 
 def verify(path: PathLike, **load_kwargs: Any) -> "VerifyReport":
     """Load ``path`` (integrity, audit, environment) and return the verification report.
 
     Every member is hashed again, even in an unchanged file the verified-hash cache knows.
+    ``path`` may be an fsspec URL (pass ``storage_options=`` for its store, as to :func:`load`).
 
     Examples
     --------
@@ -55,8 +59,10 @@ def verify(path: PathLike, **load_kwargs: Any) -> "VerifyReport":
         bundle.close()
 
 
-def check_env(path: PathLike) -> "EnvReport":
+def check_env(path: PathLike, *, storage_options: Mapping[str, Any] | None = None) -> "EnvReport":
     """Compare the environment recorded in ``path`` with this one; imports no framework.
+
+    Like :func:`inspect`, reads only the manifest (range requests for a URL).
 
     Examples
     --------
@@ -66,4 +72,4 @@ def check_env(path: PathLike) -> "EnvReport":
     """
     from modelsafe.checks.environment import manifest_environment
 
-    return manifest_environment(inspect(path).environment, str(path))
+    return manifest_environment(inspect(path, storage_options=storage_options).environment, str(path))

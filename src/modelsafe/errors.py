@@ -9,7 +9,8 @@ The hierarchy::
     ModelsafeError
     ├─ ArtifactError(ValueError)
     │  ├─ FormatError
-    │  └─ IntegrityError
+    │  ├─ IntegrityError
+    │  └─ ArtifactReadError(OSError)
     ├─ SecurityError
     │  ├─ UntrustedContentError
     │  └─ UnsafeArchiveError
@@ -17,11 +18,16 @@ The hierarchy::
     ├─ VerificationError
     ├─ SchemaError(ValueError)
     ├─ SaveError
-    │  └─ UnsavableObjectError
+    │  ├─ UnsavableObjectError
+    │  └─ ArtifactWriteError(OSError)
     ├─ ArchitectureMismatchError
-    └─ FlavorError
-       ├─ FlavorNotInstalledError(ImportError)
-       └─ UnsupportedModelError(TypeError)
+    ├─ FlavorError
+    │  ├─ FlavorNotInstalledError(ImportError)
+    │  └─ UnsupportedModelError(TypeError)
+    └─ UnknownKeywordError(TypeError)
+
+The two I/O errors keep :class:`OSError` among their bases (with ``errno``, ``strerror``
+and ``filename`` set), so ``except OSError`` still catches them.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ __all__ = [
     "ArtifactError",
     "FormatError",
     "IntegrityError",
+    "ArtifactReadError",
     "SecurityError",
     "UntrustedContentError",
     "UnsafeArchiveError",
@@ -41,10 +48,12 @@ __all__ = [
     "SchemaError",
     "SaveError",
     "UnsavableObjectError",
+    "ArtifactWriteError",
     "ArchitectureMismatchError",
     "FlavorError",
     "FlavorNotInstalledError",
     "UnsupportedModelError",
+    "UnknownKeywordError",
 ]
 
 
@@ -77,6 +86,14 @@ class IntegrityError(ArtifactError):
     """Raised when a member is missing, or its size or SHA-256 differs from the manifest.
 
     Attributes: ``member``, ``expected``, ``actual``.
+    """
+
+
+class ArtifactReadError(ArtifactError, OSError):
+    """Raised when the operating system refuses to read the artifact or one of its members
+    (permission denied, an I/O error of the disk).
+
+    Attributes: ``path``, ``member`` (None for the file itself), ``errno``, ``strerror``, ``filename``.
     """
 
 
@@ -125,6 +142,14 @@ class UnsavableObjectError(SaveError):
     problems: list[tuple[str, str, str]]
 
 
+class ArtifactWriteError(SaveError, OSError):
+    """Raised when the operating system refuses to write the artifact: a read-only folder or
+    file system, a full disk, a quota or file-size limit. Nothing is left at the target path.
+
+    Attributes: ``path``, ``errno``, ``strerror``, ``filename``.
+    """
+
+
 class ArchitectureMismatchError(ModelsafeError):
     """Raised when saved weights do not fit the current model class.
 
@@ -148,3 +173,14 @@ class FlavorNotInstalledError(FlavorError, ImportError):
 
 class UnsupportedModelError(FlavorError, TypeError):
     """Raised when no flavor knows how to save the given object. Attribute: ``type_name``."""
+
+
+class UnknownKeywordError(ModelsafeError, TypeError):
+    """Raised when a verb gets a keyword argument it does not know, or one that only another
+    flavor reads: a misspelled option would otherwise be ignored, and a misspelled safety
+    option would give no safety.
+
+    Attributes: ``verb``, ``keywords`` (the refused names), ``suggestions`` (name -> the close
+    accepted name, or None), ``owners`` (name -> the flavor that reads it, for an option of
+    another flavor), ``accepted`` (the names the verb takes).
+    """

@@ -133,6 +133,10 @@ class Flavor:
     name: ClassVar[str] = ""
     #: Bumped when the flavor's stored layout changes; old readers are kept.
     version: ClassVar[int] = 1
+    #: Keywords of ``ms.save`` this flavor reads (from ``options``) for the model it saves.
+    save_options: ClassVar[frozenset[str]] = frozenset()
+    #: Keywords of ``ms.load`` this flavor reads (from ``LoadOptions.extra``).
+    load_options: ClassVar[frozenset[str]] = frozenset()
 
     def save(self, obj: Any, store: ComponentStore, options: Mapping[str, Any]) -> SavedComponent:
         raise NotImplementedError  # abstract
@@ -142,6 +146,11 @@ class Flavor:
 
     def load(self, source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
         raise NotImplementedError  # abstract
+
+    def load_keywords(self, data: Mapping[str, Any]) -> frozenset[str]:
+        """Keywords of ``ms.load`` that loading this component reads: ``load_options``, and those
+        of the components nested in it. Default: ``load_options``."""
+        return self.load_options
 
     def copied_members(self, data: Mapping[str, Any]) -> Iterable[str]:
         """Members ``load`` reads in full into private memory (with :meth:`ComponentSource.private`).

@@ -354,6 +354,15 @@ class GraphFlavor(Flavor):
     def copied_members(self, data: Mapping[str, Any]) -> list[str]:
         return list(data.get("buffer_members", ()))
 
+    def load_keywords(self, data: Mapping[str, Any]) -> frozenset[str]:
+        """This flavor's load options and those of every embedded component (a torch model in a Pipeline)."""
+        from modelsafe.flavors import get_flavor
+
+        names = set(self.load_options)
+        for entry in _embedded(data):
+            names |= get_flavor(entry["flavor"]).load_keywords(entry.get("data", {}))
+        return frozenset(names)
+
 
 def type_name(obj: Any) -> str:
     cls = type(obj)

@@ -63,6 +63,8 @@ _CHUNK = 8 << 20
 class KerasFlavor(Flavor):
     name = "keras"
     version = 1
+    #: ``compile=True``: compile the model at load; ``safe_mode=``: refused with the trust_code hint.
+    load_options = frozenset({"compile", "safe_mode"})
 
     def can_embed(self, obj: Any) -> bool:
         return _is_keras3_model(obj)

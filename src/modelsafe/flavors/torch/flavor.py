@@ -80,6 +80,10 @@ install_recorder()
 class TorchFlavor(Flavor):
     name = "torch"
     version = 1
+    #: ``init_args=``: the module's constructor arguments; ``export=True``: add a torch.export program.
+    save_options = frozenset({"init_args", "export"})
+    #: ``mmap=False``: read the weights into memory; ``program=``: use the exported program (see load).
+    load_options = frozenset({"mmap", "program"})
 
     def can_embed(self, obj: Any) -> bool:
         import torch
