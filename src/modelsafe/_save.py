@@ -94,6 +94,7 @@ def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None
     >>> manifest.flavor
     'sklearn'
     """
+    _check_keywords(obj, options)
     training_data = options.pop("training_data", None)
     state = _SaveState(obj=obj, path=resolve(path, storage_options), sample=sample, preprocess=preprocess, code=tuple(code),
                        metadata=dict(metadata or {}), options=options)
@@ -108,6 +109,15 @@ def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None
         manifest = _build_manifest(state, writer)
         writer.commit(manifest.to_json())
     return manifest
+
+
+def _check_keywords(obj: Any, options: Mapping[str, Any]) -> None:
+    """Refuse keywords neither save nor the model's flavor reads (a misspelled option would be ignored)."""
+    if options:
+        from modelsafe._keywords import signature_names
+        from modelsafe.flavors.keywords import check_save_keywords
+
+        check_save_keywords("save", options, signature_names(save), get_flavor(detect_flavor(obj)))
 
 
 def _check_metadata(metadata: Mapping[str, Any]) -> None:
