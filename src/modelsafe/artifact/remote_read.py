@@ -22,12 +22,10 @@ pinned to the ETag the listing gave.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import threading
 import zipfile
-from concurrent.futures import Future
 from typing import Any, Mapping
 
 from modelsafe.artifact.location import RemotePath
@@ -40,127 +38,18 @@ from modelsafe.artifact.reader import (
     check_member_name,
     local_header_length,
 )
-from modelsafe.artifact.storage_errors import changed_error, storage_error
+from modelsafe.artifact.remote_object import WINDOW, RemoteObject, etag_of
+from modelsafe.artifact.storage_errors import storage_error
 from modelsafe.artifact.threads import pool
 from modelsafe.errors import FormatError, IntegrityError, UnsafeArchiveError
 
-__all__ = ["open_remote", "RemoteObject", "TAIL_BYTES"]
+__all__ = ["open_remote", "RemoteZipReader", "RemoteDirReader", "TAIL_BYTES"]
 
 #: Bytes read from the end of a single-file artifact when it is opened (end records,
 #: central directory, and usually the manifest): one range request.
 TAIL_BYTES = 256 << 10
-#: Members larger than this are fetched in parallel ranges.
-PARALLEL_BYTES = 16 << 20
-#: Range pieces are at least this large, and at most PIECE_MAX (fewer, larger requests).
-PIECE_MIN, PIECE_MAX = 16 << 20, 64 << 20
-#: Range requests in flight at once (bounds the memory pieces hold before they are placed).
-_WINDOW = 8
 #: Bytes read past a local header's name for its extra field (modelsafe writes < 100).
 _HEADER_SLACK = 1024
-
-
-def _etag(info: Mapping[str, Any]) -> str | None:
-    for key in ("ETag", "etag", "VersionId", "generation", "version_id"):
-        value = info.get(key)
-        if value:
-            return str(value)
-    return None
-
-
-class RemoteObject:
-    """One object, read with range requests pinned to the version seen at open."""
-
-    def __init__(self, remote: RemotePath, info: Mapping[str, Any] | None = None) -> None:
-        self.remote = remote
-        try:
-            self.info = dict(info) if info is not None else remote.fs.info(remote.path)
-            self.size = int(self.info["size"])
-            # s3fs pins every range of this file object to the ETag (If-Match); others read plainly.
-            opened = remote.fs.open(remote.path, "rb", cache_type="none", size=None) if remote.is_s3 else None
-        except Exception as exc:  # noqa: BLE001 - every store failure becomes a ModelsafeError
-            raise storage_error(exc, remote.url) from exc
-        self._file = opened
-        self.etag = _etag(self.info)
-        concurrency = getattr(remote.fs, "max_concurrency", 4) or 4
-        self.window = max(1, min(int(concurrency), _WINDOW))
-
-    def fetch(self, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)``; a short answer means the object changed or was cut."""
-        if end <= start:
-            return b""
-        try:
-            if self._file is not None:
-                data = self._file._fetch_range(start, end)
-            else:
-                data = self.remote.fs.cat_file(self.remote.path, start=start, end=end)
-        except Exception as exc:  # noqa: BLE001
-            raise storage_error(exc, self.remote.url) from exc
-        if len(data) != end - start:
-            raise FormatError(
-                f"Reading bytes {start}-{end} of {self.remote.url!r} gave {len(data)} bytes: the object ends early "
-                f"(it is {self.size} bytes as listed). It was truncated or replaced while being read; nothing from "
-                "it was used. Read it again, or copy the artifact again from its source.",
-                path=self.remote.url, reason="truncated", expected=end - start, actual=len(data))
-        return bytes(data) if not isinstance(data, bytes) else data
-
-    def read(self, start: int, size: int, progress: ProgressCallback | None = None,
-             hasher: Any = None) -> Any:
-        """``size`` bytes from ``start`` as one buffer (bytes, or a writable uint8 array when large),
-        fetched in parallel pieces when large; ``hasher`` is updated in order as they arrive."""
-        if size <= PARALLEL_BYTES:
-            data = self.fetch(start, start + size)
-            if hasher is not None:
-                hasher.update(data)
-            if progress is not None:
-                progress(len(data))
-            return data
-        import numpy as np
-
-        piece = min(PIECE_MAX, max(PIECE_MIN, -(-size // self.window)))
-        bounds = [(o, min(o + piece, size)) for o in range(0, size, piece)]
-        buffer = np.empty(size, dtype=np.uint8)
-        workers = pool("remote-io", _WINDOW)
-        futures: list[Future[bytes]] = []
-        try:
-            for i, (lo, hi) in enumerate(bounds):
-                while len(futures) < min(len(bounds), i + self.window):
-                    a, b = bounds[len(futures)]
-                    futures.append(workers.submit(self.fetch, start + a, start + b))
-                data = futures[i].result()
-                futures[i] = _DONE
-                if hasher is not None:
-                    hasher.update(data)  # in order, while later pieces are still arriving
-                buffer[lo:hi] = np.frombuffer(data, dtype=np.uint8)
-                del data
-                if progress is not None:
-                    progress(hi - lo)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-        return buffer
-
-    def check_unchanged(self) -> None:
-        """Where reads are not pinned by the store, refuse an object whose version changed since open."""
-        if self._file is not None or self.etag is None:
-            return
-        try:
-            self.remote.fs.invalidate_cache(self.remote.path)
-            now = _etag(self.remote.fs.info(self.remote.path))
-        except Exception as exc:  # noqa: BLE001
-            raise storage_error(exc, self.remote.url) from exc
-        if now != self.etag:
-            raise changed_error(self.remote.url, expected=self.etag, actual=now)
-
-    def close(self) -> None:
-        if self._file is not None:
-            with contextlib.suppress(Exception):
-                self._file.close()
-            self._file = None
-
-
-_DONE: Future[bytes] = Future()
-_DONE.set_result(b"")
 
 
 class _TailFile(io.RawIOBase):
@@ -208,6 +97,12 @@ class _Held:
         """Download member ``name`` once, hashing it as it arrives; its SHA-256 (hex). Kept for view()."""
         hasher = hashlib.sha256()
         self.held[name] = reader._download(name, progress, hasher)
+        return hasher.hexdigest()
+
+    def digest(self, reader: "RemoteZipReader | RemoteDirReader", name: str) -> str:
+        """Member ``name``'s SHA-256 (hex), streamed: nothing is kept (memory stays bounded)."""
+        hasher = hashlib.sha256()
+        reader._download(name, None, hasher, keep=False)
         return hasher.hexdigest()
 
     def take(self, name: str) -> Any:
@@ -275,12 +170,12 @@ class RemoteZipReader(ZipArtifactReader):
             todo = [i for n, i in self._infos.items() if n not in self._starts]
             if not todo:
                 return
-            workers = pool("remote-io", _WINDOW)
+            workers = pool("remote-io", WINDOW)
             found = [(i.filename, workers.submit(self._header, i)) for i in todo]
             for name, future in found:
                 self._starts[name] = future.result()
 
-    def _download(self, name: str, progress: ProgressCallback | None, hasher: Any) -> Any:
+    def _download(self, name: str, progress: ProgressCallback | None, hasher: Any, keep: bool = True) -> Any:
         info = self._info(name)
         if info.compress_type != zipfile.ZIP_STORED:
             raise UnsafeArchiveError(
@@ -298,10 +193,13 @@ class RemoteZipReader(ZipArtifactReader):
             if progress is not None:
                 progress(len(data))
             return data
-        return self._object.read(start, info.file_size, progress, hasher)
+        return self._object.read(start, info.file_size, progress, hasher, keep)
 
     def fetch(self, name: str, progress: ProgressCallback | None = None) -> str:
         return self._store.fetch(self, name, progress)
+
+    def digest(self, name: str) -> str:
+        return self._store.digest(self, name)
 
     def take(self, name: str) -> Any:
         return self._store.take(name)
@@ -335,7 +233,7 @@ class RemoteDirReader(ArtifactReader):
         self._objects: dict[str, RemoteObject] = {}
         try:
             listing = remote.fs.find(remote.path, detail=True, withdirs=False)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise storage_error(exc, remote.url) from exc
         root = remote.path.rstrip("/") + "/"
         self._listed: dict[str, Mapping[str, Any]] = {}
@@ -349,7 +247,7 @@ class RemoteDirReader(ArtifactReader):
                 "Point modelsafe at the artifact folder itself.", member=None)
 
     def identity(self) -> list[Any] | None:
-        rows = [[self.remote.url, name, int(info.get("size", 0)), _etag(info)] for name, info in
+        rows = [[self.remote.url, name, int(info.get("size", 0)), etag_of(info)] for name, info in
                 sorted(self._listed.items())]
         return rows if all(row[3] for row in rows) else None
 
@@ -375,12 +273,15 @@ class RemoteDirReader(ArtifactReader):
             obj = self._objects[name] = RemoteObject(self.remote.join(name), self._listed_info(name))
         return obj
 
-    def _download(self, name: str, progress: ProgressCallback | None, hasher: Any) -> Any:
+    def _download(self, name: str, progress: ProgressCallback | None, hasher: Any, keep: bool = True) -> Any:
         obj = self._object(name)
-        return obj.read(0, obj.size, progress, hasher)
+        return obj.read(0, obj.size, progress, hasher, keep)
 
     def fetch(self, name: str, progress: ProgressCallback | None = None) -> str:
         return self._store.fetch(self, name, progress)
+
+    def digest(self, name: str) -> str:
+        return self._store.digest(self, name)
 
     def take(self, name: str) -> Any:
         return self._store.take(name)
@@ -414,7 +315,7 @@ def open_remote(remote: RemotePath) -> ArtifactReader:
                 f"single-file artifact ends in .msafe; a folder artifact holds {MANIFEST_NAME}).",
                 path=remote.url, reason="not-found") from exc
         raise error from exc
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise storage_error(exc, remote.url) from exc
     reader: ArtifactReader
     if info.get("type") == "directory":

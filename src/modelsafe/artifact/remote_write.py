@@ -122,7 +122,8 @@ class _FileUpload:
         self.remote = remote
         fs = remote.fs
         # The memory store commits on open: write beside the target and move it into place.
-        self._staged = remote.sibling(f".{remote.name}.tmp-upload") if "memory" in _protocols(fs) else None
+        memory = "memory" in ((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol)
+        self._staged = remote.sibling(f".{remote.name}.tmp-upload") if memory else None
         self._file = fs.open((self._staged or remote).path, "wb", autocommit=self._staged is not None)
 
     def write(self, views: list[memoryview]) -> None:
@@ -148,11 +149,6 @@ class _FileUpload:
                 self._file.discard()
 
 
-def _protocols(fs: Any) -> tuple[str, ...]:
-    protocol = fs.protocol
-    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
-
-
 def open_upload(remote: RemotePath) -> "_S3Upload | _FileUpload":
     """A streaming upload to ``remote``: ``write(views)``, then ``commit()`` or ``abort()``."""
     if remote.read_only:
@@ -161,7 +157,7 @@ def open_upload(remote: RemotePath) -> "_S3Upload | _FileUpload":
                         "or a local path.", path=remote.url, reason="read-only")
     try:
         return _S3Upload(remote) if remote.is_s3 else _FileUpload(remote)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise storage_error(exc, remote.url, writing=True) from exc
 
 
@@ -182,7 +178,7 @@ def _commit(upload: "_S3Upload | _FileUpload", **conditions: Any) -> str | None:
         return upload.commit(**conditions)
     except FileExistsError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if any(conditions.values()) and classify(exc) in ("changed", "exists"):
             raise FileExistsError(upload.remote.url) from exc
         raise storage_error(exc, upload.remote.url, writing=True) from exc
@@ -228,7 +224,7 @@ class RemoteZipTarget:
             self._upload.write(views)
         except ModelsafeError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise storage_error(exc, self.path.url, writing=True) from exc
 
     def begin(self, name: str, size: int | None) -> ZipEntry:
@@ -301,7 +297,7 @@ class RemoteDirTarget:
     def write(self, handle: Any, views: list[memoryview]) -> int:
         try:
             handle.write(views)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise storage_error(exc, handle.remote.url, writing=True) from exc
         return sum(view.nbytes for view in views)
 
@@ -352,7 +348,7 @@ def _remove(remote: RemotePath, names: list[str], quiet: bool = False) -> None:
         return
     try:
         remote.fs.rm([remote.join(name).path for name in names])
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if not quiet:
             raise storage_error(exc, remote.url, writing=True) from exc
 
@@ -366,7 +362,7 @@ def remote_target(remote: RemotePath, overwrite: bool) -> "RemoteZipTarget | Rem
         if classify(exc) == "no-bucket":  # say so before any work, not at the first upload
             raise storage_error(exc, remote.url, writing=True) from exc
         info = None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise storage_error(exc, remote.url, writing=True) from exc
     folder = info.get("type") == "directory" if info else remote.suffix != SINGLE_FILE_SUFFIX
     if info is not None and not overwrite:
@@ -398,7 +394,7 @@ def _listing(remote: RemotePath) -> list[str]:
     root = remote.path.rstrip("/") + "/"
     try:
         found = remote.fs.find(remote.path, withdirs=False)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise storage_error(exc, remote.url, writing=True) from exc
     names = [key.lstrip("/") if not root.startswith("/") else key for key in found]
     return sorted(key[len(root):] for key in names if key.startswith(root))

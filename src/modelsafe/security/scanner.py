@@ -22,9 +22,10 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from modelsafe._reports import Report
+from modelsafe.artifact.location import is_url
 from modelsafe.errors import FormatError, UntrustedContentError
 from modelsafe.security import _walk_archives
 from modelsafe.security._findings import SEVERITIES, Finding, ItemRecord, StreamRecord
@@ -76,7 +77,7 @@ class ScanReport(Report):
                                         + self.globals("unknown"))
 
 
-def scan(path: str | os.PathLike[str]) -> ScanReport:
+def scan(path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None) -> ScanReport:
     """Scan a model file or folder for anything that could run code, without running it.
 
     Parameters
@@ -84,6 +85,9 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
     path
         Any model file (pickle, joblib, torch, Keras, npy/npz, HDF5, safetensors, modelsafe
         artifact, zip or tar of these) or a folder (artifact, SavedModel, or any folder).
+        An fsspec URL (``s3://...``) is streamed in bounded memory, like a local file.
+    storage_options
+        For a URL: options of the store's fsspec filesystem (credentials, ``endpoint_url``...).
 
     Returns
     -------
@@ -104,6 +108,10 @@ def scan(path: str | os.PathLike[str]) -> ScanReport:
     >>> ms.scan("/tmp/doc-scan.pkl").ok
     True
     """
+    if is_url(path):
+        from modelsafe.security._remote_scan import scan_remote
+
+        return scan_remote(path, storage_options)
     p = Path(path)
     st = _stat(p)
     walker = Walker(_walk_archives)

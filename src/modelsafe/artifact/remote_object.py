@@ -1,0 +1,132 @@
+"""One object on a remote store, read with range requests pinned to the version seen at open.
+
+Large reads go out as parallel range requests (at most :data:`WINDOW` in flight, which
+bounds the memory pieces hold), and are hashed in order as the pieces arrive. s3fs pins
+each range to the ETag (``If-Match``); for other stores :meth:`RemoteObject.check_unchanged`
+compares the version once reading is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import Future
+from typing import Any, Mapping
+
+from modelsafe.artifact.location import RemotePath
+from modelsafe.artifact.reader import ProgressCallback
+from modelsafe.artifact.storage_errors import changed_error, storage_error
+from modelsafe.artifact.threads import pool
+from modelsafe.errors import FormatError
+
+__all__ = ["RemoteObject", "etag_of", "WINDOW", "PARALLEL_BYTES"]
+
+#: Members larger than this are fetched in parallel ranges.
+PARALLEL_BYTES = 16 << 20
+#: Range pieces are at least this large, and at most PIECE_MAX (fewer, larger requests).
+PIECE_MIN, PIECE_MAX = 16 << 20, 64 << 20
+#: Range requests in flight at once (bounds the memory pieces hold before they are placed).
+WINDOW = 8
+def etag_of(info: Mapping[str, Any]) -> str | None:
+    for key in ("ETag", "etag", "VersionId", "generation", "version_id"):
+        value = info.get(key)
+        if value:
+            return str(value)
+    return None
+
+
+class RemoteObject:
+    """One object, read with range requests pinned to the version seen at open."""
+
+    def __init__(self, remote: RemotePath, info: Mapping[str, Any] | None = None) -> None:
+        self.remote = remote
+        try:
+            self.info = dict(info) if info is not None else remote.fs.info(remote.path)
+            self.size = int(self.info["size"])
+            # s3fs pins every range of this file object to the ETag (If-Match); others read plainly.
+            opened = remote.fs.open(remote.path, "rb", cache_type="none", size=None) if remote.is_s3 else None
+        except Exception as exc:
+            raise storage_error(exc, remote.url) from exc
+        self._file = opened
+        self.etag = etag_of(self.info)
+        concurrency = getattr(remote.fs, "max_concurrency", 4) or 4
+        self.window = max(1, min(int(concurrency), WINDOW))
+
+    def fetch(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)``; a short answer means the object changed or was cut."""
+        if end <= start:
+            return b""
+        try:
+            if self._file is not None:
+                data = self._file._fetch_range(start, end)
+            else:
+                data = self.remote.fs.cat_file(self.remote.path, start=start, end=end)
+        except Exception as exc:
+            raise storage_error(exc, self.remote.url) from exc
+        if len(data) != end - start:
+            raise FormatError(
+                f"Reading bytes {start}-{end} of {self.remote.url!r} gave {len(data)} bytes: the object ends early "
+                f"(it is {self.size} bytes as listed). It was truncated or replaced while being read; nothing from "
+                "it was used. Read it again, or copy the artifact again from its source.",
+                path=self.remote.url, reason="truncated", expected=end - start, actual=len(data))
+        return bytes(data) if not isinstance(data, bytes) else data
+
+    def read(self, start: int, size: int, progress: ProgressCallback | None = None,
+             hasher: Any = None, keep: bool = True) -> Any:
+        """``size`` bytes from ``start`` as one buffer (bytes, or a writable uint8 array when large),
+        fetched in parallel pieces when large; ``hasher`` is updated in order as they arrive.
+        Without ``keep`` the pieces are only hashed (memory stays bounded), and None is returned."""
+        if size <= PARALLEL_BYTES:
+            data = self.fetch(start, start + size)
+            if hasher is not None:
+                hasher.update(data)
+            if progress is not None:
+                progress(len(data))
+            return data
+        import numpy as np
+
+        piece = min(PIECE_MAX, max(PIECE_MIN, -(-size // self.window)))
+        bounds = [(o, min(o + piece, size)) for o in range(0, size, piece)]
+        buffer = np.empty(size if keep else 0, dtype=np.uint8)
+        workers = pool("remote-io", WINDOW)
+        futures: list[Future[bytes]] = []
+        try:
+            for i, (lo, hi) in enumerate(bounds):
+                while len(futures) < min(len(bounds), i + self.window):
+                    a, b = bounds[len(futures)]
+                    futures.append(workers.submit(self.fetch, start + a, start + b))
+                data = futures[i].result()
+                futures[i] = _DONE
+                if hasher is not None:
+                    hasher.update(data)  # in order, while later pieces are still arriving
+                if keep:
+                    buffer[lo:hi] = np.frombuffer(data, dtype=np.uint8)
+                del data
+                if progress is not None:
+                    progress(hi - lo)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return buffer if keep else None
+
+    def check_unchanged(self) -> None:
+        """Where reads are not pinned by the store, refuse an object whose version changed since open."""
+        if self._file is not None or self.etag is None:
+            return
+        try:
+            self.remote.fs.invalidate_cache(self.remote.path)
+            now = etag_of(self.remote.fs.info(self.remote.path))
+        except Exception as exc:
+            raise storage_error(exc, self.remote.url) from exc
+        if now != self.etag:
+            raise changed_error(self.remote.url, expected=self.etag, actual=now)
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+            self._file = None
+
+
+_DONE: Future[bytes] = Future()
+_DONE.set_result(b"")
