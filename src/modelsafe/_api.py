@@ -9,7 +9,8 @@ import os
 from typing import TYPE_CHECKING, Any, Mapping
 
 from modelsafe._bundle import Bundle
-from modelsafe._load import load
+from modelsafe._keywords import checked
+from modelsafe._load import load, refuse_unknown_keywords
 from modelsafe._save import save
 from modelsafe.artifact.manifest import Manifest
 from modelsafe.artifact.reader import manifest_of, read_manifest
@@ -23,6 +24,7 @@ __all__ = ["save", "load", "inspect", "verify", "check_env", "Bundle", "read_man
 PathLike = str | os.PathLike[str]
 
 
+@checked("inspect")
 def inspect(path: PathLike, *, storage_options: Mapping[str, Any] | None = None) -> Manifest:
     """Read the manifest only: imports no framework and runs nothing from the artifact.
 
@@ -50,6 +52,7 @@ def verify(path: PathLike, **load_kwargs: Any) -> "VerifyReport":
     >>> ms.verify("/tmp/doc-model.msafe").ok
     True
     """
+    refuse_unknown_keywords("verify", load_kwargs)
     load_kwargs["verify"] = False
     load_kwargs["hash_cache"] = False
     bundle = load(path, **load_kwargs)
@@ -59,6 +62,7 @@ def verify(path: PathLike, **load_kwargs: Any) -> "VerifyReport":
         bundle.close()
 
 
+@checked("check_env")
 def check_env(path: PathLike, *, storage_options: Mapping[str, Any] | None = None) -> "EnvReport":
     """Compare the environment recorded in ``path`` with this one; imports no framework.
 

@@ -18,7 +18,7 @@ import importlib
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Collection
+from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping
 
 from modelsafe.errors import (
     FlavorNotInstalledError,
@@ -107,6 +107,7 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
     """
     from modelsafe.security.scanner import scan
 
+    _check_keywords(options)
     src_path, trusted = Path(src), tuple(trusted)
     report = scan(src_path)
     family = _family(report)
@@ -116,6 +117,16 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
     if sample is not None:
         _verify(Path(dst), trusted, trust_code)
     return manifest
+
+
+def _check_keywords(options: Mapping[str, Any]) -> None:
+    """Refuse, before reading anything, keywords neither convert, save nor any flavor reads."""
+    if options:
+        from modelsafe._keywords import signature_names
+        from modelsafe._save import save
+        from modelsafe.flavors.keywords import check_save_keywords
+
+        check_save_keywords("convert", options, signature_names(convert) | signature_names(save))
 
 
 def _family(report: "ScanReport") -> str:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from modelsafe._keywords import checked
 from modelsafe._reports import Problem
 from modelsafe.code.diagnose import type_name
 from modelsafe.diagnosis.report import DoctorReport
@@ -19,6 +20,7 @@ from modelsafe.errors import SaveError, UnsavableObjectError
 __all__ = ["doctor", "DoctorReport", "Problem", "diagnose_object"]
 
 
+@checked("doctor")
 def doctor(target: Any) -> DoctorReport:
     """Explain why a model file won't load here, or why an object won't save.
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from modelsafe._keywords import checked
 from modelsafe.checkpoints import index as idx
 from modelsafe.checkpoints.directory import CheckpointDirectory, Retention
 from modelsafe.errors import SaveError
@@ -136,6 +137,7 @@ class Checkpointer:
     2
     """
 
+    @checked("Checkpointer")
     def __init__(self, directory: str | os.PathLike[str], *, monitor: str | None = None, mode: str = "min",
                  keep_best: int = 1, keep_last: int = 1, async_save: bool = False) -> None:
         if mode not in ("min", "max"):
@@ -164,6 +166,7 @@ class Checkpointer:
                 f"keep_best={self.keep_best} keep_last={self.keep_last} async_save={self.async_save}>")
 
     # -- saving -------------------------------------------------------------------------
+    @checked("Checkpointer.save")
     def save(self, step: int, *, model: Any, optimizer: Any = None, scheduler: Any = None, scaler: Any = None,
              metrics: Mapping[str, Any] | None = None, extra: Any = None) -> CheckpointInfo:
         """Save a checkpoint of the state at this moment; later training never changes it.
@@ -267,6 +270,7 @@ class Checkpointer:
         return None if entry is None else CheckpointInfo.of(self.directory, entry)
 
     # -- restoring ----------------------------------------------------------------------
+    @checked("Checkpointer.restore")
     def restore(self, *, model: Any, optimizer: Any = None, scheduler: Any = None, scaler: Any = None,
                 which: str | int = "latest", device: Any = None) -> Restored:
         """Restore ``model`` (and whatever else is given) from a checkpoint; return its step and metrics.

@@ -39,11 +39,20 @@ def owners(kind: str) -> dict[str, str]:
     return {keyword: " or ".join(names) for keyword, names in found.items()}
 
 
-def check_save_keywords(verb: str, options: Collection[str], signature: Collection[str], flavor: "Flavor") -> None:
-    """Refuse keywords that neither ``save`` nor the model's flavor reads (UnknownKeywordError)."""
-    accepted = {*signature, *declared("save"), *flavor.save_options}
-    if not accepted.issuperset(options):
-        check_keywords(verb, options, accepted, owners=owners("save"), used=f"the {flavor.name} flavor")
+def check_save_keywords(verb: str, options: Collection[str], signature: Collection[str],
+                        flavor: "Flavor | None" = None) -> None:
+    """Refuse keywords that neither ``save`` nor the model's flavor reads (UnknownKeywordError).
+
+    Without ``flavor`` (``convert``, before the file is read) only keywords no flavor declares.
+    """
+    accepted = {*signature, *declared("save")}
+    if accepted.issuperset(options):
+        return
+    if flavor is None:
+        check_keywords(verb, options, accepted | set(owners("save")))
+        return
+    accepted |= flavor.save_options
+    check_keywords(verb, options, accepted, owners=owners("save"), used=f"the {flavor.name} flavor")
 
 
 def check_load_keywords(verb: str, extra: Collection[str], signature: Collection[str],

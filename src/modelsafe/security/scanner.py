@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from modelsafe._keywords import checked
 from modelsafe._reports import Report
 from modelsafe.artifact.location import is_url
 from modelsafe.errors import FormatError, UntrustedContentError
@@ -77,6 +78,7 @@ class ScanReport(Report):
                                         + self.globals("unknown"))
 
 
+@checked("scan")
 def scan(path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None) -> ScanReport:
     """Scan a model file or folder for anything that could run code, without running it.
 
