@@ -38,6 +38,7 @@ __all__ = ["convert", "READERS"]
 READERS: dict[str, str] = {
     "torch": "modelsafe.flavors.torch.legacy:read_checkpoint",
     "keras": "modelsafe.flavors.keras.legacy:read_legacy",
+    "huggingface": "modelsafe.flavors.transformers.convert:read_pretrained",
 }
 #: What the scanner calls a file -> the reader family that converts it.
 _FAMILY = {"pickle": "pickle", "joblib": "joblib", "zip:torch": "torch", "torch-legacy": "torch", "tar": "torch",
@@ -61,7 +62,9 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
     ----------
     src
         The legacy file (pickle, joblib (any compression), torch ``.pt``/``.pth``/``.bin``,
-        Keras ``.h5``/``.keras``, or a SavedModel folder). Its kind is read from its content.
+        Keras ``.h5``/``.keras``, a SavedModel folder, or a Hugging Face ``save_pretrained``
+        folder, whose tokenizer or processor is saved with the model). Its kind is read from
+        its content.
     dst
         Where to write the artifact (``*.msafe`` for one file, else a folder).
     trusted
@@ -113,6 +116,8 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
     family = _family(report)
     _refuse_findings(report, family, trusted, trust_code)
     obj = _read(src_path, family, trusted, trust_code)
+    if family == "huggingface":  # the model, and the folder's tokenizer or processor (or None)
+        obj, options["preprocess"] = obj
     manifest = _save(obj, src_path, Path(dst), report, trusted, sample, overwrite, options)
     if sample is not None:
         _verify(Path(dst), trusted, trust_code)
@@ -131,6 +136,8 @@ def _check_keywords(options: Mapping[str, Any]) -> None:
 
 def _family(report: "ScanReport") -> str:
     kind = report.kind
+    if kind == "directory" and _pretrained_folder(report.path):
+        return "huggingface"
     if kind.startswith("compressed:"):
         return "joblib"
     if kind == "tar" and not any(i.kind.startswith("torch-tar-") for i in report.items):
@@ -143,6 +150,13 @@ def _family(report: "ScanReport") -> str:
             "files. Nothing was read. For an artifact use ms.load; for other formats load the model with its "
             "framework and ms.save it.", path=report.path, kind=report.kind)
     return family
+
+
+def _pretrained_folder(path: str) -> bool:
+    """A Hugging Face ``save_pretrained`` folder (its file names are read, nothing else)."""
+    from modelsafe.flavors.transformers.folder import is_pretrained_folder
+
+    return is_pretrained_folder(Path(path))
 
 
 def _is_trusted(name: str, trusted: tuple[str, ...]) -> bool:
@@ -206,6 +220,8 @@ def _read(path: Path, family: str, trusted: tuple[str, ...], trust_code: bool = 
     reader = _reader(family)
     if family == "keras":
         return reader(path, trusted=trusted, trust_code=trust_code)
+    if family == "huggingface":  # pickled .bin weights go through the torch reader, the one restricted door
+        return reader(path, trusted=trusted, read_checkpoint=_reader("torch"))
     return reader(path, trusted=trusted)
 
 

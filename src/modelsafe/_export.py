@@ -17,7 +17,9 @@ __all__ = ["export", "EXPORTERS"]
 
 #: Target name -> ("module:function", extra to install). The function takes
 #: ``(path, destination, **options)`` and returns the path it wrote.
-EXPORTERS: dict[str, tuple[str, str]] = {}
+EXPORTERS: dict[str, tuple[str, str]] = {
+    "huggingface": ("modelsafe.flavors.transformers.export:export_pretrained", "transformers"),
+}
 
 
 def export(path: str | os.PathLike[str], destination: str | os.PathLike[str], *, to: str, **options: Any) -> Path:

@@ -36,6 +36,7 @@ def diagnose_path(path: Path) -> DoctorReport:
     problems += frameworks.keras_checks(path, report, facts)
     problems += checks.artifact_checks(path, report)
     problems += _flavor_checks(path, report)
+    problems += _folder_checks(path, report, facts)
     covered = {p.subject for p in problems}  # a specific diagnosis replaces the scan's generic one
     problems = checks.security(report, covered) + problems
     order = {s: i for i, s in enumerate(SEVERITIES)}
@@ -58,6 +59,15 @@ def _flavor_checks(path: Path, report: "ScanReport") -> list[Problem]:
         if hook is not None:
             problems += _as_problems(hook(str(path), report), name)
     return problems
+
+
+def _folder_checks(path: Path, report: "ScanReport", facts: dict[str, Any]) -> list[Problem]:
+    """A Hugging Face ``save_pretrained`` folder: its files, classes, remote code and pickled weights."""
+    if report.kind != "directory":
+        return []
+    from modelsafe.flavors.transformers.folder import diagnose_folder  # reads JSON and file names only
+
+    return diagnose_folder(path, report, facts)
 
 
 def _as_problems(result: Any, flavor: str) -> list[Problem]:
