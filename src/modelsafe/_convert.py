@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import contextlib
 import importlib
 import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping
 
+from modelsafe.artifact.location import is_url
 from modelsafe.errors import (
     FlavorNotInstalledError,
     FormatError,
@@ -55,7 +57,8 @@ _SAVEDMODEL_PROTOS = ("saved_model.pb", "keras_metadata.pb", "fingerprint.pb")
 
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted: Collection[str] = (),
-            sample: Any = None, overwrite: bool = False, trust_code: bool = False, **options: Any) -> "Manifest":
+            sample: Any = None, overwrite: bool = False, trust_code: bool = False,
+            storage_options: Mapping[str, Any] | None = None, **options: Any) -> "Manifest":
     """Convert a legacy pickle, joblib, torch or Keras file into a verified modelsafe artifact.
 
     Parameters
@@ -66,7 +69,9 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
         folder, whose tokenizer or processor is saved with the model). Its kind is read from
         its content.
     dst
-        Where to write the artifact (``*.msafe`` for one file, else a folder).
+        Where to write the artifact (``*.msafe`` for one file, else a folder). ``src`` and ``dst``
+        may be fsspec URLs (``s3://...``): a remote source is copied locally first; a remote
+        artifact is written and verified locally, then uploaded as ``save`` uploads one.
     trusted
         ``module.name`` globals (or ``module.*``) the file may use beyond modelsafe's allowlist.
         Nothing else is ever imported or called.
@@ -110,6 +115,9 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
     """
     from modelsafe.security.scanner import scan
 
+    if is_url(src) or is_url(dst):
+        return _convert_remote(src, dst, storage_options, trusted=trusted, sample=sample, overwrite=overwrite,
+                               trust_code=trust_code, **options)
     _check_keywords(options)
     src_path, trusted = Path(src), tuple(trusted)
     report = scan(src_path)
@@ -132,6 +140,26 @@ def _check_keywords(options: Mapping[str, Any]) -> None:
         from modelsafe.flavors.keywords import check_save_keywords
 
         check_save_keywords("convert", options, signature_names(convert) | signature_names(save))
+
+
+def _convert_remote(src: Any, dst: Any, storage_options: Mapping[str, Any] | None, *, overwrite: bool,
+                    **kwargs: Any) -> "Manifest":
+    """Convert with a URL source (copied locally first) or destination (written and verified locally,
+    then copied to the store as ``save`` to a URL writes: see :mod:`modelsafe._staging`)."""
+    import tempfile
+
+    from modelsafe._staging import copy_artifact, staged
+    from modelsafe.artifact.location import resolve
+
+    with contextlib.ExitStack() as stack:
+        local_src = stack.enter_context(staged(src, storage_options)) if is_url(src) else src
+        if not is_url(dst):
+            return convert(local_src, dst, overwrite=overwrite, **kwargs)
+        remote = resolve(dst, storage_options)
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelsafe-convert-")))
+        manifest = convert(local_src, folder / remote.name, overwrite=False, **kwargs)
+        copy_artifact(folder / remote.name, remote, overwrite=overwrite, storage_options=storage_options)
+        return manifest
 
 
 def _family(report: "ScanReport") -> str:

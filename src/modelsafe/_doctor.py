@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from modelsafe._keywords import checked
 from modelsafe._reports import Problem
+from modelsafe.artifact.location import is_url
 from modelsafe.code.diagnose import type_name
 from modelsafe.diagnosis.report import DoctorReport
 from modelsafe.errors import SaveError, UnsavableObjectError
@@ -21,7 +22,7 @@ __all__ = ["doctor", "DoctorReport", "Problem", "diagnose_object"]
 
 
 @checked("doctor")
-def doctor(target: Any) -> DoctorReport:
+def doctor(target: Any, *, storage_options: Mapping[str, Any] | None = None) -> DoctorReport:
     """Explain why a model file won't load here, or why an object won't save.
 
     Parameters
@@ -29,7 +30,10 @@ def doctor(target: Any) -> DoctorReport:
     target
         A path (any model file or folder: pickle, joblib, torch, Keras, modelsafe artifact):
         nothing in it is loaded or imported. Or a Python object: the problems that would
-        stop ``ms.save`` are listed, each attribute by its path.
+        stop ``ms.save`` are listed, each attribute by its path. A URL (``s3://...``) is
+        copied to a private temporary folder first, and diagnosed there.
+    storage_options
+        For a URL: options of the store's fsspec filesystem (credentials, ``endpoint_url``...).
 
     Returns
     -------
@@ -55,6 +59,13 @@ def doctor(target: Any) -> DoctorReport:
     if isinstance(target, (str, os.PathLike)):
         from modelsafe.diagnosis.files import diagnose_path
 
+        if is_url(target):  # read as a local file is: a private copy, removed afterwards (see _staging)
+            import dataclasses
+
+            from modelsafe._staging import staged
+
+            with staged(target, storage_options) as local:
+                return dataclasses.replace(diagnose_path(local), target=str(target))
         return diagnose_path(Path(target))
     return _doctor_object(target)
 

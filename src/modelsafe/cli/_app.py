@@ -37,6 +37,8 @@ class State:
     def __init__(self, verbose: bool, as_json: bool) -> None:
         self.verbose = verbose
         self.as_json = as_json
+        #: ``--storage-option key=value`` pairs, for URL paths (``s3://...``); None when none was given.
+        self.storage_options: dict[str, Any] | None = None
 
 
 def rich_console(stderr: bool = False) -> Any:
@@ -77,9 +79,9 @@ def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None] | Non
         yield lambda n: bar.advance(task, n)
 
 
-def artifact_bytes(path: str) -> int:
+def artifact_bytes(path: str, storage_options: dict[str, Any] | None = None) -> int:
     try:
-        return sum(m.size for m in ms.inspect(path).members.values())
+        return sum(m.size for m in ms.inspect(path, storage_options=storage_options).members.values())
     except errors.ModelsafeError:
         return 0
 
@@ -124,6 +126,41 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
             ctx.find_object(State).as_json = True
     return click.option("--json", "as_json", is_flag=True, expose_value=False, callback=set_json,
                         help="Machine-readable JSON output.")(f)
+
+
+def parse_storage_option(text: str) -> tuple[list[str], Any]:
+    """``key=value`` -> (key path, value). A dotted key nests (``client_kwargs.region_name=eu-west-1``);
+    a value that reads as JSON (``true``, ``3``, ``{...}``) is that value, any other is a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise click.BadParameter(f"expected KEY=VALUE (e.g. endpoint_url=http://127.0.0.1:9000). Received: {text!r}",
+                                 param_hint="--storage-option")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def storage_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--storage-option KEY=VALUE`` (repeatable): options of the store's fsspec filesystem for URL paths."""
+    def set_options(ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> None:
+        options: dict[str, Any] = {}
+        for text in values:
+            keys, value = parse_storage_option(text)
+            node = options
+            for key in keys[:-1]:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise click.BadParameter(f"{'.'.join(keys)} nests under a key given a value: {text!r}",
+                                             param_hint="--storage-option")
+            node[keys[-1]] = value
+        if options:
+            ctx.find_object(State).storage_options = options
+    return click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+                        expose_value=False, callback=set_options,
+                        help="Option of the store's fsspec filesystem for s3://, gs://... paths (repeatable), "
+                             "e.g. endpoint_url=http://127.0.0.1:9000.")(f)
 
 
 def main(argv: list[str] | None = None) -> None:

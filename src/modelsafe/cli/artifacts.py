@@ -7,19 +7,20 @@ from typing import Any
 import click
 
 import modelsafe as ms
-from modelsafe.cli._app import State, artifact_bytes, cli, json_option, progress_bar, run_each
+from modelsafe.cli._app import State, artifact_bytes, cli, json_option, progress_bar, run_each, storage_option
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @json_option
+@storage_option
 @click.pass_obj
 def inspect(state: State, paths: tuple[str, ...]) -> None:
     """Show what an artifact holds (reads the manifest only; runs nothing)."""
     from modelsafe._render import describe_manifest
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
-        manifest = ms.inspect(path)
+        manifest = ms.inspect(path, storage_options=state.storage_options)
         return {"path": path, "ok": True, **manifest.to_dict()}, describe_manifest(path, manifest), True
 
     run_each(state, paths, work)
@@ -31,15 +32,18 @@ def inspect(state: State, paths: tuple[str, ...]) -> None:
 @click.option("--trust-code", is_flag=True, help="Allow importing code bundled in the artifact.")
 @click.option("--trusted", multiple=True, metavar="MODULE.NAME", help="Extra global the unpickler may resolve.")
 @json_option
+@storage_option
 @click.pass_obj
 def verify(state: State, paths: tuple[str, ...], env: str, trust_code: bool, trusted: tuple[str, ...]) -> None:
     """Load each artifact (integrity, audit, environment) and replay its verification sample."""
     import warnings
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
-        with progress_bar("verifying", artifact_bytes(path)) as progress, warnings.catch_warnings(record=True) as seen:
+        size = artifact_bytes(path, state.storage_options)
+        with progress_bar("verifying", size) as progress, warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            report = ms.verify(path, env=env, trust_code=trust_code, trusted=trusted, progress=progress)
+            report = ms.verify(path, env=env, trust_code=trust_code, trusted=trusted, progress=progress,
+                               storage_options=state.storage_options)
         notes = [str(w.message) for w in seen if issubclass(w.category, UserWarning)]
         text = "\n".join([*(f"warning: {n}" for n in notes), str(report)])
         return {"path": path, **report.to_dict(), "warnings": notes}, text, report.ok
@@ -51,12 +55,13 @@ def verify(state: State, paths: tuple[str, ...], env: str, trust_code: bool, tru
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--strict", is_flag=True, help="Exit 1 on any difference beyond a patch release.")
 @json_option
+@storage_option
 @click.pass_obj
 def env(state: State, paths: tuple[str, ...], strict: bool) -> None:
     """Compare the environment an artifact was saved in with this one."""
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
-        report = ms.check_env(path)
+        report = ms.check_env(path, storage_options=state.storage_options)
         return {"path": path, **report.to_dict()}, f"{path}\n{report}", report.ok or not strict
 
     run_each(state, paths, work)
@@ -65,12 +70,13 @@ def env(state: State, paths: tuple[str, ...], strict: bool) -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @json_option
+@storage_option
 @click.pass_obj
 def scan(state: State, paths: tuple[str, ...]) -> None:
     """Scan model files for content that could run code (never executes anything)."""
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
-        report = ms.scan(path)
+        report = ms.scan(path, storage_options=state.storage_options)
         data = {"path": path, **report.to_dict()} if state.as_json else {"path": path, "ok": report.ok}
         return data, str(report), report.ok
 
@@ -80,12 +86,13 @@ def scan(state: State, paths: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @json_option
+@storage_option
 @click.pass_obj
 def doctor(state: State, paths: tuple[str, ...]) -> None:
     """Explain why a model file won't load here, without loading it."""
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
-        report = ms.doctor(path)
+        report = ms.doctor(path, storage_options=state.storage_options)
         data = {"path": path, **report.to_dict()} if state.as_json else {"path": path, "ok": report.ok}
         return data, str(report), report.ok
 
@@ -99,12 +106,14 @@ def doctor(state: State, paths: tuple[str, ...]) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing artifact at DST.")
 @click.option("--trust-code", is_flag=True, help="Allow Keras Lambda layers (their bytecode runs at load).")
 @json_option
+@storage_option
 @click.pass_obj
 def convert(state: State, src: str, dst: str, trusted: tuple[str, ...], overwrite: bool, trust_code: bool) -> None:
     """Convert a legacy pickle / joblib / torch / h5 file into an artifact."""
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
-        manifest = ms.convert(path, dst, trusted=trusted, overwrite=overwrite, trust_code=trust_code)
+        manifest = ms.convert(path, dst, trusted=trusted, overwrite=overwrite, trust_code=trust_code,
+                              storage_options=state.storage_options)
         return ({"path": dst, "source": path, "ok": True, **manifest.to_dict()},
                 f"converted {path} -> {dst} (flavor {manifest.flavor})", True)
 
