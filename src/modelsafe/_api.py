@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from modelsafe._bundle import Bundle
 from modelsafe._keywords import checked
-from modelsafe._load import load, refuse_unknown_keywords
+from modelsafe._load import load
 from modelsafe._save import save
 from modelsafe.artifact.manifest import Manifest
 from modelsafe.artifact.reader import manifest_of, read_manifest
@@ -52,7 +52,6 @@ def verify(path: PathLike, **load_kwargs: Any) -> "VerifyReport":
     >>> ms.verify("/tmp/doc-model.msafe").ok
     True
     """
-    refuse_unknown_keywords("verify", load_kwargs)
     load_kwargs["verify"] = False
     load_kwargs["hash_cache"] = False
     bundle = load(path, **load_kwargs)

@@ -79,7 +79,6 @@ def load(path: PathLike, *, verify: bool = True, env: str = "warn", device: str 
     """
     _check_choice("env", env, _ENV_MODES)
     _check_choice("code", code, _CODE_MODES)
-    refuse_unknown_keywords("load", extra)
     options = LoadOptions(trusted=tuple(trusted), trust_code=trust_code, device=device, code=code,
                           strict=strict, extra=extra)
     state = _LoadState(path=resolve(path, storage_options), options=options, env=env, verify=verify)  # type: ignore[arg-type]
@@ -101,22 +100,21 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"Invalid `{name}`: expected one of {', '.join(map(repr, choices))}. Received: {name}={value!r}")
 
 
-def refuse_unknown_keywords(verb: str, extra: Mapping[str, Any], manifest: Manifest | None = None) -> None:
-    """Refuse keywords load would not use: before the manifest is read, those no flavor declares;
-    with it, those the artifact's flavors (and the components nested in them) do not read."""
+def _refuse_unknown_keywords(extra: Mapping[str, Any], manifest: Manifest) -> None:
+    """Refuse keywords load would not use: those neither load nor the artifact's flavors (and the
+    components nested in them) read. Runs before any member is read."""
     if extra:
         from modelsafe._keywords import signature_names
         from modelsafe.flavors.keywords import check_load_keywords
 
-        components = None if manifest is None else [(get_flavor(c.flavor), c.data)
-                                                     for c in manifest.components.values()]
-        check_load_keywords(verb, extra, signature_names(load), components)
+        check_load_keywords("load", extra, signature_names(load),
+                            [(get_flavor(c.flavor), c.data) for c in manifest.components.values()])
 
 
 def _step_manifest(state: _LoadState) -> None:
     state.reader = open_artifact(state.path)
     state.manifest = read_manifest(state.reader)
-    refuse_unknown_keywords("load", state.options.extra, state.manifest)
+    _refuse_unknown_keywords(state.options.extra, state.manifest)
     state.options = dataclasses.replace(state.options, environment=dict(state.manifest.environment))
 
 

@@ -3,9 +3,10 @@
 A flavor declares them as ``save_options`` / ``load_options`` (class attributes of
 :class:`~modelsafe.flavors._base.Flavor`). ``save`` hands its options to the model's flavor
 only; ``load`` hands them to every component's flavor and to the components nested in them
-(``Flavor.load_keywords``). A keyword no flavor and no verb declares is refused before
-anything is read; one that only another flavor reads is refused once the flavor is known,
-naming that flavor (see :func:`modelsafe._keywords.check_keywords`).
+(``Flavor.load_keywords``). A keyword no flavor and no verb declares is refused; one
+that only another flavor reads is refused naming that flavor (see :func:`modelsafe._keywords.check_keywords`). ``load`` checks once the
+manifest names the flavors (before any member is read), ``save`` once the model's flavor is
+detected, ``convert`` before the file is read (against every flavor's options).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ __all__ = ["owners", "check_save_keywords", "check_load_keywords"]
 def owners(kind: str) -> dict[str, str]:
     """Every flavor's ``{kind}_options`` (kind: "save" or "load"): keyword -> flavor name(s).
 
-    Reads the class attributes only: no flavor is instantiated, no framework imported.
+    Reads the class attributes only (no flavor is instantiated), but importing a flavor's module
+    may import its framework (the torch flavor's does): called only to explain a refusal.
     """
     from modelsafe.flavors import REGISTRY
 
@@ -56,21 +58,15 @@ def check_save_keywords(verb: str, options: Collection[str], signature: Collecti
 
 
 def check_load_keywords(verb: str, extra: Collection[str], signature: Collection[str],
-                        components: Iterable[tuple["Flavor", Mapping[str, Any]]] | None = None) -> None:
-    """Refuse keywords ``load`` would not use (UnknownKeywordError).
-
-    Without ``components`` (before the manifest is read) only keywords no flavor declares are
-    refused; with them (``(flavor, component data)`` pairs), any the flavors used do not read.
-    """
+                        components: Iterable[tuple["Flavor", Mapping[str, Any]]]) -> None:
+    """Refuse keywords ``load`` would not use (UnknownKeywordError): those neither ``load`` nor
+    the flavors of ``components`` (``(flavor, component data)`` pairs) read."""
     accepted = {*signature, *declared("load")}
-    if accepted.issuperset(extra):
-        return
-    if components is None:
-        check_keywords(verb, extra, accepted | set(owners("load")))
-        return
     used = list(components)
     for flavor, data in used:
         accepted |= flavor.load_keywords(data)
+    if accepted.issuperset(extra):
+        return
     names = sorted({flavor.name for flavor, _ in used})
     check_keywords(verb, extra, accepted, owners=owners("load"),
                    used=f"the {' and '.join(names)} flavor{'s' if len(names) > 1 else ''}")
