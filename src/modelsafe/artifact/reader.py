@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-import stat
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from modelsafe.artifact.location import is_url, resolve
 from modelsafe.artifact.manifest import MANIFEST_NAME, Manifest
+from modelsafe.artifact.members import ArtifactReader, ProgressCallback, ZipMembers, empty_view
 from modelsafe.artifact.rules import (  # noqa: F401 - the container's rules, re-exported for their users
     ALIGNMENT,
     CHUNK,
@@ -34,7 +34,7 @@ from modelsafe.artifact.rules import (  # noqa: F401 - the container's rules, re
 from modelsafe.errors import FormatError, IntegrityError, UnsafeArchiveError
 
 SINGLE_FILE_SUFFIX = ".msafe"
-ProgressCallback = Callable[[int], None]
+__all__ = ["ArtifactReader", "ProgressCallback", "open_artifact", "read_manifest", "manifest_of", "check_member_name"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -42,77 +42,7 @@ ProgressCallback = Callable[[int], None]
 # ---------------------------------------------------------------------------------------
 
 
-class ArtifactReader:
-    """Read members of an artifact. Use :func:`open_artifact` to get one."""
-
-    path: Path
-    #: Called with a member's name before a component reads it; ``load`` sets it to wait
-    #: for that member's integrity check (see :class:`modelsafe.artifact.integrity.MemberChecks`).
-    gate: Callable[[str], None] | None = None
-    #: Verified private copies of members (writable buffers), kept by the integrity check for :meth:`private`.
-    copies: dict[str, Any]
-
-    def names(self) -> list[str]:
-        raise NotImplementedError  # abstract
-
-    def size(self, name: str) -> int:
-        raise NotImplementedError  # abstract
-
-    def view(self, name: str) -> memoryview:
-        """A read-only, zero-copy (memory-mapped) view of the member's bytes."""
-        raise NotImplementedError  # abstract
-
-    def read(self, name: str) -> bytes:
-        return bytes(self.view(name))
-
-    def private(self, name: str) -> Any:
-        """A writable copy of the member that nothing else shares (a buffer: bytearray or uint8 array).
-
-        The integrity check hands over the buffer it read and hashed, when it kept one
-        (see ``keep`` of :class:`modelsafe.artifact.integrity.MemberChecks`): those bytes are the
-        checked bytes, whatever happens to the file afterwards. Otherwise the member is copied.
-        """
-        kept = self.copies.pop(name, None)
-        return kept if kept is not None else bytearray(self.view(name))
-
-    def locate(self, name: str) -> tuple[int, int] | None:
-        """``(fd, offset)`` of the member's bytes in a file this reader holds open, for ``os.pread``.
-
-        Reading through the reader's own descriptor sees the very file that was checked, and
-        leaves no memory map resident. None when the member is not stored as plain bytes.
-        """
-        return None
-
-    def close(self) -> None:
-        raise NotImplementedError  # abstract
-
-    def __enter__(self) -> "ArtifactReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def has(self, name: str) -> bool:
-        return name in self._index()
-
-    def _index(self) -> Any:
-        """A container of member names supporting ``in``."""
-        raise NotImplementedError  # abstract
-
-    def _missing(self, name: str) -> IntegrityError:
-        return IntegrityError(
-            f"Member {name!r} is missing from {str(self.path)!r}: the manifest lists it, so the "
-            "artifact is incomplete (a partial copy or a tampered file). Copy the artifact again "
-            "from its source, or re-export the model.",
-            member=name, expected="present", actual="missing",
-        )
-
-
-def _empty_view() -> memoryview:
-    return memoryview(b"")
-
-
-class ZipArtifactReader(ArtifactReader):
+class ZipArtifactReader(ZipMembers, ArtifactReader):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.copies = {}
@@ -137,69 +67,10 @@ class ZipArtifactReader(ArtifactReader):
             self.close()
             raise
 
-    def _check_members(self) -> None:
-        infos = self._zip.infolist()
-        if len(infos) > MAX_MEMBERS:
-            raise UnsafeArchiveError(
-                f"{str(self.path)!r} has {len(infos)} members, more than the limit of {MAX_MEMBERS}: "
-                "reading it could exhaust memory or time. Do not use this file.",
-                member=None,
-            )
-        total = 0
-        for info in infos:
-            name = info.filename
-            if name.endswith("/") and info.file_size == 0:
-                continue  # directory entry
-            check_member_name(name)
-            if name in self._infos:
-                raise UnsafeArchiveError(
-                    f"Refusing {str(self.path)!r}: member {name!r} appears twice. Duplicate names let "
-                    "two readers see different content under one name. Do not use this file.",
-                    member=name,
-                )
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise UnsafeArchiveError(
-                    f"Refusing member {name!r}: it is a symbolic link, which could point outside the "
-                    "artifact. Do not use this file; re-export the model from a trusted source.",
-                    member=name,
-                )
-            if info.compress_type != zipfile.ZIP_STORED:
-                ratio = info.file_size / max(info.compress_size, 1)
-                if ratio > MAX_COMPRESSION_RATIO:
-                    raise UnsafeArchiveError(
-                        f"Refusing member {name!r}: it expands {info.compress_size} bytes to "
-                        f"{info.file_size} (ratio {ratio:.0f}, limit {MAX_COMPRESSION_RATIO}), the "
-                        "signature of a decompression bomb. Do not use this file.",
-                        member=name,
-                    )
-            total += info.file_size
-            if total > MAX_TOTAL_UNCOMPRESSED:
-                raise UnsafeArchiveError(
-                    f"Refusing {str(self.path)!r}: members declare more than {MAX_TOTAL_UNCOMPRESSED} "
-                    "bytes in total. Do not use this file.",
-                    member=name,
-                )
-            self._infos[name] = info
-
-    def _index(self) -> Any:
-        return self._infos.keys()
-
-    def names(self) -> list[str]:
-        return list(self._infos)
-
-    def size(self, name: str) -> int:
-        return self._info(name).file_size
-
-    def _info(self, name: str) -> zipfile.ZipInfo:
-        try:
-            return self._infos[name]
-        except KeyError:
-            raise self._missing(name) from None
-
     def view(self, name: str) -> memoryview:
         info = self._info(name)
         if info.file_size == 0:
-            return _empty_view()
+            return empty_view()
         if info.compress_type != zipfile.ZIP_STORED:
             with self._zip.open(info) as f:
                 return memoryview(f.read())
@@ -297,7 +168,7 @@ class DirArtifactReader(ArtifactReader):
         with open(target, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0:
-                return _empty_view()
+                return empty_view()
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self._maps.append(mm)
         return memoryview(mm).toreadonly()
@@ -326,7 +197,7 @@ def open_artifact(path: Any, storage_options: Mapping[str, Any] | None = None) -
     read with range requests by :mod:`modelsafe.artifact.remote_read`.
     """
     if is_url(path):
-        from modelsafe.artifact.remote_read import open_remote
+        from modelsafe.artifact.remote_read import open_remote  # imports fsspec's store, on first use
 
         return open_remote(resolve(path, storage_options))
     p = resolve(path)

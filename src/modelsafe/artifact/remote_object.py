@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from typing import Any, Mapping
 
 from modelsafe.artifact.location import RemotePath
-from modelsafe.artifact.reader import ProgressCallback
+from modelsafe.artifact.members import ProgressCallback
 from modelsafe.artifact.storage_errors import changed_error, storage_error
 from modelsafe.artifact.threads import pool
 from modelsafe.errors import FormatError

@@ -3,8 +3,8 @@
 A single-file artifact is one object. Opening it reads its tail in one range request (the
 zip end records, the central directory and, as modelsafe writes it, the manifest just
 before them), so ``inspect`` and ``check_env`` read well under 1 MiB of any artifact. The
-hostile-archive checks of the local reader apply unchanged (this reader is a
-:class:`~modelsafe.artifact.reader.ZipArtifactReader` over range reads).
+hostile-archive checks of the local reader apply unchanged (this reader shares
+:class:`~modelsafe.artifact.members.ZipMembers` with the local one).
 
 A member is downloaded once, when its integrity check asks for it (:meth:`fetch`): a large
 one in parallel range requests, hashed in order as the pieces arrive, and kept in memory;
@@ -30,15 +30,9 @@ from typing import Any, Mapping
 
 from modelsafe.artifact.location import RemotePath
 from modelsafe.artifact.manifest import MANIFEST_NAME
-from modelsafe.artifact.reader import (
-    MAX_MEMBERS,
-    ArtifactReader,
-    ProgressCallback,
-    ZipArtifactReader,
-    check_member_name,
-    local_header_length,
-)
+from modelsafe.artifact.members import ArtifactReader, ProgressCallback, ZipMembers
 from modelsafe.artifact.remote_object import WINDOW, RemoteObject, etag_of
+from modelsafe.artifact.rules import MAX_MEMBERS, check_member_name, local_header_length
 from modelsafe.artifact.storage_errors import storage_error
 from modelsafe.artifact.threads import pool
 from modelsafe.errors import FormatError, IntegrityError, UnsafeArchiveError
@@ -117,7 +111,7 @@ class _Held:
         return memoryview(data).toreadonly()
 
 
-class RemoteZipReader(ZipArtifactReader):
+class RemoteZipReader(ZipMembers, ArtifactReader):
     """A single-file artifact on a remote store (see the module docstring)."""
 
     def __init__(self, remote: RemotePath, info: Mapping[str, Any]) -> None:

@@ -15,19 +15,16 @@ from modelsafe.artifact.location import RemotePath, resolve
 from modelsafe.artifact.storage_errors import storage_error
 from modelsafe.errors import ModelsafeError
 from modelsafe.security import _walk_archives
-from modelsafe.security._findings import SEVERITIES
 from modelsafe.security._walk import MAX_MEMBERS, Walker
 
-__all__ = ["scan_remote", "BLOCK"]
+__all__ = ["walk_remote", "BLOCK"]
 
 #: Read-ahead of the streamed object (the scan's memory for the file itself).
 BLOCK = 8 << 20
 
 
-def scan_remote(url: Any, storage_options: Any = None) -> Any:
-    """The :class:`~modelsafe.security.scanner.ScanReport` of the object or prefix at ``url``."""
-    from modelsafe.security.scanner import ScanReport
-
+def walk_remote(url: Any, storage_options: Any = None) -> tuple[str, str, Walker]:
+    """The scanner's walk over the object or prefix at ``url``: ``(url, kind, walker)``."""
     remote = resolve(url, storage_options)
     assert isinstance(remote, RemotePath)
     try:
@@ -42,10 +39,7 @@ def scan_remote(url: Any, storage_options: Any = None) -> Any:
         kind = walker.items[0].kind if walker.items else "unknown"
     if kind.startswith("zip:modelsafe") or kind == "modelsafe-directory":
         _check_artifact(walker, remote)
-    order = {s: i for i, s in enumerate(SEVERITIES)}
-    findings = sorted(walker.findings, key=lambda f: (order.get(f.severity, 9), f.location, f.offset or 0))
-    return ScanReport(path=remote.url, kind=kind, findings=tuple(findings), streams=tuple(walker.streams),
-                      items=tuple(walker.items), facts=dict(walker.facts))
+    return remote.url, kind, walker
 
 
 def _scan_object(walker: Walker, remote: RemotePath, location: str, size: int, depth: int, *, raw_ok: bool) -> None:

@@ -111,9 +111,9 @@ def scan(path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | N
     True
     """
     if is_url(path):
-        from modelsafe.security._remote_scan import scan_remote
+        from modelsafe.security._remote_scan import walk_remote
 
-        return scan_remote(path, storage_options)
+        return _report(*walk_remote(path, storage_options))
     p = Path(path)
     st = _stat(p)
     walker = Walker(_walk_archives)
@@ -136,9 +136,13 @@ def scan(path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | N
             "it, because reading it could block forever. Pass the model file itself.", path=str(p))
     if kind.startswith("zip:modelsafe") or kind == "modelsafe-directory":
         _check_artifact(walker, p)
+    return _report(str(p), kind, walker)
+
+
+def _report(path: str, kind: str, walker: Walker) -> ScanReport:
     order = {s: i for i, s in enumerate(SEVERITIES)}
     findings = sorted(walker.findings, key=lambda f: (order.get(f.severity, 9), f.location, f.offset or 0))
-    return ScanReport(path=str(p), kind=kind, findings=tuple(findings), streams=tuple(walker.streams),
+    return ScanReport(path=path, kind=kind, findings=tuple(findings), streams=tuple(walker.streams),
                       items=tuple(walker.items), facts=dict(walker.facts))
 
 
