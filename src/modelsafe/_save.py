@@ -20,6 +20,7 @@ from modelsafe.artifact.manifest import (
     Manifest,
     MemberRecord,
 )
+from modelsafe.artifact.disk_errors import saving_to
 from modelsafe.artifact.writer import ArtifactWriter
 from modelsafe.errors import ModelsafeError, SaveError
 from modelsafe.flavors import detect_flavor, get_flavor
@@ -100,7 +101,8 @@ def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None
                        metadata=dict(metadata or {}), options=options)
     _check_metadata(state.metadata)
     state.schema = _capture_schema(sample, training_data)
-    with ArtifactWriter(state.path, overwrite=overwrite, progress=options.pop("progress", None)) as writer:
+    with saving_to(str(state.path)), ArtifactWriter(state.path, overwrite=overwrite,
+                                                    progress=options.pop("progress", None)) as writer:
         _save_components(state, writer)
         writer.start_sync()  # the components go to disk while the sample runs
         _save_sample(state, writer)
