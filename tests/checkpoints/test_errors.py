@@ -252,7 +252,8 @@ try:
     out["returned"] = True
     ck.save(3, model=model, optimizer=opt)   # an async failure surfaces on the next call
 except ms.SaveError as exc:
-    out.update(error=str(exc), errno=exc.errno, step=exc.step, latest=exc.latest)
+    out.update(error=str(exc), errno=exc.errno, step=exc.step, latest=exc.latest, kind=type(exc).__name__,
+               oserror=isinstance(exc, OSError))
 resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 out["listed"] = [c.step for c in ck.list()]
 out["files"] = sorted(p.name for p in ck.directory.iterdir())
@@ -270,6 +271,7 @@ def test_disk_full_during_a_write_keeps_previous_checkpoints_and_says_so(fresh, 
     out = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1][2:])
     assert out["returned"] is async_save  # async: save returns; the failure comes with the next call
     assert out["errno"] == 27 and out["step"] == 2 and out["latest"] == 1
+    assert out["kind"] == "ArtifactWriteError" and out["oserror"] is True  # `except OSError` still catches it
     where = " (in the background)" if async_save else ""
     assert f"Checkpoint step 2 could not be written{where} to" in out["error"]
     assert "File too large" in out["error"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from modelsafe.checkpoints import index as idx
-from modelsafe.errors import FormatError, SaveError
+from modelsafe.errors import ArtifactWriteError, FormatError, SaveError
 
 _ERRNO_FULL = (27, 28, 122)  # EFBIG, ENOSPC, EDQUOT
 
@@ -190,8 +190,9 @@ class CheckpointDirectory:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise SaveError(f"Cannot create the checkpoint directory {str(self.path)!r}: {exc}. No checkpoint can be "
-                            "written there. Choose a writable directory.", path=str(self.path)) from exc
+            raise ArtifactWriteError(f"Cannot create the checkpoint directory {str(self.path)!r}: {exc}. No checkpoint "
+                                     "can be written there. Choose a writable directory.", path=str(self.path),
+                                     errno=exc.errno, strerror=exc.strerror, filename=exc.filename) from exc
         if self.lock.held:
             return
         if not self.lock.acquire():
@@ -257,7 +258,8 @@ class CheckpointDirectory:
 
     @contextlib.contextmanager
     def failures(self, entry: idx.Entry, *, background: bool = False) -> Iterator[None]:
-        """Turn an OS error while writing ``entry`` into a SaveError saying the older checkpoints are intact."""
+        """Turn an OS error while writing ``entry`` into an ArtifactWriteError (a SaveError and an OSError)
+        saying the older checkpoints are intact."""
         try:
             yield
         except OSError as exc:
@@ -268,8 +270,9 @@ class CheckpointDirectory:
             fix = ("Free disk space (or raise the quota / file-size limit)" if exc.errno in _ERRNO_FULL else
                    "Fix the directory's permissions or choose a writable directory")
             where = " (in the background)" if background else ""
-            raise SaveError(
+            raise ArtifactWriteError(
                 f"Checkpoint step {entry.step} could not be written{where} to {str(self.path / entry.file)!r}: "
                 f"{exc.strerror or exc} (errno {exc.errno}). Nothing was half-written: its temporary file was removed "
                 f"and {intact}. {fix}, then save again.", path=str(self.path / entry.file), step=entry.step,
-                errno=exc.errno, latest=None if newest is None else newest.step, background=background) from exc
+                errno=exc.errno, strerror=exc.strerror, filename=exc.filename,
+                latest=None if newest is None else newest.step, background=background) from exc
