@@ -172,7 +172,8 @@ def _family(report: "ScanReport") -> str:
         kind = "tar (not a torch checkpoint)"
     family = _FAMILY.get(kind)
     if family is None:
-        what = "already a modelsafe artifact" if "modelsafe" in kind else f"a {kind} file"
+        article = "an" if kind[:1] in "aeiou" else "a"
+        what = "already a modelsafe artifact" if "modelsafe" in kind else f"{article} {kind} file"
         raise FormatError(
             f"Cannot convert {report.path!r}: it is {what}, and convert reads pickle, joblib, torch and Keras "
             "files. Nothing was read. For an artifact use ms.load; for other formats load the model with its "

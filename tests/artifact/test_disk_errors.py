@@ -112,3 +112,34 @@ def test_except_oserror_still_catches_it(tmp_path):
     assert (error.errno, error.strerror, error.filename) == (28, "No space left on device", str(tmp_path / "x"))
     with pytest.raises(OSError):
         raise error
+
+
+_LOAD = """
+    import errno, json, sys
+    import modelsafe as ms
+    try:
+        ms.load(sys.argv[1])
+    except OSError as exc:
+        print(json.dumps({"type": type(exc).__name__, "artifact_error": isinstance(exc, ms.ArtifactError),
+                          "name": errno.errorcode.get(exc.errno), "member": getattr(exc, "member", None),
+                          "message": str(exc)}))
+    else:
+        print(json.dumps({"type": None}))
+"""
+
+
+def test_folder_artifact_with_an_unreadable_member(tmp_path, cli):
+    from sklearn.linear_model import LogisticRegression
+
+    X = [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, 1.0]]
+    ms.save(LogisticRegression().fit(X, [0, 1, 0, 1]), tmp_path / "model", sample=X)
+    member = next(m for m in ms.inspect(tmp_path / "model").members if m.startswith("model/"))
+    (tmp_path / "model" / member).chmod(0)
+    result = _child(_LOAD, str(tmp_path / "model"), wrap=_without_override())
+    assert result["type"] == "ArtifactReadError" and result["artifact_error"] and result["name"] == "EACCES"
+    assert result["member"] == member
+    assert result["message"].startswith(f"Cannot read member {member!r} of the artifact ")
+    assert "permission denied: this user may not read it" in result["message"] and "chmod -R a+rX" in result["message"]
+    proc = subprocess.run([*_without_override(), sys.executable, "-m", "modelsafe", "verify", str(tmp_path / "model")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "ArtifactReadError" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr

@@ -81,3 +81,39 @@ def test_garbage_never_crashes(raw):
         Manifest.from_json(raw)
     except FormatError:
         pass
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("format_version", "1", "an integer"), ("created", 5, "a string"), ("components", [], "a JSON object"),
+    ("members", {"a": {"size": "big", "sha256": "x"}}, "an integer")])
+def test_malformed_field_messages_name_the_type_in_words(field, value, expected):
+    with pytest.raises(FormatError) as err:
+        Manifest.from_dict(_minimal() | {field: value})
+    assert f": expected {expected}. Received: " in str(err.value) and err.value.expected == expected
+
+
+@given(manifests())
+def test_str_is_a_readable_summary_not_the_dataclass_repr(manifest):
+    text = str(manifest)
+    assert text.startswith("modelsafe artifact\n  format 1, written by modelsafe 0.1.0 at 2026-01-01T00:00:00+00:00")
+    assert "Manifest(" not in text and "MemberRecord(" not in text
+    assert f"  members: {len(manifest.members)}, " in text
+    assert "  model: pkg.Model (flavor " in text and "verification: not possible (saved without a sample)" in text
+
+
+def test_str_of_many_members_stays_short():
+    members = {f"model/weights-{i:04d}.safetensors": MemberRecord(10, "ab" * 32) for i in range(500)}
+    manifest = Manifest(format_version=FORMAT_VERSION, modelsafe_version="0.1.0", created="now",
+                        components={"model": Component("torch", 1, tuple(members))}, members=members)
+    lines = str(manifest).splitlines()
+    assert len(lines) < 30 and lines[-2] == "    … and 480 more (modelsafe inspect lists them all)"
+
+
+def test_converted_from_is_written_out():
+    source = {"path": "/data/old.pkl", "kind": "pickle", "size": 2200, "sha256": "9f2c41ab07e1" + "0" * 52,
+              "trusted": ["mypkg.Model"], "converted": "2026-01-02T03:04:05+00:00"}
+    manifest = Manifest(format_version=FORMAT_VERSION, modelsafe_version="0.1.0", created="now",
+                        components={"model": Component("sklearn", 1, ())}, members={}, source=source)
+    assert ("  converted from: /data/old.pkl (pickle, 2.1 KiB, sha256 9f2c41ab07e1…) on 2026-01-02T03:04:05+00:00; "
+            "trusted: mypkg.Model") in str(manifest).splitlines()
+    assert "{" not in str(manifest)

@@ -67,6 +67,12 @@ class Manifest:
         """The model component's flavor name."""
         return self.components["model"].flavor
 
+    def __str__(self) -> str:
+        """What the artifact holds, one fact per line (``modelsafe inspect`` prints the same)."""
+        from modelsafe.artifact.describe import describe
+
+        return describe(self, max_members=20)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT_NAME,
@@ -181,6 +187,9 @@ def _component_from_dict(reader: "_FieldReader", key: str, raw: Any) -> Componen
 
 
 _MISSING = object()
+#: How a manifest field's expected JSON type is named in a message.
+_KIND_NAMES = {int: "an integer", str: "a string", dict: "a JSON object", list: "a list", float: "a number",
+               bool: "true or false"}
 
 
 class _FieldReader:
@@ -207,10 +216,10 @@ class _FieldReader:
         path = f"{prefix}.{key}" if prefix else key
         value = data.get(key, _MISSING)
         if value is _MISSING or (value is None and default is None):
-            self.require(default is not _MISSING, path, f"a {kind.__name__}", "<missing>")
+            self.require(default is not _MISSING, path, _KIND_NAMES.get(kind, kind.__name__), "<missing>")
             return default
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-        self.require(ok, path, f"a {kind.__name__}", value)
+        self.require(ok, path, _KIND_NAMES.get(kind, kind.__name__), value)
         return value
 
 

@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from modelsafe.artifact.disk_errors import read_error
 from modelsafe.artifact.location import is_url, resolve
 from modelsafe.artifact.manifest import MANIFEST_NAME, Manifest
 from modelsafe.artifact.members import ArtifactReader, ProgressCallback, ZipMembers, empty_view
@@ -29,12 +30,14 @@ from modelsafe.artifact.rules import (  # noqa: F401 - the container's rules, re
     MAX_MEMBERS,
     MAX_TOTAL_UNCOMPRESSED,
     check_member_name,
+    is_os_dropping,
     local_header_length,
 )
 from modelsafe.errors import FormatError, IntegrityError, UnsafeArchiveError
 
 SINGLE_FILE_SUFFIX = ".msafe"
-__all__ = ["ArtifactReader", "ProgressCallback", "open_artifact", "read_manifest", "manifest_of", "check_member_name"]
+__all__ = ["ArtifactReader", "ProgressCallback", "open_artifact", "read_manifest", "manifest_of", "check_member_name",
+           "ignored_files"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -121,15 +124,24 @@ class ZipArtifactReader(ZipMembers, ArtifactReader):
 
 
 class DirArtifactReader(ArtifactReader):
+    """The folder form. OS droppings (``.DS_Store``, ``Thumbs.db``, ``._*``, ``__MACOSX``...) are
+    skipped, never read, and listed in ``ignored``; a member the OS refuses to read raises
+    :class:`~modelsafe.errors.ArtifactReadError`."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.copies = {}
         self._names: set[str] = set()
         self._maps: list[mmap.mmap] = []
         self._fds: dict[str, int] = {}
+        #: OS droppings found in the folder (relative paths), outside the manifest and never read.
+        self.ignored: list[str] = []
         count = 0
-        for root, dirs, files in os.walk(path, followlinks=False):
-            for entry in dirs + files:
+        for root, dirs, files in os.walk(path, followlinks=False, onerror=self._unlistable):
+            for entry in [e for e in dirs + files if is_os_dropping(e)]:
+                self.ignored.append((Path(root) / entry).relative_to(path).as_posix())
+            dirs[:] = [d for d in dirs if not is_os_dropping(d)]
+            for entry in dirs + [f for f in files if not is_os_dropping(f)]:
                 full = Path(root) / entry
                 rel = full.relative_to(path).as_posix()
                 if full.is_symlink():
@@ -160,22 +172,36 @@ class DirArtifactReader(ArtifactReader):
             raise self._missing(name)
         return self.path / name
 
+    def _unlistable(self, exc: OSError) -> None:
+        raise read_error(exc, str(self.path), Path(exc.filename).relative_to(self.path).as_posix() or None)
+
     def size(self, name: str) -> int:
-        return self._file(name).stat().st_size
+        target = self._file(name)
+        try:
+            return target.stat().st_size
+        except OSError as exc:
+            raise read_error(exc, str(self.path), name) from exc
 
     def view(self, name: str) -> memoryview:
         target = self._file(name)
-        with open(target, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
-                return empty_view()
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            with open(target, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size == 0:
+                    return empty_view()
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as exc:
+            raise read_error(exc, str(self.path), name) from exc
         self._maps.append(mm)
         return memoryview(mm).toreadonly()
 
     def locate(self, name: str) -> tuple[int, int] | None:
         if name not in self._fds:
-            self._fds[name] = os.open(self._file(name), os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            target = self._file(name)
+            try:
+                self._fds[name] = os.open(target, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            except OSError as exc:
+                raise read_error(exc, str(self.path), name) from exc
         return self._fds[name], 0
 
     def close(self) -> None:
@@ -218,8 +244,7 @@ def open_artifact(path: Any, storage_options: Mapping[str, Any] | None = None) -
         try:
             reader = ZipArtifactReader(p)
         except PermissionError as exc:
-            raise FormatError(f"Cannot read {str(p)!r}: permission denied. Check the file's permissions.",
-                              path=str(p)) from exc
+            raise read_error(exc, str(p)) from exc
     if not reader.has(MANIFEST_NAME):
         reader.close()
         raise FormatError(
@@ -240,3 +265,12 @@ def manifest_of(path: Any, storage_options: Mapping[str, Any] | None = None) -> 
     """The manifest of the artifact at ``path`` (a local path or a URL), reading nothing else."""
     with open_artifact(path, storage_options) as reader:
         return read_manifest(reader)
+
+
+def ignored_files(path: Any) -> list[str]:
+    """The OS droppings (``.DS_Store``, ``Thumbs.db``...) a folder artifact at ``path`` holds outside its
+    manifest; they are never read. Empty for a single file or a URL."""
+    if is_url(path) or not Path(path).is_dir():
+        return []
+    with DirArtifactReader(Path(path)) as reader:
+        return sorted(reader.ignored)

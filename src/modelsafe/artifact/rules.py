@@ -20,6 +20,16 @@ MAX_MEMBERS = 100_000
 MAX_COMPRESSION_RATIO = 100
 MAX_TOTAL_UNCOMPRESSED = 1 << 40  # 1 TiB
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+#: Files and folders operating systems leave in any folder they show (Finder, Explorer, Spotlight).
+#: A folder artifact ignores them: they are outside the manifest, never read, and ``inspect`` lists them.
+OS_DROPPINGS = frozenset({".DS_Store", "Thumbs.db", "ehthumbs.db", "desktop.ini", "Desktop.ini", "Icon\r",
+                          "__MACOSX", ".Spotlight-V100", ".Trashes", ".fseventsd", ".TemporaryItems"})
+
+
+def is_os_dropping(name: str) -> bool:
+    """Whether a file or folder ``name`` (one path component) is an OS dropping (``._x`` included:
+    the resource forks macOS writes beside files on foreign file systems)."""
+    return name in OS_DROPPINGS or name.startswith("._")
 
 
 def check_member_name(name: str) -> str:

@@ -17,11 +17,14 @@ from modelsafe.cli._app import State, artifact_bytes, cli, json_option, progress
 @click.pass_obj
 def inspect(state: State, paths: tuple[str, ...]) -> None:
     """Show what an artifact holds (reads the manifest only; runs nothing)."""
-    from modelsafe._render import describe_manifest
+    from modelsafe.artifact.describe import describe
+    from modelsafe.artifact.reader import ignored_files
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
         manifest = ms.inspect(path, storage_options=state.storage_options)
-        return {"path": path, "ok": True, **manifest.to_dict()}, describe_manifest(path, manifest), True
+        ignored = ignored_files(path)
+        return ({"path": path, "ok": True, **manifest.to_dict(), "ignored": ignored},
+                describe(manifest, path, ignored=ignored), True)
 
     run_each(state, paths, work)
 
