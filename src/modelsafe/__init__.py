@@ -26,15 +26,21 @@ from modelsafe.errors import (
     FlavorNotInstalledError,
     FormatError,
     IntegrityError,
+    InvalidSignatureError,
     ModelsafeError,
     SaveError,
     SchemaError,
     SecurityError,
+    SignatureError,
+    SignatureMismatchError,
+    SigningError,
     UnknownKeywordError,
     UnsafeArchiveError,
     UnsavableObjectError,
+    UnsignedArtifactError,
     UnsupportedModelError,
     UntrustedContentError,
+    UntrustedSignerError,
     VerificationError,
 )
 from modelsafe.flavors.torch import hook as _torch_hook
@@ -52,6 +58,8 @@ __all__ = [
     "convert",
     "export",
     "Checkpointer",
+    "sign",
+    "verify_signature",
     # results
     "Bundle",
     "Manifest",
@@ -59,6 +67,7 @@ __all__ = [
     "EnvReport",
     "ScanReport",
     "DoctorReport",
+    "SignatureReport",
     # errors
     "ModelsafeError",
     "ArtifactError",
@@ -68,6 +77,12 @@ __all__ = [
     "SecurityError",
     "UntrustedContentError",
     "UnsafeArchiveError",
+    "SignatureError",
+    "UnsignedArtifactError",
+    "UntrustedSignerError",
+    "InvalidSignatureError",
+    "SignatureMismatchError",
+    "SigningError",
     "EnvironmentMismatchError",
     "VerificationError",
     "SchemaError",
@@ -99,6 +114,9 @@ _LAZY = {
     "convert": "modelsafe._convert:convert",
     "export": "modelsafe._export:export",
     "Checkpointer": "modelsafe.checkpoints.checkpointer:Checkpointer",
+    "sign": "modelsafe.signing.api:sign",
+    "verify_signature": "modelsafe.signing.api:verify_signature",
+    "SignatureReport": "modelsafe.signing.report:SignatureReport",
 }
 
 if TYPE_CHECKING:
@@ -106,6 +124,8 @@ if TYPE_CHECKING:
     from modelsafe.artifact.manifest import Manifest
     from modelsafe.checks.environment import EnvReport
     from modelsafe.checks.verify import VerifyReport
+    from modelsafe.signing.api import sign, verify_signature
+    from modelsafe.signing.report import SignatureReport
 
 
 _torch_hook.arm()  # record nn.Module constructor arguments once torch is imported (imports no framework)

@@ -34,10 +34,13 @@ VERB_KEYWORDS: dict[str, dict[str, str]] = {
         "training_data": "the data whose ranges the input guard records",
         "progress": INTERNAL,  # a callback counting the bytes written (the CLI's progress bar)
         "source": INTERNAL,  # where ms.convert read the model from (the manifest's provenance)
+        "provenance": "what produced the model (git commit, datasets, free-form fields): modelsafe.signing",
     },
     "load": {
         "progress": INTERNAL,  # a callback counting the bytes hashed
         "hash_cache": INTERNAL,  # False: hash every member again (ms.verify)
+        "signature": "'auto', 'require' or 'ignore': check the signature beside the artifact (modelsafe.signing)",
+        "trusted_keys": "the public keys (or root certificates) whose signatures are trusted (modelsafe.signing)",
     },
 }
 

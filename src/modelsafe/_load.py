@@ -1,6 +1,7 @@
 """``load``: a pipeline of named steps, in the order the spec gives.
 
-manifest + format version -> integrity (hashes; large members finish in the background)
+manifest + format version -> signature beside the artifact (``P.sig``; before any member is
+read) -> integrity (hashes; large members finish in the background)
 -> bundled-code trust gate -> security audit (nothing from the artifact is imported
 before this) -> every hash checked -> environment check -> deserialize -> verification.
 """
@@ -70,6 +71,10 @@ def load(path: PathLike, *, verify: bool = True, env: str = "warn", device: str 
     storage_options
         For a URL path (``s3://bucket/model.msafe``): options of the store's fsspec filesystem
         (credentials, ``endpoint_url``...). Each member is downloaded once and hashed as it arrives.
+    **extra
+        ``signature="auto"|"require"|"ignore"`` and ``trusted_keys=[...]`` (default: the paths in
+        ``MODELSAFE_TRUSTED_KEYS``): the OMS signature at ``path + ".sig"`` is checked before any
+        member is read (see :mod:`modelsafe.signing.gate`). Options of the artifact's flavors.
 
     Examples
     --------
@@ -116,6 +121,14 @@ def _step_manifest(state: _LoadState) -> None:
     state.manifest = read_manifest(state.reader)
     _refuse_unknown_keywords(state.options.extra, state.manifest)
     state.options = dataclasses.replace(state.options, environment=dict(state.manifest.environment))
+
+
+def _step_signature(state: _LoadState) -> None:
+    """``signature=`` / ``trusted_keys=``: the signature is checked before any member is read."""
+    from modelsafe.signing.gate import check_before_load
+
+    assert state.reader is not None and state.manifest is not None
+    check_before_load(state.path, state.reader, state.manifest, state.options.extra)
 
 
 def _step_integrity(state: _LoadState) -> None:
@@ -203,6 +216,7 @@ def _step_warn(state: _LoadState) -> None:
 
 _LOAD_STEPS: tuple[Callable[[_LoadState], None], ...] = (
     _step_manifest,       # manifest + format version
+    _step_signature,      # who signed the manifest (P.sig), before any member is read
     _step_integrity,      # sizes and hashes (large members finish in the background)
     _step_code,           # bundled code: trust gate (nothing imported from the artifact)
     _step_audit,          # allowlist audit of every component

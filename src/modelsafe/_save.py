@@ -47,6 +47,7 @@ class _SaveState:
     schema: dict[str, Any] | None = None
     code_records: list[dict[str, Any]] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] | None = None
 
 
 def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None, code: Iterable[Any] = (),
@@ -78,7 +79,9 @@ def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None
         only once complete; ``overwrite=False`` is a conditional write on S3.
     **options
         ``training_data=X`` records the input ranges from ``X`` instead of the sample, so
-        the input guard knows what the model saw in training. Other options go to the
+        the input guard knows what the model saw in training. ``provenance={"git": True,
+        "datasets": [...], ...}`` records what produced the model in the manifest (and so in
+        its signature: see :mod:`modelsafe.signing.provenance`). Other options go to the
         model's flavor (e.g. ``init_args=`` for PyTorch).
 
     Returns
@@ -100,6 +103,7 @@ def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None
     state = _SaveState(obj=obj, path=resolve(path, storage_options), sample=sample, preprocess=preprocess, code=tuple(code),
                        metadata=dict(metadata or {}), options=options)
     _check_metadata(state.metadata)
+    state.provenance = _record_provenance(options.pop("provenance", None))
     state.schema = _capture_schema(sample, training_data)
     with saving_to(str(state.path)), ArtifactWriter(state.path, overwrite=overwrite,
                                                     progress=options.pop("progress", None)) as writer:
@@ -120,6 +124,15 @@ def _check_keywords(obj: Any, options: Mapping[str, Any]) -> None:
         from modelsafe.flavors.keywords import check_save_keywords
 
         check_save_keywords("save", options, signature_names(save), get_flavor(detect_flavor(obj)))
+
+
+def _record_provenance(given: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``provenance=``: git commit, dataset digests, free-form fields (see modelsafe.signing.provenance)."""
+    if given is None:
+        return None
+    from modelsafe.signing.provenance import record_provenance
+
+    return record_provenance(given, error=SaveError)
 
 
 def _check_metadata(metadata: Mapping[str, Any]) -> None:
@@ -237,6 +250,7 @@ def _build_manifest(state: _SaveState, writer: ArtifactWriter) -> Manifest:
         code=tuple(state.code_records),
         metadata=state.metadata,
         source=state.options.get("source"),
+        provenance=state.provenance,
     )
 
 

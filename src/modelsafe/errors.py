@@ -13,13 +13,19 @@ The hierarchy::
     │  └─ ArtifactReadError(OSError)
     ├─ SecurityError
     │  ├─ UntrustedContentError
-    │  └─ UnsafeArchiveError
+    │  ├─ UnsafeArchiveError
+    │  └─ SignatureError
+    │     ├─ UnsignedArtifactError
+    │     ├─ UntrustedSignerError
+    │     ├─ InvalidSignatureError
+    │     └─ SignatureMismatchError
     ├─ EnvironmentMismatchError
     ├─ VerificationError
     ├─ SchemaError(ValueError)
     ├─ SaveError
     │  ├─ UnsavableObjectError
     │  └─ ArtifactWriteError(OSError)
+    ├─ SigningError(ValueError)
     ├─ ArchitectureMismatchError
     ├─ FlavorError
     │  ├─ FlavorNotInstalledError(ImportError)
@@ -43,6 +49,12 @@ __all__ = [
     "SecurityError",
     "UntrustedContentError",
     "UnsafeArchiveError",
+    "SignatureError",
+    "UnsignedArtifactError",
+    "UntrustedSignerError",
+    "InvalidSignatureError",
+    "SignatureMismatchError",
+    "SigningError",
     "EnvironmentMismatchError",
     "VerificationError",
     "SchemaError",
@@ -112,6 +124,47 @@ class UntrustedContentError(SecurityError):
 class UnsafeArchiveError(SecurityError):
     """Raised for hostile archives: path traversal, absolute paths, symlinks,
     duplicate members or decompression bombs. Attribute: ``member``."""
+
+
+class SignatureError(SecurityError):
+    """A signature check refused the artifact (``load(signature="require")``, or a signature present
+    when trusted keys are set). Nothing from the artifact beyond its manifest has been read.
+
+    Attributes: ``path`` (the artifact), ``signature`` (its ``.sig`` file), ``fingerprint`` (the
+    signer's key fingerprint, SHA-256 of its PEM public key, when known) and ``reason``.
+    """
+
+
+class UnsignedArtifactError(SignatureError):
+    """Raised under ``signature="require"`` when the artifact has no signature beside it."""
+
+
+class UntrustedSignerError(SignatureError):
+    """Raised when the signer's key (or certificate chain) is not among the trusted keys,
+    or when no trusted key was given."""
+
+
+class InvalidSignatureError(SignatureError):
+    """Raised when the signature file cannot be accepted: not an OMS bundle, a signature that
+    does not verify (altered signature or statement), or a form modelsafe does not check
+    (Sigstore keyless, sharded serialization)."""
+
+
+class SignatureMismatchError(SignatureError):
+    """Raised when a valid signature by a trusted key does not match the artifact: the manifest
+    was edited after signing, a member was added or removed, or the signature is another
+    artifact's (or an older save's). Attributes also: ``missing``, ``added``, ``changed``
+    (``(name, signed sha256, sha256 now)``) and ``unlisted`` (files no manifest lists)."""
+
+
+class SigningError(ModelsafeError, ValueError):
+    """Raised when ``sign`` or ``keygen`` cannot do their work: a key that cannot be read (encrypted
+    without its password, a wrong password, not ECDSA P-256/P-384/P-521), a certificate that does
+    not fit the key, ``keygen`` finding a key already there, or provenance that cannot be recorded.
+
+    Attributes: ``reason`` and ``path`` (the key or certificate file, when there is one). No key
+    material is ever part of the message.
+    """
 
 
 class EnvironmentMismatchError(ModelsafeError):

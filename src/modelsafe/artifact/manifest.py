@@ -61,6 +61,8 @@ class Manifest:
     code: tuple[Mapping[str, Any], ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
     source: Mapping[str, Any] | None = None
+    #: What produced the model (``save(provenance=...)``): git commit, datasets, free-form fields.
+    provenance: Mapping[str, Any] | None = None
 
     @property
     def flavor(self) -> str:
@@ -98,6 +100,7 @@ class Manifest:
             "code": [dict(c) for c in self.code],
             "metadata": dict(self.metadata),
             "source": None if self.source is None else dict(self.source),
+            "provenance": None if self.provenance is None else dict(self.provenance),
         }
 
     def to_json(self) -> bytes:
@@ -146,6 +149,7 @@ class Manifest:
             code=tuple(reader.get(data, "code", list, default=[])),
             metadata=reader.get(data, "metadata", dict, default={}),
             source=reader.get(data, "source", dict, default=None),
+            provenance=reader.get(data, "provenance", dict, default=None),
         )
 
 
