@@ -27,6 +27,7 @@ from modelsafe.errors import (
     FormatError,
     IntegrityError,
     InvalidSignatureError,
+    MissingMethodError,
     ModelsafeError,
     SaveError,
     SchemaError,
@@ -93,6 +94,7 @@ __all__ = [
     "FlavorError",
     "FlavorNotInstalledError",
     "UnsupportedModelError",
+    "MissingMethodError",
     "UnknownKeywordError",
 ]
 

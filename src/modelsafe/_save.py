@@ -8,6 +8,7 @@ components (each object by its flavor) -> verification sample (outputs on the ra
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +105,7 @@ def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None
                        metadata=dict(metadata or {}), options=options)
     _check_metadata(state.metadata)
     state.provenance = _record_provenance(options.pop("provenance", None))
-    state.schema = _capture_schema(sample, training_data)
+    state.schema = _capture_schema(sample, training_data, _takes_positional(obj, preprocess))
     with saving_to(str(state.path)), ArtifactWriter(state.path, overwrite=overwrite,
                                                     progress=options.pop("progress", None)) as writer:
         _save_components(state, writer)
@@ -166,14 +167,20 @@ def _save_components(state: _SaveState, writer: ArtifactWriter) -> None:
 
 
 def _save_sample(state: _SaveState, writer: ArtifactWriter) -> None:
+    """Record the sample's outputs through the path ``predict`` takes, and check that the stored sample replays."""
     if state.sample is None:
         return
-    from modelsafe.checks.data import as_arrays, encode
-    from modelsafe.checks.verify import default_tolerance
+    from modelsafe._bundle import Route
+    from modelsafe.checks.data import as_arrays, encode, npy_bytes, npy_load
+    from modelsafe.checks.verify import check_replays, default_tolerance
 
     inputs = _head(state.sample, MAX_SAMPLE_ROWS)
+    pre = get_flavor(state.components["preprocess"].flavor) if state.preprocess is not None else None
+    # The schema as a loaded manifest holds it (JSON), so the guard here is the guard at load.
+    schema = json.loads(json.dumps(state.schema)) if state.schema else None
+    route = Route(state.obj, get_flavor(state.components["model"].flavor), state.preprocess, pre, schema)
     try:
-        outputs = _run_outputs(state.obj, state.preprocess, inputs, state.components)
+        outputs = route.outputs(inputs)
     except (ModelsafeError, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -183,9 +190,11 @@ def _save_sample(state: _SaveState, writer: ArtifactWriter) -> None:
             "Pass a few rows of real input, or sample=None to skip verification.",
         ) from exc
     store = ComponentStore(writer, "sample")
+    written: dict[str, Any] = {}
 
     def write(name: str, array: Any) -> str:
-        return store.write_array(name, array)
+        written[name] = npy_bytes(array)
+        return store.write(name, written[name])
 
     spec_inputs = encode(inputs, write, "inputs")
     recorded: dict[str, Any] = {}
@@ -194,17 +203,26 @@ def _save_sample(state: _SaveState, writer: ArtifactWriter) -> None:
         recorded[name] = {"member": store.write_array(f"outputs/{name}.npy", arr),
                           "dtype": str(arr.dtype), "shape": list(arr.shape),
                           "tolerance": default_tolerance(arr.dtype)}
+    check_replays(inputs, spec_inputs, lambda name: npy_load(written[name]),
+                  {name: as_arrays(value) for name, value in outputs.items()},
+                  {name: r["tolerance"] for name, r in recorded.items()}, route.outputs)
     state.verification = {"inputs": spec_inputs, "outputs": recorded, "rows": _rows(inputs),
                           "members": list(store.members)}
 
 
-def _capture_schema(sample: Any, training_data: Any) -> dict[str, Any] | None:
+def _takes_positional(obj: Any, preprocess: Any) -> bool:
+    """Whether what receives the raw input takes a tuple or list of arrays as several inputs."""
+    return get_flavor(detect_flavor(obj if preprocess is None else preprocess)).positional_inputs
+
+
+def _capture_schema(sample: Any, training_data: Any, positional: bool) -> dict[str, Any] | None:
     """The input schema, from the sample (ranges from ``training_data`` when given)."""
     if sample is None and training_data is None:
         return None
     from modelsafe.checks.schema import capture_schema
 
-    return capture_schema(_head(training_data, MAX_SAMPLE_ROWS) if sample is None else sample, training_data)
+    return capture_schema(_head(training_data, MAX_SAMPLE_ROWS) if sample is None else sample, training_data,
+                          positional=positional)
 
 
 def _save_code(state: _SaveState, writer: ArtifactWriter) -> None:
@@ -228,6 +246,8 @@ def _capture_environment(state: _SaveState) -> None:
             state.obj if key == "model" else state.preprocess))
     if state.schema is not None and state.schema.get("kind") in ("dataframe", "series"):
         modules.add("pandas")  # the model is fed pandas objects: how pandas behaves matters too
+        if state.schema.get("library") == "polars":
+            modules |= {"polars", "pyarrow"}  # fed polars frames, which the guard reads through Arrow
     env = capture_environment(sorted(modules))
     if devices:
         env = {**env, "devices": {**env.get("devices", {}), **devices}}
@@ -255,10 +275,14 @@ def _build_manifest(state: _SaveState, writer: ArtifactWriter) -> Manifest:
 
 
 def _head(x: Any, n: int) -> Any:
+    from modelsafe.checks.data import describe_kind
+
     if hasattr(x, "iloc"):
         return x.iloc[:n]
     if isinstance(x, dict):
         return {k: _head(v, n) for k, v in x.items()}
+    if describe_kind(x) == "sequence":  # several inputs: the first rows of each
+        return type(x)(_head(v, n) for v in x)
     try:
         return x[:n]
     except TypeError:
@@ -266,15 +290,14 @@ def _head(x: Any, n: int) -> Any:
 
 
 def _rows(x: Any) -> int:
+    from modelsafe.checks.data import describe_kind
+
     if isinstance(x, dict):
         return max((_rows(v) for v in x.values()), default=0)
+    if describe_kind(x) == "sequence":
+        return max((_rows(v) for v in x), default=0)
     try:
         return len(x)
     except TypeError:
         return 1
 
-
-def _run_outputs(model: Any, preprocess: Any, x: Any, components: Mapping[str, Component]) -> dict[str, Any]:
-    if preprocess is not None:
-        x = get_flavor(components["preprocess"].flavor).transform(preprocess, x)
-    return get_flavor(components["model"].flavor).outputs(model, x)

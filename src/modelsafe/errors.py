@@ -29,7 +29,8 @@ The hierarchy::
     ├─ ArchitectureMismatchError
     ├─ FlavorError
     │  ├─ FlavorNotInstalledError(ImportError)
-    │  └─ UnsupportedModelError(TypeError)
+    │  ├─ UnsupportedModelError(TypeError)
+    │  └─ MissingMethodError(AttributeError)
     └─ UnknownKeywordError(TypeError)
 
 The two I/O errors keep :class:`OSError` among their bases (with ``errno``, ``strerror``
@@ -65,6 +66,7 @@ __all__ = [
     "FlavorError",
     "FlavorNotInstalledError",
     "UnsupportedModelError",
+    "MissingMethodError",
     "UnknownKeywordError",
 ]
 
@@ -226,6 +228,11 @@ class FlavorNotInstalledError(FlavorError, ImportError):
 
 class UnsupportedModelError(FlavorError, TypeError):
     """Raised when no flavor knows how to save the given object. Attribute: ``type_name``."""
+
+
+class MissingMethodError(FlavorError, AttributeError):
+    """Raised by ``bundle.predict_proba`` (``decision_function``, ``transform``) when the model has no such
+    method; ``hasattr(bundle, name)`` is then False. Attributes: ``method``, ``type_name``, ``available``."""
 
 
 class UnknownKeywordError(ModelsafeError, TypeError):

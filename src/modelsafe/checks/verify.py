@@ -13,8 +13,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from modelsafe._reports import Report
-from modelsafe.checks.data import as_arrays
-from modelsafe.errors import VerificationError
+from modelsafe.checks.data import as_arrays, decode, difference
+from modelsafe.errors import SaveError, VerificationError
 
 #: (rtol, atol) by float width. float32 models differ in the last bits across BLAS builds.
 _TOLERANCES: dict[int, tuple[float, float]] = {
@@ -106,11 +106,19 @@ class VerifyReport(Report):
             lines.append(f"  note  the code of {', '.join(self.code_changes)} changed since the model was saved "
                          "(the importable copy was used); load with code='bundled', trust_code=True to use the "
                          "saved copy")
-        if not self.ok:
+        if not self.ok and self.environment:
             lines.append(
                 "Why it matters: this model does not reproduce the outputs it gave when it was saved, so "
                 "its predictions here cannot be trusted. How to fix: compare environments with "
                 "`modelsafe env`, install the recorded versions, or re-export the model here."
+            )
+        elif not self.ok:
+            lines.append(
+                "Why it matters: this model does not reproduce the outputs it gave when it was saved, so its "
+                "predictions here cannot be trusted. The recorded packages have the versions they had at save, so "
+                "a version change is not the cause: the model is not deterministic on its sample, or depends on "
+                "something outside the artifact (code, files, hardware). How to fix: make its outputs "
+                "reproducible (fixed seeds, eval mode), check the code it imports, then re-save it."
             )
         return lines
 
@@ -197,3 +205,37 @@ def replay(path: str, sample: Sample, run: Callable[[Any], dict[str, Any]],
         checks.append(compare_output(name, expected, actual[name], sample.tolerances.get(name)))
     return VerifyReport(path=path, checks=tuple(checks), rows=sample.rows, code_changes=code_changes,
                         environment=environment)
+
+
+def check_replays(inputs: Any, spec: dict[str, Any], read: Callable[[str], np.ndarray],
+                  recorded: Mapping[str, np.ndarray], tolerances: Mapping[str, Mapping[str, float] | None],
+                  run: Callable[[Any], dict[str, Any]]) -> None:
+    """At save: raise SaveError unless the stored sample, read back, gives the recorded outputs.
+
+    When the sample reads back equal to the one given (the usual case) it replays by
+    construction; otherwise it is run through ``run`` (the path ``predict`` takes) and
+    its outputs are compared, so a sample modelsafe cannot store faithfully is refused
+    in the process that saved, instead of failing verification at every load.
+    """
+    decoded = decode(spec, read)
+    changed = difference(inputs, decoded)
+    if changed is None:
+        return
+    try:
+        actual = run(decoded)
+    except Exception as exc:  # noqa: BLE001 - reported as the save's failure
+        raise SaveError(
+            f"The verification sample does not replay: stored and read back, {changed}, and the model then fails "
+            f"({type(exc).__name__}: {exc}). Every load would fail verification. Pass the sample as one array, "
+            "a DataFrame, a tuple of arrays (positional inputs) or a dict of arrays (keyword inputs).",
+            changed=changed) from exc
+    checks = [compare_output(name, expected, actual[name], tolerances.get(name)) if name in actual
+              else OutputCheck(name, False, str(expected.dtype), expected.shape, problem="not produced")
+              for name, expected in recorded.items()]
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise SaveError(
+            f"The verification sample does not replay: stored and read back, {changed}, and the model's outputs "
+            "then differ:\n" + "\n".join(c.describe() for c in failed) + "\nEvery load would fail verification. "
+            "Pass the sample as one array, a DataFrame, a tuple of arrays (positional inputs) or a dict of arrays "
+            "(keyword inputs).", changed=changed, outputs=[c.output for c in failed])

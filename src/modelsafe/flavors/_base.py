@@ -133,6 +133,9 @@ class Flavor:
     name: ClassVar[str] = ""
     #: Bumped when the flavor's stored layout changes; old readers are kept.
     version: ClassVar[int] = 1
+    #: Whether a tuple or list of arrays is several inputs (``forward(a, b)``, Keras ``[a, b]``)
+    #: rather than rows of one input; the input schema then records each input.
+    positional_inputs: ClassVar[bool] = False
     #: Keywords of ``ms.save`` this flavor reads (from ``options``) for the model it saves.
     save_options: ClassVar[frozenset[str]] = frozenset()
     #: Keywords of ``ms.load`` this flavor reads (from ``LoadOptions.extra``).
@@ -177,6 +180,16 @@ class Flavor:
         if hasattr(obj, "transform"):
             return obj.transform(x)
         return obj(x)
+
+    def has_method(self, obj: Any, method: str) -> bool:
+        """Whether ``obj`` offers ``method`` (``predict_proba``, ``decision_function``, ``transform``)."""
+        return method == "predict" or callable(getattr(obj, method, None))
+
+    def call(self, obj: Any, method: str, x: Any) -> Any:
+        """Run ``obj``'s ``method`` on input ``x`` (``predict`` is :meth:`predict`)."""
+        if method == "predict":
+            return self.predict(obj, x)
+        return getattr(obj, method)(x)
 
     def transform(self, obj: Any, x: Any) -> Any:
         """Apply ``obj`` as a preprocessing step."""

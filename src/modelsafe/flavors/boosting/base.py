@@ -172,6 +172,11 @@ class BoostingFlavor(Flavor):
     def predict(self, obj: Any, x: Any) -> Any:
         return self.run(obj, self.guard(obj, x))
 
+    def call(self, obj: Any, method: str, x: Any) -> Any:
+        if method == "predict":
+            return self.predict(obj, x)
+        return getattr(obj, method)(self.guard(obj, x))
+
     def outputs(self, obj: Any, x: Any) -> dict[str, Any]:
         x = self.guard(obj, x)
         outputs = {"predict": self.run(obj, x)}

@@ -30,7 +30,7 @@ import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from modelsafe.errors import FormatError, UnsupportedModelError, UntrustedContentError
+from modelsafe.errors import FormatError, SchemaError, UnsupportedModelError, UntrustedContentError
 from modelsafe.flavors._base import (
     ComponentSource,
     ComponentStore,
@@ -63,6 +63,7 @@ _CHUNK = 8 << 20
 class KerasFlavor(Flavor):
     name = "keras"
     version = 1
+    positional_inputs = True  # a list [a, b] is the inputs of a multi-input model
     #: ``compile=True``: compile the model at load; ``safe_mode=``: refused with the trust_code hint.
     load_options = frozenset({"compile", "safe_mode"})
 
@@ -125,6 +126,8 @@ class KerasFlavor(Flavor):
     def predict(self, obj: Any, x: Any) -> Any:
         if is_endpoint(obj):
             return obj.predict(x)
+        if isinstance(x, Mapping):
+            _check_input_names(obj, x)
         return obj.predict(x, verbose=0)
 
     def outputs(self, obj: Any, x: Any) -> dict[str, Any]:
@@ -153,6 +156,21 @@ class KerasFlavor(Flavor):
 # ---------------------------------------------------------------------------------------
 # save steps
 # ---------------------------------------------------------------------------------------
+
+
+def _check_input_names(model: Any, x: Mapping[str, Any]) -> None:
+    """A dict input's keys against the model's named inputs, before Keras sees them (its error is a bare ValueError)."""
+    try:
+        structure = model.input
+        names = list(structure) if isinstance(structure, dict) else [t.name for t in model.inputs]
+    except (AttributeError, ValueError, TypeError):
+        return  # a subclassed or unbuilt model has no recorded inputs: Keras decides
+    missing = [n for n in names if n not in x]
+    if missing:
+        raise SchemaError(
+            f"Input is missing key(s) {missing}: the Keras model's inputs are named {names} and the dict has keys "
+            f"{list(x)}. Keras cannot run it without them. Pass a dict with these keys (or a list in this order).",
+            column=missing[0], missing=missing, expected=names, actual=list(x))
 
 
 def is_endpoint(obj: Any) -> bool:

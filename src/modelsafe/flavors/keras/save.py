@@ -153,7 +153,12 @@ def _check_same_outputs(model: Any, reloaded: Any, sample: Any) -> None:
     """The reloaded model must predict what the live one does on (the head of) the sample."""
     import numpy as np
 
-    head = {k: v[:32] for k, v in sample.items()} if isinstance(sample, dict) else sample[:32]
+    if isinstance(sample, dict):
+        head: Any = {k: v[:32] for k, v in sample.items()}
+    elif isinstance(sample, (list, tuple)) and sample and all(hasattr(v, "shape") for v in sample):
+        head = type(sample)(v[:32] for v in sample)  # several inputs: the first rows of each
+    else:
+        head = sample[:32]
     try:
         expected = _flat_outputs(model.predict(head, verbose=0))
     except Exception:  # noqa: BLE001 - a sample the model rejects is reported by the sample step

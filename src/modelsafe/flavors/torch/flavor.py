@@ -80,6 +80,7 @@ install_recorder()
 class TorchFlavor(Flavor):
     name = "torch"
     version = 1
+    positional_inputs = True  # a tuple (a, b) is forward(a, b)
     #: ``init_args=``: the module's constructor arguments; ``export=True``: add a torch.export program.
     save_options = frozenset({"init_args", "export"})
     #: ``mmap=False``: read the weights into memory; ``program=``: use the exported program (see load).
@@ -187,8 +188,8 @@ def _head(sample: Any, rows: int = 32) -> Any:
         return None
     if isinstance(sample, Mapping):
         return {k: _head(v, rows) for k, v in sample.items()}
-    if isinstance(sample, tuple):
-        return tuple(_head(v, rows) for v in sample)
+    if isinstance(sample, (tuple, list)) and sample and all(hasattr(v, "shape") for v in sample):
+        return type(sample)(_head(v, rows) for v in sample)
     return sample[:rows] if hasattr(sample, "shape") and len(sample.shape) > 0 else sample
 
 

@@ -128,9 +128,30 @@ def model_inputs(model: Any, x: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
     if isinstance(x, Mapping):
         return (), {str(k): one(v) for k, v in x.items()}
-    if isinstance(x, tuple):
+    if isinstance(x, (tuple, list)) and _spreads(model, x):
         return tuple(one(v) for v in x), {}
     return (one(x),), {}
+
+
+def _spreads(model: Any, x: tuple[Any, ...] | list[Any]) -> bool:
+    """Whether a tuple or list of arrays is ``forward``'s positional arguments, not its one argument.
+
+    A tuple is, unless it has several items and ``forward`` takes exactly one argument; a list (which
+    may be one argument holding several tensors, ``forward(xs)``) is when every item is an array and
+    ``forward`` takes more than one argument.
+    """
+    import inspect
+
+    try:
+        parameters = inspect.signature(getattr(model, "forward", model)).parameters.values()
+    except (TypeError, ValueError):
+        return isinstance(x, tuple)
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return True
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if isinstance(x, tuple):
+        return len(positional) != 1 or len(x) == 1
+    return len(positional) > 1 and all(hasattr(v, "shape") for v in x)
 
 
 def _call(model: Any, x: Any) -> Any:
