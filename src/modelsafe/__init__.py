@@ -134,6 +134,8 @@ _torch_hook.arm()  # record nn.Module constructor arguments once torch is import
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:  # a capability's subpackage (ms.serving), imported on first access
+        return importlib.import_module(f"modelsafe.{name}")
     target = _LAZY.get(name)
     if target is None:
         raise AttributeError(f"module 'modelsafe' has no attribute {name!r}")
@@ -143,8 +145,10 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+#: Subpackages reached as attributes (``ms.serving.create_app``), imported on first access.
+_LAZY_MODULES = ("serving",)
 #: Public modules, listed by dir() beside __all__.
-_PUBLIC_MODULES = ("errors",)
+_PUBLIC_MODULES = ("errors", *_LAZY_MODULES)
 
 
 def __dir__() -> list[str]:
