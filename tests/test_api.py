@@ -179,6 +179,39 @@ def test_overwrite_false(tmp_path, model):
     assert ms.inspect(path).verification is not None
 
 
+def test_overwrite_replaces_only_an_artifact(tmp_path, model):
+    est, X = model
+    notes = tmp_path / "notes.msafe"
+    notes.write_text("the only copy of my notes")
+    with zipfile.ZipFile(tmp_path / "other.msafe", "w") as archive:  # a zip, but not an artifact
+        archive.writestr("data.csv", "a,b\n1,2\n")
+    for victim in (notes, tmp_path / "other.msafe"):
+        before = victim.read_bytes()
+        with pytest.raises(SaveError, match=r"is a file that is not a modelsafe artifact; overwrite=True only "
+                                            r"replaces artifacts, so it was left as it is") as info:
+            ms.save(est, victim, overwrite=True)
+        assert info.value.path == str(victim) and victim.read_bytes() == before
+    (tmp_path / "empty.msafe").touch()  # an empty file holds nothing to lose (a NamedTemporaryFile)
+    ms.save(est, tmp_path / "empty.msafe", overwrite=True, sample=X[:3])
+    ms.save(est, tmp_path / "folder", sample=X[:3])
+    for target in (tmp_path / "empty.msafe", tmp_path / "folder"):  # an artifact, file or folder, is replaced
+        ms.save(est, target, overwrite=True, sample=X[:3])
+        assert ms.load(target).verify().ok
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.msafe", "folder", "notes.msafe", "other.msafe"]
+
+
+@pytest.mark.parametrize("name", ["model.pkl", "model.joblib", "model.pt", "model.PTH", "model.h5", "model.keras",
+                                  "model.onnx", "model.bin", "model.safetensors", "model.zip"])
+def test_a_foreign_model_suffix_is_refused_with_the_msafe_name(tmp_path, model, name):
+    est, X = model
+    with pytest.raises(SaveError) as info:
+        ms.save(est, tmp_path / name, sample=X[:3])
+    stem = str(tmp_path / name.split(".")[0])
+    assert info.value.suggestion == stem + ".msafe" and info.value.suffix == "." + name.split(".")[1]
+    assert f"Save to {stem + '.msafe'!r} for a single file, or to {stem!r} for a folder." in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_verification_mismatch_reports_largest_difference(tmp_path, model):
     est, X = model
     path = tmp_path / "m.msafe"

@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from modelsafe.artifact.manifest import MANIFEST_NAME
+from modelsafe.artifact.reader import SINGLE_FILE_SUFFIX
 from modelsafe.artifact.zipwrite import StoredZipWriter, write_all
 from modelsafe.errors import SaveError
 
@@ -146,9 +148,23 @@ def fsync_directory(path: Path) -> None:
         fsync_path(path)
 
 
+#: Suffixes of other tools' model files: a folder artifact under such a name would pass for one.
+FOREIGN_SUFFIXES = {
+    ".pkl": "a pickle", ".pickle": "a pickle", ".joblib": "a joblib file", ".pt": "a PyTorch file",
+    ".pth": "a PyTorch file", ".ckpt": "a checkpoint file", ".bin": "a weights file", ".h5": "an HDF5 (Keras) file",
+    ".hdf5": "an HDF5 file", ".keras": "a Keras archive", ".onnx": "an ONNX model",
+    ".safetensors": "a safetensors file", ".pb": "a TensorFlow graph", ".tflite": "a TensorFlow Lite model",
+    ".npy": "a numpy array file", ".npz": "a numpy archive", ".zip": "a zip archive", ".json": "a JSON file",
+    ".ubj": "an XGBoost model", ".gguf": "a GGUF model", ".mlmodel": "a Core ML model", ".pmml": "a PMML model",
+}
+
+
 def check_target(path: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing path unless ``overwrite``; refuse non-artifacts always."""
-    if not (path.exists() or path.is_symlink()):
+    """Refuse a path named like another tool's file; refuse to replace an existing path unless
+    ``overwrite``, and refuse to replace anything but an artifact (or an empty file or folder) always."""
+    existing = path.exists() or path.is_symlink()
+    _check_suffix(path, existing)
+    if not existing:
         return
     if not overwrite:
         raise SaveError(
@@ -162,6 +178,37 @@ def check_target(path: Path, overwrite: bool) -> None:
             "only replaces artifacts, so nothing was deleted. Choose another path.",
             path=str(path),
         )
+    if not path.is_dir() and not _replaceable_file(path):
+        raise SaveError(
+            f"{str(path)!r} is a file that is not a modelsafe artifact; overwrite=True only replaces artifacts, so it "
+            "was left as it is (replacing it would lose whatever it holds). Choose another path, or delete the file "
+            "first if you mean to replace it.",
+            path=str(path),
+        )
+
+
+def _check_suffix(path: Path, existing: bool) -> None:
+    what = FOREIGN_SUFFIXES.get(path.suffix.lower())
+    if what is None or (existing and path.is_dir() and (path / MANIFEST_NAME).is_file()):
+        return  # an artifact folder saved under that name before is the user's own choice
+    suggestion = str(path.with_suffix(SINGLE_FILE_SUFFIX))
+    raise SaveError(
+        f"Cannot save to {str(path)!r}: it ends in {path.suffix}, the suffix of {what}, but modelsafe would write a "
+        f"folder artifact there (only a name ending in {SINGLE_FILE_SUFFIX} is written as one file), and every tool "
+        f"(and person) seeing {path.name!r} would take it for {what}. Save to {suggestion!r} for a single file, or "
+        f"to {str(path.with_suffix(''))!r} for a folder.",
+        path=str(path), suffix=path.suffix, suggestion=suggestion)
+
+
+def _replaceable_file(path: Path) -> bool:
+    """An empty file (nothing to lose), or a zip holding a manifest: a single-file artifact."""
+    try:
+        if path.stat().st_size == 0:
+            return True
+        with zipfile.ZipFile(path) as archive:
+            return MANIFEST_NAME in archive.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
 
 
 def replace_target(tmp: Path, target: Path) -> None:
