@@ -209,7 +209,8 @@ def _refuse_findings(report: "ScanReport", family: str, trusted: tuple[str, ...]
             f"trusted=[...] with exactly these names (modelsafe convert --trusted NAME).",
             globals=untrusted, path=report.path)
     others = [f for f in report.findings if f.kind not in _GLOBAL_KINDS and f.subject not in vetted
-              and not _savedmodel_proto(report, f) and not (trust_code and _lambda_layer(f))]
+              and not _savedmodel_proto(report, f) and not (trust_code and _lambda_layer(f))
+              and not _pretrained_data(family, f)]
     if not others:
         return
     lines = "\n".join(f"  - {f.describe()}" for f in others)
@@ -230,6 +231,16 @@ def _savedmodel_proto(report: "ScanReport", finding: Any) -> bool:
     """A SavedModel folder's own protobuf file, which the Keras reader vets (not unknown content)."""
     return (report.kind == "savedmodel-directory" and finding.kind == "unknown-format"
             and finding.location in _SAVEDMODEL_PROTOS)
+
+
+def _pretrained_data(family: str, finding: Any) -> bool:
+    """A save_pretrained folder's JSON, vocabulary or sentencepiece file (read as data, never run), or a
+    Python file (the folder's reader refuses the folder, naming trust_remote_code)."""
+    if family != "huggingface" or finding.kind != "unknown-format":
+        return False
+    from modelsafe.flavors.transformers.folder import reader_vetted
+
+    return reader_vetted(finding.location)
 
 
 def _lambda_layer(finding: Any) -> bool:

@@ -21,13 +21,16 @@ from modelsafe._reports import Problem
 if TYPE_CHECKING:
     from modelsafe.security.scanner import ScanReport
 
-__all__ = ["PretrainedFolder", "diagnose_folder", "is_pretrained_folder", "read_folder", "tensor_global"]
+__all__ = ["DATA_SUFFIXES", "PretrainedFolder", "diagnose_folder", "is_pretrained_folder", "read_folder", "reader_vetted",
+           "tensor_global"]
 
 SAFETENSORS, SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
 BIN, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
                    "sentencepiece.bpe.model", "tokenizer.model")
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+#: Files read only as data (text, JSON, sentencepiece models), never unpickled or run.
+DATA_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".vocab", ".tiktoken")
 #: Configs that may carry an ``auto_map`` (classes from the folder's own Python files).
 _CONFIGS = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
 #: Globals a pickled state dict needs: torch's tensor rebuild helpers, storages, OrderedDict.
@@ -109,6 +112,16 @@ def read_folder(path: str | Path) -> PretrainedFolder | None:
         code_files=tuple(sorted(p.name for p in path.glob("*.py"))))
 
 
+def reader_vetted(name: str) -> bool:
+    """A file the folder's reader (:mod:`.convert`) deals with itself, so the scan need not vouch for it.
+
+    JSON, vocabulary and sentencepiece files are read as data by the tokenizer and processor
+    loaders; a Python file makes the reader refuse the whole folder (it would need
+    ``trust_remote_code``), naming it, before anything is read.
+    """
+    return "/" not in name and name.lower().endswith((*DATA_SUFFIXES, ".py"))
+
+
 def tensor_global(name: str) -> bool:
     """Whether a pickled state dict needs global ``name`` (tensor rebuild helpers, storages, dtypes)."""
     return bool(_TENSOR_GLOBALS.match(name))
@@ -162,6 +175,7 @@ def diagnose_folder(path: Path, report: "ScanReport", facts: dict[str, Any]) -> 
                 "ms.save(model, 'model.msafe'): the classes are bundled and loading them again needs trust_code=True",
             subject="trust_remote_code"))
     problems += _pickled_weights(folder, report)
+    problems += _data_files(report)
     if installed and not (folder.remote_code or folder.code_files):
         problems += _unknown_classes(folder, installed, saved)
     if not folder.architectures:
@@ -171,6 +185,24 @@ def diagnose_folder(path: Path, report: "ScanReport", facts: dict[str, Any]) -> 
             fix="load it with the model class it was saved from (e.g. BertForSequenceClassification.from_pretrained)",
             severity="warning", subject="architectures"))
     return problems
+
+
+def _data_files(report: "ScanReport") -> list[Problem]:
+    """The scan cannot analyse JSON, vocabulary or sentencepiece files; here they are known data, said once.
+
+    A subject the scan gave only to such files is covered by this fact (the doctor then leaves
+    out the scan's generic "cannot analyse" error for it).
+    """
+    unknown = [f for f in report.findings if f.kind == "unknown-format"]
+    data = {f.subject: [] for f in unknown}
+    for f in unknown:
+        data[f.subject].append(f.location if "/" not in f.location and f.location.lower().endswith(DATA_SUFFIXES)
+                               else None)
+    return [Problem(
+        what=f"{', '.join(sorted(names))}: the tokenizer's and processor's configuration and vocabulary",
+        why="transformers reads these files as data (JSON, text, sentencepiece models); nothing in them is run",
+        fix="", severity="info", subject=subject)
+        for subject, names in data.items() if names and None not in names]
 
 
 def _unknown_classes(folder: PretrainedFolder, installed: str, saved: str | None) -> list[Problem]:
@@ -207,7 +239,7 @@ def _installed(distribution: str) -> str | None:
 def _pickled_weights(folder: PretrainedFolder, report: "ScanReport") -> list[Problem]:
     problems: list[Problem] = []
     for name in folder.bins:
-        extra = sorted({g.name for s in report.streams if s.location.split("/")[0] == name for g in s.globals
+        extra = sorted({g.name for s in report.streams if s.location.split("!")[0] == name for g in s.globals
                         if not tensor_global(g.name)})
         if extra:
             problems.append(Problem(
@@ -219,8 +251,8 @@ def _pickled_weights(folder: PretrainedFolder, report: "ScanReport") -> list[Pro
     if folder.bins and not folder.safetensors:
         problems.append(Problem(
             what=f"the weights are pickled ({', '.join(folder.bins)}), with no safetensors copy",
-            why="transformers reads .bin files with torch.load, which recent versions refuse under torch < 2.6 and "
-                "which could run code with a crafted file",
+            why="transformers reads .bin files with torch.load, which can run code hidden in a crafted file (recent "
+                "transformers versions refuse .bin files altogether under torch < 2.6)",
             fix="ms.convert(folder, 'model.msafe') reads them without running anything (only tensors are accepted) "
                 "and stores them as safetensors", severity="warning", subject="pytorch_model.bin"))
     return problems

@@ -22,14 +22,13 @@ from typing import Any, Mapping
 from modelsafe.errors import FormatError, SaveError
 from modelsafe.flavors._base import ComponentSource, ComponentStore, LoadOptions, SavedComponent
 from modelsafe.flavors.transformers.classes import audit_class, class_path, custom_refs, resolve_class
+from modelsafe.flavors.transformers.folder import DATA_SUFFIXES
 from modelsafe.flavors.transformers.hub import import_transformers, offline
 
 __all__ = ["ROLES", "audit_preprocessor", "load_preprocessor", "role_of", "save_preprocessor", "transform"]
 
 #: Roles in the order they are tested (a processor holds a tokenizer; test it first).
 ROLES = ("processor", "tokenizer", "image_processor", "feature_extractor")
-#: What a ``save_pretrained`` folder of a preprocessor may hold: text, JSON, sentencepiece models.
-FILE_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".vocab", ".tiktoken")
 FILES = "files"
 #: transformers' "no maximum length" (``VERY_LARGE_INTEGER``, 1e30) and anything near it.
 _UNBOUNDED = 10**29
@@ -50,7 +49,7 @@ def role_of(obj: Any) -> str | None:
 def _allowed(relname: str) -> bool:
     path = PurePosixPath(relname)
     return (not path.is_absolute() and ".." not in path.parts and relname == path.as_posix()
-            and path.suffix.lower() in FILE_SUFFIXES)
+            and path.suffix.lower() in DATA_SUFFIXES)
 
 
 def save_preprocessor(obj: Any, store: ComponentStore, role: str) -> SavedComponent:
