@@ -1,0 +1,105 @@
+"""A real S3 API on loopback for the remote-storage tests: moto's server mode, started once per
+session on a free 127.0.0.1 port (as s3fs's own tests do), and a small TCP proxy in front of
+it that counts the bytes the server sent and can cut the connection after N of them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from typing import Iterator
+
+import pytest
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proxy:
+    """Forwards 127.0.0.1:port to the server; counts server->client bytes; ``cut_after`` drops connections."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.sent = 0
+        self.cut_after: int | None = None
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        with self._lock:
+            self.sent, self.cut_after = 0, None
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                if counted:
+                    with self._lock:
+                        if self.cut_after is not None and self.sent + len(data) > self.cut_after:
+                            data = data[: max(0, self.cut_after - self.sent)]
+                            self.sent += len(data)
+                            dst.sendall(data)
+                            raise ConnectionAbortedError("cut by the test")
+                        self.sent += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[dict[str, object]]:
+    from moto.server import ThreadedMotoServer
+
+    for key, value in CREDENTIALS.items():
+        os.environ.setdefault(key, value)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    proxy = Proxy(port)
+    yield {"server": server, "port": port, "proxy": proxy}
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: dict[str, object]) -> dict[str, object]:
+    """A new bucket; ``options`` reach the server directly, ``proxied`` through the counting proxy."""
+    import s3fs
+
+    direct = {"endpoint_url": f"http://127.0.0.1:{s3_server['port']}", "skip_instance_cache": True}
+    proxy = s3_server["proxy"]
+    proxy.reset()  # type: ignore[attr-defined]
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    fs = s3fs.S3FileSystem(**direct)
+    fs.mkdir(bucket)
+    proxied = {"endpoint_url": proxy.url, "skip_instance_cache": True,
+               "config_kwargs": {"retries": {"max_attempts": 1}}}  # type: ignore[attr-defined]
+    return {"bucket": bucket, "fs": fs, "options": direct, "proxied": proxied, "proxy": proxy,
+            "server": s3_server["server"], "port": s3_server["port"]}

@@ -1,0 +1,244 @@
+"""Artifacts on a real S3 API (moto's server on loopback): round trips, range reads, atomic and
+conditional writes, and every failure a ModelsafeError that leaves nothing behind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import modelsafe as ms
+from modelsafe.artifact.writer import ArtifactWriter
+
+
+def _model():
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.random.default_rng(0).normal(size=(60, 4))
+    return LogisticRegression().fit(X, (X[:, 0] > 0).astype(int)), X
+
+
+def test_round_trip_in_a_fresh_process(s3, fresh):
+    model, X = _model()
+    url = f"s3://{s3['bucket']}/models/model.msafe"
+    ms.save(model, url, sample=X[:8], storage_options=s3["options"])
+    ms.save(model, url.replace(".msafe", "-dir"), sample=X[:8], storage_options=s3["options"])
+    out = fresh(f"""
+        import numpy as np, modelsafe as ms
+        opts = {s3['options']!r}
+        for url in ({url!r}, {url.replace('.msafe', '-dir')!r}):
+            bundle = ms.load(url, storage_options=opts)
+            print(bundle.manifest.flavor, bundle.verify().ok, bundle.predict(np.zeros((1, 4))).tolist())
+    """)
+    assert out.stdout.split() == ["sklearn", "True", "[1]", "sklearn", "True", "[1]"] or \
+        out.stdout.split()[:2] == ["sklearn", "True"] and out.stdout.count("sklearn True") == 2
+
+
+def test_inspect_of_a_200_mb_artifact_reads_under_1_mib(s3):
+    big = np.random.default_rng(1).integers(0, 255, size=200 << 20, dtype=np.uint8)
+    url = f"s3://{s3['bucket']}/big.msafe"
+    ms.save({"weights": big}, url, storage_options=s3["options"])
+    proxy = s3["proxy"]
+    proxy.reset()
+    manifest = ms.inspect(url, storage_options=s3["proxied"])
+    assert sum(m.size for m in manifest.members.values()) > 200 << 20
+    assert 0 < proxy.sent <= 1 << 20, proxy.sent
+    proxy.reset()
+    assert ms.check_env(url, storage_options=s3["proxied"]).ok
+    assert 0 < proxy.sent <= 1 << 20, proxy.sent
+
+
+def test_a_flipped_byte_is_an_integrity_error_before_anything_is_deserialized(s3, monkeypatch):
+    model, X = _model()
+    url = f"s3://{s3['bucket']}/flip.msafe"
+    manifest = ms.save(model, url, sample=X[:8], storage_options=s3["options"])
+    fs, key = s3["fs"], f"{s3['bucket']}/flip.msafe"
+    data = bytearray(fs.cat_file(key))
+    stream = next(n for n in manifest.members if n.endswith("graph.pkl"))
+    at = bytes(data).index(b"sklearn")  # inside the pickle stream's bytes
+    data[at] ^= 0xFF
+    fs.pipe_file(key, bytes(data))
+    from modelsafe.security import _unpickler
+
+    def never(*args, **kwargs):
+        raise AssertionError("deserialized before the integrity check")
+
+    monkeypatch.setattr(_unpickler, "restricted_loads", never, raising=False)
+    with pytest.raises(ms.IntegrityError) as err:
+        ms.load(url, storage_options=s3["options"])
+    assert err.value.member == stream
+
+
+def test_overwrite_false_on_an_existing_key_and_a_writer_that_lost_the_race(s3):
+    model, X = _model()
+    url = f"s3://{s3['bucket']}/taken.msafe"
+    ms.save(model, url, storage_options=s3["options"])
+    with pytest.raises(ms.SaveError) as err:
+        ms.save(model, url, storage_options=s3["options"])
+    assert err.value.reason == "exists"
+    # Another writer completes first while this one is streaming: If-None-Match: * refuses this one.
+    late = f"s3://{s3['bucket']}/race.msafe"
+    with ArtifactWriter(late, storage_options=s3["options"]) as writer:
+        writer.add("model/data.bin", b"mine" * 1000)
+        s3["fs"].pipe_file(f"{s3['bucket']}/race.msafe", b"the other writer's bytes")
+        with pytest.raises(ms.SaveError) as err:
+            writer.commit(b"{}")
+    assert err.value.reason == "exists"
+    assert s3["fs"].cat_file(f"{s3['bucket']}/race.msafe") == b"the other writer's bytes"
+    ms.save(model, url, sample=X[:8], overwrite=True, storage_options=s3["options"])
+    assert ms.load(url, storage_options=s3["options"]).verify().ok
+
+
+def test_overwrite_replaces_only_an_artifact(s3):
+    s3["fs"].pipe_file(f"{s3['bucket']}/notes.msafe", b"not an artifact")
+    model, _ = _model()
+    with pytest.raises(ms.SaveError) as err:
+        ms.save(model, f"s3://{s3['bucket']}/notes.msafe", overwrite=True, storage_options=s3["options"])
+    assert err.value.reason == "not-an-artifact"
+    assert s3["fs"].cat_file(f"{s3['bucket']}/notes.msafe") == b"not an artifact"
+
+
+def test_an_error_mid_upload_aborts_it_and_leaves_nothing(s3):
+    url = f"s3://{s3['bucket']}/aborted.msafe"
+    with pytest.raises(RuntimeError):
+        with ArtifactWriter(url, storage_options=s3["options"]) as writer:
+            writer.add("model/big.bin", np.ones(40 << 20, dtype=np.uint8))  # past one part: multipart started
+            raise RuntimeError("the save failed")
+    assert not s3["fs"].exists(f"{s3['bucket']}/aborted.msafe")
+    uploads = s3["fs"].call_s3("list_multipart_uploads", Bucket=s3["bucket"]).get("Uploads", [])
+    assert uploads == []
+
+
+def test_the_server_stopped_mid_upload_leaves_no_object(s3):
+    from moto.server import ThreadedMotoServer
+
+    url = f"s3://{s3['bucket']}/stopped.msafe"
+    options = {**s3["options"], "config_kwargs": {"connect_timeout": 1, "read_timeout": 2,
+                                                                  "retries": {"max_attempts": 1}}}
+    server = s3["server"]
+    try:
+        with pytest.raises(ms.SaveError) as err:
+            with ArtifactWriter(url, storage_options=options) as writer:
+                writer.add("model/a.bin", np.ones(20 << 20, dtype=np.uint8))  # one part sent
+                server.stop()
+                writer.add("model/b.bin", np.ones(20 << 20, dtype=np.uint8))
+                writer.commit(b"{}")
+        assert err.value.reason == "connection"
+    finally:
+        server._server = None
+        restarted = ThreadedMotoServer(ip_address="127.0.0.1", port=s3["port"], verbose=False)
+        restarted.start()
+        server.__dict__.update(restarted.__dict__)  # the session fixture stops it at the end
+    assert not s3["fs"].exists(f"{s3['bucket']}/stopped.msafe")
+
+
+def test_a_connection_cut_mid_download_is_a_clear_error(s3):
+    big = np.arange(24 << 20, dtype=np.uint8)
+    url = f"s3://{s3['bucket']}/cut.msafe"
+    ms.save({"weights": big}, url, storage_options=s3["options"])
+    proxy = s3["proxy"]
+    proxy.reset()
+    proxy.cut_after = 4 << 20
+    with pytest.raises(ms.FormatError) as err:
+        ms.load(url, storage_options=s3["proxied"], verify=False)
+    assert err.value.reason == "connection"
+    assert "Nothing from the artifact was used" in str(err.value)
+    proxy.reset()
+    assert ms.load(url, storage_options=s3["proxied"]).model["weights"].sum() == big.sum()
+
+
+def test_an_object_replaced_between_range_reads_is_refused(s3):
+    from modelsafe.artifact.integrity import check_member
+    from modelsafe.artifact.reader import open_artifact, read_manifest
+
+    model, X = _model()
+    url = f"s3://{s3['bucket']}/moving.msafe"
+    ms.save(model, url, sample=X[:8], storage_options=s3["options"])
+    with open_artifact(url, s3["options"]) as reader:
+        manifest = read_manifest(reader)
+        ms.save(model, url, sample=X[:4], overwrite=True, storage_options=s3["options"])  # a new version
+        name, record = next(iter(manifest.members.items()))
+        with pytest.raises(ms.IntegrityError) as err:
+            check_member(reader, name, record)
+    assert err.value.reason == "changed"
+
+
+def test_store_errors_name_what_happened(s3, fresh):
+    with pytest.raises(ms.FormatError) as err:
+        ms.inspect("s3://no-such-bucket-here/m.msafe", storage_options=s3["options"])
+    assert err.value.reason == "no-bucket"
+    with pytest.raises(ms.FormatError) as err:
+        ms.inspect(f"s3://{s3['bucket']}/nothing.msafe", storage_options=s3["options"])
+    assert err.value.reason == "not-found"
+    model, _ = _model()
+    with pytest.raises(ms.SaveError) as err:
+        ms.save(model, "s3://no-such-bucket-here/m.msafe", storage_options=s3["options"])
+    assert err.value.reason == "no-bucket"
+    out = fresh(f"""
+        import os, modelsafe as ms
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            os.environ.pop(key, None)
+        os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.environ["AWS_CONFIG_FILE"] = os.devnull
+        os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+        try:
+            ms.inspect("s3://{s3['bucket']}/m.msafe", storage_options={s3['options']!r})
+        except ms.FormatError as exc:
+            print(exc.reason)
+            print(exc)
+    """)
+    assert out.stdout.splitlines()[0] == "no-credentials"
+    assert "storage_options" in out.stdout
+
+
+def test_the_verified_hash_cache_keys_on_the_etag(s3):
+    from modelsafe.artifact import hash_cache
+    from modelsafe.artifact.reader import open_artifact, read_manifest
+
+    big = {"weights": np.random.default_rng(2).normal(size=1 << 18)}  # 2 MiB: above CACHE_MIN_BYTES
+    url = f"s3://{s3['bucket']}/cached.msafe"
+    ms.save(big, url, storage_options=s3["options"])
+
+    def key() -> str:
+        with open_artifact(url, s3["options"]) as reader:
+            found, _ = hash_cache.cache_key(reader, read_manifest(reader).members)
+        assert found is not None
+        return found
+
+    first = key()
+    assert not hash_cache.is_verified(first)
+    ms.load(url, storage_options=s3["options"])
+    assert hash_cache.is_verified(first)
+    ms.save({"weights": big["weights"] + 1}, url, overwrite=True, storage_options=s3["options"])
+    assert key() != first and not hash_cache.is_verified(key())
+
+
+def test_scan_and_cli_take_urls(s3, cli):
+    import pickle
+
+    s3["fs"].pipe_file(f"{s3['bucket']}/plain.pkl", pickle.dumps({"w": [1.0, 2.0]}))
+    s3["fs"].pipe_file(f"{s3['bucket']}/evil.pkl", b"cos\nsystem\n(S'echo hi'\ntR.")
+    assert ms.scan(f"s3://{s3['bucket']}/plain.pkl", storage_options=s3["options"]).ok
+    assert not ms.scan(f"s3://{s3['bucket']}/evil.pkl", storage_options=s3["options"]).ok
+    model, X = _model()
+    url = f"s3://{s3['bucket']}/cli.msafe"
+    ms.save(model, url, sample=X[:8], storage_options=s3["options"])
+    option = f"endpoint_url={s3['options']['endpoint_url']}"
+    for command in ("inspect", "env", "verify", "scan", "doctor"):
+        result = cli(command, url, "--storage-option", option, "--json")
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+    result = cli("scan", f"s3://{s3['bucket']}/evil.pkl", "--storage-option", option)
+    assert result.returncode == 1
+    result = cli("inspect", url, "--storage-option", "no-equals-sign")
+    assert result.returncode == 2 and "KEY=VALUE" in result.stderr + result.stdout
+
+
+def test_convert_from_and_to_s3(s3, tmp_path):
+    import pickle
+
+    model, X = _model()
+    s3["fs"].pipe_file(f"{s3['bucket']}/legacy.pkl", pickle.dumps(model))
+    url = f"s3://{s3['bucket']}/converted.msafe"
+    manifest = ms.convert(f"s3://{s3['bucket']}/legacy.pkl", url, sample=X[:8], storage_options=s3["options"])
+    assert manifest.flavor == "sklearn"
+    assert ms.load(url, storage_options=s3["options"]).verify().ok
+    report = ms.doctor(f"s3://{s3['bucket']}/legacy.pkl", storage_options=s3["options"])
+    assert report.target == f"s3://{s3['bucket']}/legacy.pkl"
