@@ -299,6 +299,30 @@ def test_retention_keeps_best_k_and_last_k_and_never_ranks_nan_or_missing(tmp_pa
     assert len(_files(tmp_path / "ck")) == 4
 
 
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_the_index_records_monitor_and_mode_so_best_works_in_a_fresh_process(tmp_path, train, fresh, mode):
+    model, _, _ = train.build()
+    ck = ms.Checkpointer(tmp_path / "ck", monitor="val_acc", mode=mode, keep_best=1, keep_last=1)
+    for step, value in enumerate([0.5, 0.9, 0.1, 0.7]):
+        ck.save(step, model=model, metrics={"val_acc": value})
+    ck.close()
+    best = 2 if mode == "min" else 1
+    index = json.loads((tmp_path / "ck" / "checkpoints.json").read_text())
+    assert (index["monitor"], index["mode"]) == ("val_acc", mode)
+    out = _fresh_json(fresh, f"""
+        import json, os, {train.__name__} as train, modelsafe as ms
+        model, _, _ = train.build(seed=1)
+        ck = ms.Checkpointer("ck")          # no monitor given: the index says how they are ranked
+        out = {{"best": ck.best.step, "restored": ck.restore(model=model, which="best").step}}
+        ck.save(4, model=model, metrics={{"val_acc": 0.3}})   # retention still keeps the best
+        out["kept"] = [c.step for c in ck.list()]
+        ck.close()
+        os.remove("ck/checkpoints.json")     # a lost index is rebuilt from the checkpoints' own facts
+        out["rebuilt"] = ms.Checkpointer("ck").best.step
+    """)
+    assert out == {"best": best, "restored": best, "kept": [best, 4], "rebuilt": best}
+
+
 def test_all_nan_metrics_give_no_best(tmp_path, train):
     model, _, _ = train.build()
     ck = ms.Checkpointer(tmp_path / "ck", monitor="val")

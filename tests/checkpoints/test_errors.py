@@ -189,8 +189,12 @@ def test_invalid_choices(saved):
     with pytest.raises(FormatError, match=r"No checkpoint of step 7 .* the steps on disk are \[3\]") as info:
         saved.restore(model=model, which=7)
     assert info.value.steps == [3]
-    with pytest.raises(ValueError, match="'best' needs a metric to rank by"):
-        ms.Checkpointer(saved.directory).restore(model=model, which="best")
+    unranked = ms.Checkpointer(saved.directory.parent / "unranked")  # saved without a monitor
+    unranked.save(1, model=model, metrics={"loss": 0.5})
+    with pytest.raises(FormatError, match=r"'best' needs a metric to rank by, and neither this Checkpointer nor "
+                                          r"the directory's index names one") as info:
+        ms.Checkpointer(saved.directory.parent / "unranked").restore(model=model, which="best")
+    assert info.value.monitor is None and info.value.which == "best"
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -93,7 +93,8 @@ class Checkpointer:
     directory
         Where checkpoints go (created at the first save).
     monitor
-        The metric (a key of ``metrics``) that ranks checkpoints; None keeps only the last ones.
+        The metric (a key of ``metrics``) that ranks checkpoints; None keeps only the last ones, or,
+        in a directory whose index records a monitor (and mode), ranks and keeps by that one.
     mode
         ``"min"`` (a loss) or ``"max"`` (an accuracy): which values of ``monitor`` are better.
     keep_best, keep_last
@@ -182,8 +183,9 @@ class Checkpointer:
         self._dir.take()
         entry = self._dir.reserve(step, values)
         parts = {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+        monitor, mode = (self.monitor, self.mode) if self.monitor is not None else self._dir.ranking(self._dir.index())
         facts = {"step": step, "seq": entry.seq, "time": entry.time, "metrics": idx.encode_metrics(values),
-                 "monitor": self.monitor, "mode": self.mode}
+                 "monitor": monitor, "mode": mode}
         capture = self._capturer(model, parts, extra, facts)
         path = self.directory / entry.file
         write = _write()
@@ -264,9 +266,13 @@ class Checkpointer:
 
     @property
     def best(self) -> CheckpointInfo | None:
-        """The checkpoint with the best finite ``monitor`` value, or None (no monitor, or none yet)."""
+        """The checkpoint with the best finite ``monitor`` value, or None (no monitor, or none yet).
+
+        Without a ``monitor`` of its own, the Checkpointer ranks by the one the directory's index
+        records (the one the checkpoints were saved with), in any process.
+        """
         self.wait()
-        entry = idx.best(self._dir.entries(), self.monitor, self.mode)
+        entry = self._dir.best()
         return None if entry is None else CheckpointInfo.of(self.directory, entry)
 
     # -- restoring ----------------------------------------------------------------------

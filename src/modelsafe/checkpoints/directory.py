@@ -123,16 +123,32 @@ class CheckpointDirectory:
             index = None
         return idx.reconcile(self.path, index, clean=clean)
 
+    def index(self) -> idx.Index:
+        """The index as it stands (an empty one when the directory does not exist)."""
+        if not self.path.is_dir():
+            return idx.Index()
+        with self.lock.index_lock:
+            return self._read()[0]
+
     def entries(self) -> list[idx.Entry]:
         """Every checkpoint on disk, in save order."""
-        if not self.path.is_dir():
-            return []
-        with self.lock.index_lock:
-            return sorted(self._read()[0].entries, key=lambda e: e.seq)
+        return sorted(self.index().entries, key=lambda e: e.seq)
+
+    def ranking(self, index: idx.Index) -> tuple[str | None, str]:
+        """``(monitor, mode)``: this Checkpointer's, or when it has no monitor, the one the index records."""
+        if self.retention.monitor is not None or index.monitor is None:
+            return self.retention.monitor, self.retention.mode
+        return index.monitor, index.mode
+
+    def best(self) -> idx.Entry | None:
+        """The checkpoint with the best finite monitored value, or None."""
+        index = self.index()
+        return idx.best(index.entries, *self.ranking(index))
 
     def pick(self, which: str | int) -> idx.Entry:
         """The checkpoint ``which`` names: ``"latest"``, ``"best"`` or a step (its newest save)."""
-        entries = self.entries()
+        index = self.index()
+        entries = sorted(index.entries, key=lambda e: e.seq)
         if not entries:
             state = "does not exist" if not self.path.exists() else "holds no checkpoints"
             raise FormatError(
@@ -142,7 +158,7 @@ class CheckpointDirectory:
         if which == "latest":
             return entries[-1]
         if which == "best":
-            return self._best(entries)
+            return self._best(entries, *self.ranking(index))
         if isinstance(which, (str, bool)):
             raise ValueError(f"Invalid `which`: expected 'latest', 'best' or a step number. Received: which={which!r}")
         step = operator.index(which)
@@ -155,13 +171,14 @@ class CheckpointDirectory:
                 path=str(self.path), which=step, steps=steps)
         return matching[-1]
 
-    def _best(self, entries: list[idx.Entry]) -> idx.Entry:
-        monitor = self.retention.monitor
+    def _best(self, entries: list[idx.Entry], monitor: str | None, mode: str) -> idx.Entry:
         if monitor is None:
-            raise ValueError("Invalid `which`: 'best' needs a metric to rank by, but this Checkpointer has "
-                             "monitor=None. Pass monitor='<metric name>' (and mode) to Checkpointer, or restore "
-                             "which='latest'.")
-        found = idx.best(entries, monitor, self.retention.mode)
+            raise FormatError(
+                f"No checkpoint in {str(self.path)!r} can be 'best': 'best' needs a metric to rank by, and neither "
+                "this Checkpointer nor the directory's index names one (they were saved with monitor=None). Pass "
+                "monitor='<metric name>' (and mode) to Checkpointer, or restore which='latest' or a step.",
+                path=str(self.path), monitor=None, which="best")
+        found = idx.best(entries, monitor, mode)
         if found is None:
             names = sorted({k for e in entries for k in e.metrics})
             raise FormatError(
@@ -226,7 +243,9 @@ class CheckpointDirectory:
         r = self.retention
         with self.lock.index_lock:
             index = self._read()[0].without({entry.seq}).with_entry(self.sized(entry))
-            keep = {e.seq for e in idx.retained(list(index.entries), monitor=r.monitor, mode=r.mode,
+            monitor, mode = self.ranking(index)  # recorded, so that Checkpointer(directory).best works anywhere
+            index = index.ranked_by(monitor, mode)
+            keep = {e.seq for e in idx.retained(list(index.entries), monitor=monitor, mode=mode,
                                                  keep_best=r.keep_best, keep_last=r.keep_last)}
             dropped = [e for e in index.entries if e.seq not in keep]
             idx.write_index(self.path, index.without({e.seq for e in dropped}))

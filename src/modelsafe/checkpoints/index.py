@@ -7,7 +7,9 @@ Layout of a checkpoint directory::
     .modelsafe-checkpoints.lock      held (flock) by the one process that writes here
                                      (see :mod:`modelsafe.checkpoints.directory`)
 
-The index lists every checkpoint with its step, save sequence number, metrics and time.
+The index lists every checkpoint with its step, save sequence number, metrics and time, and
+the metric that ranks them (``monitor``, ``mode``), so ``Checkpointer(directory).best`` finds the
+best one in any process.
 Each artifact also records the same facts in its manifest (``metadata["modelsafe.checkpoint"]``),
 so a complete artifact that a killed process renamed into place but did not get into the
 index yet is found and adopted at start-up (:func:`reconcile`), and temporaries of a
@@ -144,12 +146,18 @@ def retained(entries: list[Entry], *, monitor: str | None, mode: str, keep_best:
 class Index:
     entries: tuple[Entry, ...] = ()
     next_seq: int = 1
+    #: The metric that ranks the checkpoints, as the last writer's Checkpointer had it (None: not ranked).
+    monitor: str | None = None
+    mode: str = "min"
 
     def without(self, seqs: set[int]) -> "Index":
         return replace(self, entries=tuple(e for e in self.entries if e.seq not in seqs))
 
     def with_entry(self, entry: Entry) -> "Index":
-        return Index(entries=(*self.entries, entry), next_seq=max(self.next_seq, entry.seq + 1))
+        return replace(self, entries=(*self.entries, entry), next_seq=max(self.next_seq, entry.seq + 1))
+
+    def ranked_by(self, monitor: str | None, mode: str) -> "Index":
+        return replace(self, monitor=monitor, mode=mode)
 
 
 class IndexDamaged(Exception):
@@ -172,14 +180,24 @@ def read_index(directory: Path) -> Index | None:
             raise ValueError(f"it has version {raw.get('version')}, newer than this modelsafe reads")
         entries = tuple(Entry.from_json(e) for e in raw["checkpoints"])
         next_seq = max([int(raw.get("next_seq", 1)), *(e.seq + 1 for e in entries)])
+        monitor, mode = ranking(raw)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise IndexDamaged(f"{path} is malformed ({exc})") from exc
-    return Index(entries=entries, next_seq=next_seq)
+    return Index(entries=entries, next_seq=next_seq, monitor=monitor, mode=mode)
+
+
+def ranking(raw: Mapping[str, Any]) -> tuple[str | None, str]:
+    """``(monitor, mode)`` recorded in an index (or in a checkpoint's facts); older indexes have none."""
+    monitor, mode = raw.get("monitor"), raw.get("mode", "min")
+    if monitor is not None and not isinstance(monitor, str) or mode not in ("min", "max"):
+        raise ValueError(f"monitor={monitor!r}, mode={mode!r} is not a metric name and 'min' or 'max'")
+    return monitor, mode
 
 
 def write_index(directory: Path, index: Index) -> None:
     """Replace the index atomically: temporary file in the same folder, fsync, rename, fsync the folder."""
     body = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "next_seq": index.next_seq,
+            "monitor": index.monitor, "mode": index.mode,
             "checkpoints": [e.to_json() for e in sorted(index.entries, key=lambda e: e.seq)]}
     data = json.dumps(body, indent=1).encode("utf-8")
     tmp = directory / f".{INDEX_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
@@ -239,6 +257,17 @@ def read_entry(path: Path) -> Entry | None:
         return None
 
 
+def _recorded_ranking(path: Path) -> tuple[str | None, str]:
+    """``(monitor, mode)`` the Checkpointer that wrote the artifact at ``path`` had (None, "min" if unreadable)."""
+    from modelsafe.artifact.reader import manifest_of
+    from modelsafe.errors import ModelsafeError
+
+    try:
+        return ranking(manifest_of(path).metadata.get(METADATA_KEY) or {})
+    except (ModelsafeError, OSError, AttributeError, ValueError):
+        return None, "min"
+
+
 def reconcile(directory: Path, index: Index | None, *, clean: bool) -> tuple[Index, Repair]:
     """Bring the index in line with the folder after a crash.
 
@@ -247,6 +276,7 @@ def reconcile(directory: Path, index: Index | None, *, clean: bool) -> tuple[Ind
     process holding the writer lock) temporaries are removed.
     """
     removed = remove_temporaries(directory) if clean else []
+    rebuilt = index is None
     index = index or Index()
     present = {p.name for p in directory.iterdir() if _ARTIFACT.match(p.name) and p.is_file()}
     lost = {e.seq for e in index.entries if e.file not in present}
@@ -260,5 +290,7 @@ def reconcile(directory: Path, index: Index | None, *, clean: bool) -> tuple[Ind
             continue
         kept = kept.with_entry(entry)
         adopted.append(name)
+    if rebuilt and adopted:  # no index to say how they are ranked: the newest checkpoint's facts do
+        kept = kept.ranked_by(*_recorded_ranking(directory / max(kept.entries, key=lambda e: e.seq).file))
     lost_files = tuple(e.file for e in index.entries if e.seq in lost)
     return kept, Repair(tuple(removed), tuple(adopted), lost_files, tuple(unreadable))
