@@ -142,7 +142,8 @@ class TrustedKeys:
 
 
 def load_trusted(sources: Iterable[Any]) -> TrustedKeys:
-    """Read trusted public keys and root certificates: PEM files, folders of them, PEM bytes, or objects."""
+    """Read trusted public keys and root certificates: PEM files, folders of them (private keys
+    there are skipped), PEM bytes, or objects. A private key named as a trusted key is refused."""
     keys: list[tuple[Any, str]] = []
     certificates: list[tuple[x509.Certificate, str]] = []
     for source in sources:
@@ -153,7 +154,9 @@ def load_trusted(sources: Iterable[Any]) -> TrustedKeys:
         elif isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
             for path in sorted(Path(source).iterdir()):
                 if path.suffix.lower() in _KEY_SUFFIXES and path.is_file():
-                    _add_pem(_read_pem(path, f"the trusted key file {str(path)!r}"), str(path), keys, certificates)
+                    data = _read_pem(path, f"the trusted key file {str(path)!r}")
+                    if b"PRIVATE KEY-----" not in data:  # a keygen folder also holds private.pem: not trust
+                        _add_pem(data, str(path), keys, certificates)
         else:
             label = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "PEM bytes"
             _add_pem(_read_pem(source, f"the trusted key {label!r}"), label, keys, certificates)
