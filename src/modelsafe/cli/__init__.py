@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from modelsafe.cli import artifacts  # noqa: F401 - registers inspect, verify, env, scan, doctor, convert
 from modelsafe.cli import export  # noqa: F401 - registers export
-from modelsafe.cli import signing  # noqa: F401 - registers keygen, sign
 from modelsafe.cli import serve  # noqa: F401 - registers serve
 from modelsafe.cli import signing  # noqa: F401 - registers keygen, sign
 from modelsafe.cli._app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, cli, main
