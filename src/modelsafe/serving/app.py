@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from modelsafe.serving import capture, inference_v2, scoring
 from modelsafe.serving.card import CONTENT_SECURITY_POLICY, render_card
+from modelsafe.serving.errors import as_protocol
 from modelsafe.serving.middleware import BearerAuth, Observed
 from modelsafe.serving.models import ServedModel, load_model, name_artifacts
 from modelsafe.serving.openapi import openapi, render_docs
@@ -98,15 +99,16 @@ def create_app(artifacts: Any, *, max_batch_size: int = 1, max_latency_ms: float
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return json_response({"error": {"type": "NotFound", "message": (
-        f"Nothing is served at {request.url.path!r}: see /docs for the endpoints (/invocations, "
-        "/v2/models/NAME/infer, /v1/models...)."), "path": request.url.path}}, 404)
+    path = request.url.path
+    return json_response(as_protocol({"type": "NotFound", "path": path, "message": (
+        f"Nothing is served at {path!r}: see /docs for the endpoints (/invocations, /v2/models/NAME/infer, "
+        "/v1/models...).")}, path), 404)
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return json_response({"error": {"type": "MethodNotAllowed", "message": (
-        f"{request.method} is not allowed on {request.url.path!r}: see /docs for the method each endpoint takes."),
-        "method": request.method}}, 405)
+    path = request.url.path
+    return json_response(as_protocol({"type": "MethodNotAllowed", "method": request.method, "message": (
+        f"{request.method} is not allowed on {path!r}: see /docs for the method each endpoint takes.")}, path), 405)
 
 
 def _own_routes(service: Service) -> list[Route]:

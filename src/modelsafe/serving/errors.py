@@ -28,7 +28,7 @@ from modelsafe.errors import MissingMethodError, ModelsafeError, SchemaError, Un
 
 __all__ = [
     "RequestError", "MalformedRequestError", "AuthenticationError", "ModelNotFoundError", "RequestTooLargeError",
-    "UnsupportedMediaTypeError", "ServiceUnavailableError", "PredictionError", "status_of", "error_body",
+    "UnsupportedMediaTypeError", "ServiceUnavailableError", "PredictionError", "status_of", "error_body", "as_protocol",
 ]
 
 
@@ -100,10 +100,22 @@ def status_of(exc: BaseException) -> int:
     return 400 if isinstance(exc, ModelsafeError) else 500
 
 
-def error_body(exc: BaseException) -> dict[str, Any]:
-    """``{"error": {"type", "message", ...the error's facts}}``, JSON-able."""
+def error_body(exc: BaseException, path: str = "") -> dict[str, Any]:
+    """``{"error": {"type", "message", ...the error's facts}}``, JSON-able.
+
+    Under ``/v2`` the Open Inference Protocol has its own error body, ``{"error": "<message>"}``,
+    which its clients (tritonclient) read as text: there the error is that text, and the
+    same object goes under ``"details"``.
+    """
     facts = {k: v for k, v in vars(exc).items() if k != "message" and not k.startswith("_")}
     error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
     for key, value in facts.items():
         error.setdefault(key, to_jsonable(value))
+    return as_protocol(error, path)
+
+
+def as_protocol(error: dict[str, Any], path: str) -> dict[str, Any]:
+    """The error body for a request to ``path`` (see :func:`error_body`)."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return {"error": f"{error['type']}: {error['message']}", "details": error}
     return {"error": error}

@@ -162,9 +162,8 @@ def _convert(series: Any, column: Mapping[str, Any]) -> Any:
         target = np.dtype(want)
     except TypeError:
         return _convert_extension(series, want, column)
-    if isinstance(got, np.dtype) and got.kind in "iuf" and target.kind in "iuf":
-        values = series.to_numpy()
-        cast = _exact_cast(values, want)
+    if isinstance(got, np.dtype) and (got.kind in "iuf" and target.kind in "iuf" or got == object):
+        cast = _exact_cast(series.to_numpy(), want)
         return cast if cast.dtype == target else None
     return None
 
@@ -193,15 +192,16 @@ def _convert_extension(series: Any, want: str, column: Mapping[str, Any]) -> Any
 
 def _exact_cast(array: np.ndarray, dtype: str | None) -> np.ndarray:
     """``array`` as ``dtype`` when JSON numbers fit it: any float width for float64 values
-    (JSON has one number type), integers within the range of the recorded integer type."""
-    if dtype is None or array.dtype.kind not in "iufb":
-        return array
+    (JSON has one number type), integers within the range of the recorded integer type, and
+    numbers with ``null`` (JSON's missing value) as floats with NaN."""
     try:
-        target = np.dtype(dtype)
+        target = np.dtype(dtype) if dtype is not None else None
     except TypeError:
         return array
-    if array.dtype == target:
+    if target is None or array.dtype == target:
         return array
+    if array.dtype == object:
+        return array.astype(target) if target.kind == "f" and _numbers_or_null(array) else array
     if target.kind == "f" and array.dtype.kind in "iuf":
         return array.astype(target)
     if target.kind in "iu" and array.dtype.kind in "iu" and array.size:
@@ -209,6 +209,10 @@ def _exact_cast(array: np.ndarray, dtype: str | None) -> np.ndarray:
         if info.min <= array.min() and array.max() <= info.max:
             return array.astype(target)
     return array
+
+
+def _numbers_or_null(array: np.ndarray) -> bool:
+    return all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in array.ravel().tolist())
 
 
 def _column(values: Any) -> Any:

@@ -93,7 +93,7 @@ class BearerAuth:
             "started with (--token-file).")
         await send({"type": "http.response.start", "status": 401,
                     "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
-        await send({"type": "http.response.body", "body": dumps(error_body(exc))})
+        await send({"type": "http.response.body", "body": dumps(error_body(exc, scope["path"]))})
 
     def _allowed(self, scope: Scope) -> bool:
         for name, value in scope.get("headers", ()):

@@ -20,6 +20,7 @@ from modelsafe.serving.errors import (
     MalformedRequestError,
     RequestTooLargeError,
     UnsupportedMediaTypeError,
+    as_protocol,
     error_body,
     status_of,
 )
@@ -39,8 +40,8 @@ def json_response(value: Any, status: int = 200, headers: dict[str, str] | None 
     return Response(dumps(value), status, headers=headers, media_type="application/json")
 
 
-def error_response(exc: BaseException, headers: dict[str, str] | None = None) -> Response:
-    return json_response(error_body(exc), status_of(exc), headers)
+def error_response(request: "Request", exc: BaseException) -> Response:
+    return json_response(error_body(exc, request.url.path), status_of(exc))
 
 
 def note(request: "Request", **facts: Any) -> None:
@@ -59,13 +60,13 @@ def endpoint(protocol: str) -> Callable[[Handler], Handler]:
                 return await handler(request)
             except ModelsafeError as exc:
                 note(request, error=type(exc).__name__)
-                return error_response(exc)
+                return error_response(request, exc)
             except Exception as exc:  # noqa: BLE001 - never a traceback in a response
                 log.exception("%s %s failed", request.method, request.url.path)
                 note(request, error="InternalError")
-                return json_response({"error": {"type": "InternalError", "message": (
+                return json_response(as_protocol({"type": "InternalError", "message": (
                     f"The server failed on this request ({type(exc).__name__}); the server log has the details. "
-                    "This is a bug of the server, not of the request: please report it.")}}, 500)
+                    "This is a bug of the server, not of the request: please report it.")}, request.url.path), 500)
 
         return run
 
