@@ -312,3 +312,76 @@ def test_code_typed_at_an_interactive_prompt_is_refused_at_save(fresh):
             print(exc.problems)
     """)
     assert "__main__.Typed" in proc.stdout and "cannot be recovered" in proc.stdout
+
+
+CONSTANTS_MAIN = """
+    import re
+    import numpy as np
+    import modelsafe as ms
+
+    TOKEN = re.compile(r"(?P<n>\\d+)\\s*(kg|g)", re.IGNORECASE | re.VERBOSE)
+    WEIGHTS = np.array([[0.5, -1.0], [-2.0, 0.25]], dtype=np.float32)
+    LABELS = np.array(["light", "heavy"])
+    SCALE = np.float64(2.5)
+
+    class Parser:
+        def predict(self, texts):
+            grams = [float(m["n"]) * (1000 if m.group(2).lower() == "kg" else 1) for m in map(TOKEN.search, texts)]
+            feats = np.stack([np.log1p(grams), np.ones(len(grams))], axis=1).astype(np.float32) @ WEIGHTS
+            return LABELS[(feats[:, 0] * SCALE > 3).astype(int)]
+
+    texts = ["3 kg", "12 G", "700 g", "1KG"]
+    ms.save(Parser(), "parser.msafe", sample=texts)
+    print(Parser().predict(texts).tolist())
+"""
+
+
+def test_module_constants_patterns_and_small_arrays_are_bundled(fresh, tmp_path):
+    saved = fresh.script("train.py", CONSTANTS_MAIN).stdout.strip()
+    record = json.loads(zipfile.ZipFile(tmp_path / "parser.msafe").read("modelsafe.json"))["code"][0]
+    assert sorted(record["arrays"]) == ["LABELS", "SCALE", "WEIGHTS"]
+    assert record["arrays"]["WEIGHTS"] == "code/__main__/WEIGHTS.npy"
+    source = _code_member(tmp_path / "parser.msafe", "__main__")
+    assert "TOKEN = _modelsafe_re.compile('(?P<n>\\\\d+)\\\\s*(kg|g)', 98)" in source  # IGNORECASE|VERBOSE|UNICODE
+    assert "WEIGHTS = __modelsafe_arrays__['WEIGHTS']" in source and "SCALE = __modelsafe_arrays__['SCALE'][()]" in source
+    out = fresh("""
+        import numpy as np, modelsafe as ms
+        bundle = ms.load("parser.msafe", trust_code=True)
+        assert bundle.verify().ok
+        mod = type(bundle.model).__module__
+        import sys, re
+        ns = vars(sys.modules[mod])
+        assert ns["TOKEN"] == re.compile(r"(?P<n>\\d+)\\s*(kg|g)", re.I | re.X)
+        assert ns["WEIGHTS"].dtype == np.float32 and type(ns["SCALE"]) is np.float64
+        ms.save(bundle.model, "again.msafe", sample=["3 kg", "12 G", "700 g", "1KG"])  # saved again: arrays too
+        print(bundle.predict(["3 kg", "12 G", "700 g", "1KG"]).tolist())
+    """).stdout.strip()
+    assert out == saved and "'light'" in saved and "'heavy'" in saved  # the constants decide, the same way
+    again = fresh("""
+        import modelsafe as ms
+        print(ms.load("again.msafe", trust_code=True).predict(["3 kg", "12 G", "700 g", "1KG"]).tolist())
+    """).stdout.strip()
+    assert again == saved
+
+
+@pytest.mark.parametrize("constant, words", [
+    ("np.zeros(200_000)", "it is 1.5 MiB, more than the 1 MiB a bundled constant may have"),
+    ("np.array([{}, None], dtype=object)", "it holds Python objects (dtype object), which .npy stores only by pickling"),
+])
+def test_a_constant_that_cannot_be_bundled_is_named_with_the_reason(fresh, tmp_path, constant, words):
+    proc = fresh.script("train.py", f"""
+        import os, numpy as np, modelsafe as ms
+
+        TABLE = {constant}
+
+        def score(x):
+            return np.asarray(x) * len(TABLE)
+
+        try:
+            ms.save(score, "m.msafe", sample=np.ones(3))
+        except ms.UnsavableObjectError as exc:
+            print(exc.problems)
+        print("files:", sorted(os.listdir(".")))
+    """)
+    assert "('__main__.TABLE', 'numpy.ndarray', 'used by score, but " + words in proc.stdout, proc.stdout
+    assert "pass it to the saved object as an attribute" in proc.stdout and "files: ['train.py']" in proc.stdout

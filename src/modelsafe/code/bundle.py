@@ -60,6 +60,8 @@ class _Entry:
     source: str = ""
     origin: str = ""
     requires: tuple[str, ...] = ()
+    #: numpy constants the source reads from its ARRAYS_NAME namespace entry (stored as .npy members).
+    arrays: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def plan_code(refs: Iterable[tuple[str, str]], explicit: Iterable[Any] = ()) -> tuple[list[_Entry], list[tuple[str, str, str]]]:
@@ -96,14 +98,17 @@ def _entry_for(module: str, symbols: set[str]) -> tuple[_Entry | None, list[tupl
     kind = module_kind(module)
     if kind == KIND_MAIN:
         return _main_entry(module, symbols)
+    from modelsafe.code.source import ARRAYS_NAME
+
     source = BUNDLED_SOURCES.get(module)
     origin = f"bundled copy {module}"
+    arrays = getattr(sys.modules.get(module), ARRAYS_NAME, {}) if source is not None else {}  # saved again
     if source is None:
         source, origin = module_file_source(module)
     if source is None:
         return None, [(module, "module", f"the source of local module {module!r} cannot be read ({origin}); "
                        "make it an installed package, or pass its file with code=[...]")]
-    return _Entry(module, KIND_LOCAL, set(symbols), source, origin, _local_imports(source, module)), []
+    return _Entry(module, KIND_LOCAL, set(symbols), source, origin, _local_imports(source, module), arrays), []
 
 
 def _main_entry(module: str, symbols: set[str]) -> tuple[_Entry | None, list[tuple[str, str, str]]]:
@@ -120,7 +125,8 @@ def _main_entry(module: str, symbols: set[str]) -> tuple[_Entry | None, list[tup
     if extracted is None:
         return None, problems
     requires = tuple(m for m in extracted.imports if module_kind(m) == KIND_LOCAL)
-    return _Entry(module, KIND_MAIN, set(extracted.symbols), extracted.source, str(origin), requires), []
+    return _Entry(module, KIND_MAIN, set(extracted.symbols), extracted.source, str(origin), requires,
+                  extracted.arrays), []
 
 
 def _explicit_entry(item: Any) -> _Entry:
@@ -200,7 +206,22 @@ def bundle_code(refs: Iterable[tuple[str, str]], explicit: Iterable[Any], store:
     for entry in entries:
         relname = f"{entry.module}.py"
         store.write(relname, entry.source.encode("utf-8"))
-        records.append({"module": entry.module, "kind": entry.kind, "member": store.member_name(relname),
-                        "sha256": sha256_text(entry.source), "symbols": sorted(entry.symbols),
-                        "requires": list(entry.requires), "origin": entry.origin})
+        record = {"module": entry.module, "kind": entry.kind, "member": store.member_name(relname),
+                  "sha256": sha256_text(entry.source), "symbols": sorted(entry.symbols),
+                  "requires": list(entry.requires), "origin": entry.origin}
+        if entry.arrays:
+            record["arrays"] = _write_arrays(entry, store)
+        records.append(record)
     return records
+
+
+def _write_arrays(entry: _Entry, store: MemberStore) -> dict[str, str]:
+    """Each numpy constant of ``entry`` as ``code/<module>/<name>.npy`` (no pickle); name -> member."""
+    from modelsafe.checks.data import npy_bytes
+
+    members = {}
+    for name, array in sorted(entry.arrays.items()):
+        relname = f"{entry.module}/{name}.npy"
+        store.write(relname, bytes(npy_bytes(array)))
+        members[name] = store.member_name(relname)
+    return members

@@ -50,11 +50,14 @@ class CodeRecord:
     sha256: str
     symbols: tuple[str, ...]
     requires: tuple[str, ...]
+    #: numpy constants of the module: name -> its ``.npy`` member (see modelsafe.code.source.ARRAYS_NAME).
+    arrays: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "CodeRecord":
         return cls(str(raw["module"]), str(raw.get("kind", KIND_LOCAL)), str(raw["member"]), str(raw["sha256"]),
-                   tuple(raw.get("symbols", ())), tuple(raw.get("requires", ())))
+                   tuple(raw.get("symbols", ())), tuple(raw.get("requires", ())),
+                   {str(k): str(v) for k, v in dict(raw.get("arrays") or {}).items()})
 
 
 def _current_source_hash(module: str) -> str | None:
@@ -160,6 +163,11 @@ class _BundleLoader:
         mod.__file__ = filename
         mod.__package__ = name.rpartition(".")[0]
         linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+        if record.arrays:  # its numpy constants, read as .npy (never pickle) before its source runs
+            from modelsafe.checks.data import npy_load
+            from modelsafe.code.source import ARRAYS_NAME
+
+            mod.__dict__[ARRAYS_NAME] = {k: npy_load(self._reader.view(m)) for k, m in record.arrays.items()}
         sys.modules[name] = mod
         BUNDLED_SOURCES[name] = source
         aliases = {dep: self._loaded[dep] for dep in record.requires if dep in self._loaded}

@@ -7,7 +7,9 @@ notebook cell. This module writes down just what the saved objects need, as sour
   notebook classes through their methods' cells in :mod:`linecache`);
 * the definitions *they* use from the same namespace, recursively;
 * the imports they use (``import numpy as np``, ``from sklearn.base import BaseEstimator``);
-* simple constants (numbers, strings, tuples, dicts of those).
+* simple constants (numbers, strings, tuples, dicts of those), compiled ``re`` patterns (as
+  their source and flags) and small numpy arrays and scalars (stored beside the source as
+  ``.npy`` members: see :data:`ARRAYS_NAME`).
 
 Which names a definition uses is read from its bytecode (``LOAD_GLOBAL``) and from the
 parts of its header that run at definition time (decorators, defaults, base classes,
@@ -26,13 +28,17 @@ import re
 import sys
 import textwrap
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 Problem = tuple[str, str, str]
 
 #: Constants longer than this (as source) are not inlined.
 _MAX_CONSTANT = 10_000
+#: numpy constants up to this size are bundled as ``.npy`` members; a larger one is named as a problem.
+MAX_ARRAY_BYTES = 1 << 20
+#: The name, in a bundled module's namespace, of the arrays stored beside its source (set before it runs).
+ARRAYS_NAME = "__modelsafe_arrays__"
 _FUTURE_FEATURES = ("annotations", "division", "generator_stop")
 
 
@@ -43,6 +49,8 @@ class ExtractedModule:
     source: str
     symbols: tuple[str, ...]
     imports: tuple[str, ...]
+    #: numpy constants the source reads from :data:`ARRAYS_NAME` (name -> array).
+    arrays: dict[str, Any] = field(default_factory=dict)
 
 
 def type_label(value: Any) -> str:
@@ -165,6 +173,12 @@ def _literal(value: Any) -> str | None:
     return None
 
 
+def _is_numpy(value: Any) -> bool:
+    """A numpy array or scalar (told by its type's module: numpy is not imported for this)."""
+    cls = type(value)
+    return cls.__module__ == "numpy" and hasattr(value, "dtype") and hasattr(value, "shape")
+
+
 def importable_as(value: Any) -> tuple[str, str] | None:
     """``(module, qualname)`` under which ``value`` can be imported, if any."""
     module = getattr(value, "__module__", None)
@@ -192,6 +206,7 @@ class _Extractor:
         self.aliases: dict[str, str] = {}
         self.imports: dict[str, str] = {}
         self.constants: dict[str, str] = {}
+        self.arrays: dict[str, Any] = {}
         self.futures: set[str] = set()
         self.modules: set[str] = set()
         self.problems: list[Problem] = []
@@ -217,11 +232,47 @@ class _Extractor:
             self._import_from(name, *where)
         elif (text := _literal(value)) is not None:
             self.constants[name] = text
+        elif isinstance(value, re.Pattern):
+            self._pattern(name, value, used_by)
+        elif _is_numpy(value):
+            self._array(name, value, used_by)
         else:
             self.problems.append((f"{self.label}.{name}", type_label(value),
                                   f"used by {used_by}, but a {type_label(value)} cannot be written as source; "
                                   "pass it to the saved object as an argument or attribute, or move the code "
                                   "into an importable module"))
+
+    def _pattern(self, name: str, value: "re.Pattern[Any]", used_by: str) -> None:
+        """A compiled pattern, rebuilt from its source and flags (``re.compile`` gives an equal pattern)."""
+        text = f"_modelsafe_re.compile({value.pattern!r}, {value.flags})"
+        if len(text) > _MAX_CONSTANT:
+            self.problems.append((f"{self.label}.{name}", "re.Pattern", f"used by {used_by}, but its pattern is "
+                                  f"{len(value.pattern):,} characters long, more than the {_MAX_CONSTANT:,} a "
+                                  "bundled constant may have; compile it from a file the code reads, or pass it to "
+                                  "the saved object as an attribute"))
+            return
+        self.imports["_modelsafe_re"] = "import re as _modelsafe_re"
+        self.constants[name] = text
+
+    def _array(self, name: str, value: Any, used_by: str) -> None:
+        """A numpy array or scalar, stored beside the source as ``.npy`` (never pickled)."""
+        import numpy as np
+
+        array = np.asarray(value)
+        problem = None
+        if array.dtype.hasobject:
+            problem = ("it holds Python objects (dtype object), which .npy stores only by pickling; give it a numeric "
+                       "or string dtype")
+        elif array.nbytes > MAX_ARRAY_BYTES:
+            problem = (f"it is {array.nbytes / (1 << 20):.1f} MiB, more than the {MAX_ARRAY_BYTES >> 20} MiB a "
+                       "bundled constant may have")
+        if problem:
+            self.problems.append((f"{self.label}.{name}", type_label(value), f"used by {used_by}, but {problem}; pass "
+                                  "it to the saved object as an attribute (it is then saved with its state)"))
+            return
+        self.arrays[name] = array
+        scalar = "[()]" if not isinstance(value, np.ndarray) else ""
+        self.constants[name] = f"{ARRAYS_NAME}[{name!r}]{scalar}"
 
     def _import_module(self, name: str, value: types.ModuleType) -> None:
         self.modules.add(value.__name__)
@@ -303,4 +354,4 @@ def extract_module(module: types.ModuleType, names: Iterable[str], *, label: str
     except SyntaxError as exc:
         return None, [(label, "source", f"the rebuilt source does not compile ({exc}); move the code into a module")]
     symbols = tuple(sorted(set(extractor.defs) | set(extractor.aliases)))
-    return ExtractedModule(source, symbols, tuple(sorted(extractor.modules))), []
+    return ExtractedModule(source, symbols, tuple(sorted(extractor.modules)), extractor.arrays), []
