@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from modelsafe.checks.dtypes import MISSING_IS_LOSSY, DType, conflict, describe_dtype
-from modelsafe.checks.frames import frame_library, refuse_duplicates, to_pandas
+from modelsafe.checks.frames import column_array, frame_dtypes, frame_library, refuse_duplicates, to_pandas
 from modelsafe.checks.labels import decode_label, label_key, legacy_key, show_label
 from modelsafe.checks.ranges import RangeCheck, warn_input
 from modelsafe.errors import SchemaError
@@ -106,12 +106,8 @@ class _FrameGuard:
         self.infos = [_recorded_dtype(c) for c in columns]
         self.saved_dtypes = [_as_dtype(d) for d in self.dtypes]
         self.ranges = RangeCheck.compile(self.labels, columns, schema)
-        numeric = bool(columns) and all(i.family in ("int", "uint", "float", "bool") and not i.nullable
-                                        for i in self.infos)
         self.all_ranged = self.ranges is not None and len(self.ranges.index) == len(self.labels)
-        # A frame saved with one numpy dtype throughout passes the dtype check when its values still
-        # share exactly that dtype: one to_numpy(copy=False) instead of frame.dtypes.
-        self.single = np.dtype(self.dtypes[0]) if numeric and len(set(self.dtypes)) == 1 else None
+        self.index: Any = None  # the saved names as a pandas Index, built on first use
         self.warned_positions = False
 
     def check(self, x: Any) -> Any:
@@ -119,27 +115,38 @@ class _FrameGuard:
         if library is None:
             return self._positions(x)
         frame = to_pandas(x) if library == "polars" else x
-        labels = list(frame.columns)
-        if labels != self.labels:
+        if not self._same_columns(frame.columns):
+            labels = list(frame.columns)
             order = self._order(labels)
             frame = frame.iloc[:, order]
             x = x.select([labels[i] for i in order]) if library == "polars" else frame
-        values = frame.to_numpy(copy=False) if self.single is not None else None
-        if values is None or values.dtype != self.single:
-            values = None
-            casts = self._check_dtypes(frame)
+        dtypes = frame_dtypes(frame)
+        if dtypes != self.saved_dtypes:
+            casts = self._check_dtypes(frame, dtypes)
             if casts:
                 frame = _cast(frame, casts)
                 x = frame if library == "pandas" else x
+                dtypes = frame_dtypes(frame)
         if self.ranges is not None:
-            # The frame's columns are in the saved order now: the ranged ones are found by position.
-            if values is None:
-                picked = frame if self.all_ranged else frame.iloc[:, self.ranges.index]
-                values = picked.to_numpy(dtype=np.float64, na_value=np.nan)
-            elif not self.all_ranged:
-                values = values[:, self.ranges.index]
-            self.ranges.check(values, show_label)
+            self.ranges.check(self._values(frame, dtypes), show_label)
         return x
+
+    def _same_columns(self, columns: Any) -> bool:
+        """Whether the input's names are the saved ones in the saved order (the usual case, checked fast)."""
+        if self.index is None:
+            import pandas as pd
+
+            self.index = pd.Index(self.labels, tupleize_cols=True)
+        return bool(columns.equals(self.index)) and len(columns) == len(self.labels)
+
+    def _values(self, frame: Any, dtypes: list[Any]) -> np.ndarray:
+        """The ranged columns as one array, found by position (the frame is in the saved order now)."""
+        if self.all_ranged and all(isinstance(d, np.dtype) and d.kind in "iuf" for d in dtypes):
+            values = frame.to_numpy()
+            if values.dtype.kind in "iuf":
+                return values
+        assert self.ranges is not None
+        return np.column_stack([_floats(column_array(frame, j)) for j in self.ranges.index])
 
     def _order(self, labels: list[Any]) -> list[int]:
         """Positions of the saved columns in the input, or SchemaError for duplicate or missing ones."""
@@ -157,12 +164,9 @@ class _FrameGuard:
             warn_input(f"Input has column(s) {extra} the model was not saved with; they are ignored.")
         return [where[k] for k in self.keys]
 
-    def _check_dtypes(self, frame: Any) -> dict[int, np.dtype]:
+    def _check_dtypes(self, frame: Any, dtypes: list[Any]) -> dict[int, np.dtype]:
         """Raise SchemaError for a lossy dtype; return the nullable columns to convert to the saved dtype."""
-        dtypes = frame.dtypes.tolist()
         casts: dict[int, np.dtype] = {}
-        if dtypes == self.saved_dtypes:
-            return casts
         for j, (want, got) in enumerate(zip(self.infos, dtypes)):
             if got == self.saved_dtypes[j]:
                 continue
@@ -207,6 +211,13 @@ class _FrameGuard:
         return x
 
 
+def _floats(values: Any) -> np.ndarray:
+    """One column's values as float64, missing values as NaN."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64, copy=False)
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def _cast(frame: Any, casts: Mapping[int, np.dtype]) -> Any:
     """``frame`` with the columns at ``casts``' positions converted (NA becomes NaN in float columns)."""
     frame = frame.copy(deep=False)
@@ -228,7 +239,7 @@ def _hint(missing: list[Any], extra: list[Any]) -> str:
         elif isinstance(name, str):
             close = difflib.get_close_matches(name, [e for e in extra if isinstance(e, str)], n=1)
             if close:
-                notes.append(f"did you mean {close[0]!r} for {name!r}?")
+                notes.append(f"{close[0]!r} in the input may be {name!r} misspelt")
     return (" Note: " + "; ".join(notes) + ".") if notes else ""
 
 

@@ -128,8 +128,11 @@ def model_inputs(model: Any, x: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
     if isinstance(x, Mapping):
         return (), {str(k): one(v) for k, v in x.items()}
-    if isinstance(x, (tuple, list)) and _spreads(model, x):
-        return tuple(one(v) for v in x), {}
+    if isinstance(x, (tuple, list)):
+        items = [one(v) for v in x]
+        if _spreads(model, x):
+            return tuple(items), {}
+        return (type(x)(*items) if hasattr(x, "_fields") else type(x)(items),), {}  # one argument, as given
     return (one(x),), {}
 
 
