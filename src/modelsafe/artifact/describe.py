@@ -49,6 +49,8 @@ def describe(manifest: Any, path: str = "", *, max_members: int | None = None,
         lines.append(f"  converted from: {_source(manifest.source)}")
     if manifest.metadata:
         lines.append(f"  metadata: {dict(manifest.metadata)}")
+    if manifest.provenance:
+        lines.append(f"  provenance (recorded at save): {dict(manifest.provenance)}")
     return "\n".join(lines)
 
 

@@ -8,23 +8,26 @@ import click
 
 import modelsafe as ms
 from modelsafe.cli._app import State, artifact_bytes, cli, json_option, progress_bar, run_each, storage_option
+from modelsafe.cli.signing import signature_summary, trusted_key_option
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @json_option
 @storage_option
+@trusted_key_option
 @click.pass_obj
-def inspect(state: State, paths: tuple[str, ...]) -> None:
-    """Show what an artifact holds (reads the manifest only; runs nothing)."""
+def inspect(state: State, paths: tuple[str, ...], trusted_keys: tuple[str, ...]) -> None:
+    """Show what an artifact holds (reads the manifest only; runs nothing), and who signed it."""
     from modelsafe.artifact.describe import describe
     from modelsafe.artifact.reader import ignored_files
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
         manifest = ms.inspect(path, storage_options=state.storage_options)
         ignored = ignored_files(path)
-        return ({"path": path, "ok": True, **manifest.to_dict(), "ignored": ignored},
-                describe(manifest, path, ignored=ignored), True)
+        signature, signature_text = signature_summary(path, trusted_keys, state.storage_options)
+        return ({"path": path, "ok": True, **manifest.to_dict(), "ignored": ignored, "signature": signature},
+                describe(manifest, path, ignored=ignored) + "\n" + signature_text, True)
 
     run_each(state, paths, work)
 
@@ -34,22 +37,34 @@ def inspect(state: State, paths: tuple[str, ...]) -> None:
 @click.option("--env", "env", type=click.Choice(["strict", "warn", "ignore"]), default="warn", show_default=True)
 @click.option("--trust-code", is_flag=True, help="Allow importing code bundled in the artifact.")
 @click.option("--trusted", multiple=True, metavar="MODULE.NAME", help="Extra global the unpickler may resolve.")
+@trusted_key_option
+@click.option("--signature", "signature", type=click.Choice(["auto", "require", "ignore"]), default=None,
+              help="Check the signature beside each artifact. Default: require with --trusted-key, else auto.")
 @json_option
 @storage_option
 @click.pass_obj
-def verify(state: State, paths: tuple[str, ...], env: str, trust_code: bool, trusted: tuple[str, ...]) -> None:
-    """Load each artifact (integrity, audit, environment) and replay its verification sample."""
+def verify(state: State, paths: tuple[str, ...], env: str, trust_code: bool, trusted: tuple[str, ...],
+           trusted_keys: tuple[str, ...], signature: str | None) -> None:
+    """Load each artifact (signature, integrity, audit, environment) and replay its verification sample."""
+    import os
     import warnings
+
+    from modelsafe.signing.location import TRUSTED_KEYS_VARIABLE
+
+    mode = signature or ("require" if trusted_keys else "auto")
+    checks = mode != "ignore" and bool(trusted_keys or os.environ.get(TRUSTED_KEYS_VARIABLE))
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
         size = artifact_bytes(path, state.storage_options)
         with progress_bar("verifying", size) as progress, warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             report = ms.verify(path, env=env, trust_code=trust_code, trusted=trusted, progress=progress,
-                               storage_options=state.storage_options)
+                               storage_options=state.storage_options, signature=mode, trusted_keys=list(trusted_keys))
         notes = [str(w.message) for w in seen if issubclass(w.category, UserWarning)]
-        text = "\n".join([*(f"warning: {n}" for n in notes), str(report)])
-        return {"path": path, **report.to_dict(), "warnings": notes}, text, report.ok
+        signed, signed_text = (signature_summary(path, trusted_keys, state.storage_options, indent="") if checks
+                               else ({}, ""))
+        text = "\n".join([*(f"warning: {n}" for n in notes), *([signed_text] if checks else []), str(report)])
+        return {"path": path, **report.to_dict(), "warnings": notes, "signature": signed or None}, text, report.ok
 
     run_each(state, paths, work)
 

@@ -115,14 +115,14 @@ def _provenance(provenance_file: str | None, git: bool) -> dict[str, Any] | None
     return provenance or None
 
 
-def signature_summary(path: str, trusted_keys: tuple[str, ...], storage_options: Any = None
-                      ) -> tuple[dict[str, Any], str]:
+def signature_summary(path: str, trusted_keys: tuple[str, ...], storage_options: Any = None, *,
+                      indent: str = "  ") -> tuple[dict[str, Any], str]:
     """The signature section of ``inspect`` and ``verify``: who signed, and whether that key is trusted here."""
     try:
         report = ms.verify_signature(path, trusted_keys=list(trusted_keys), storage_options=storage_options)
     except errors.FlavorNotInstalledError as exc:
         return ({"signed": True, "verified": False, "problem": str(exc)},
-                f"  signature: present, not checked here ({getattr(exc, 'hint', '')})")
+                f"{indent}signature: present, not checked here ({getattr(exc, 'hint', '')})")
     lines = str(report).splitlines()
     lines[0] = lines[0].replace(f"signature of {report.path}: ", "signature: ", 1)
-    return report.to_dict(), "\n".join("  " + line for line in lines)
+    return report.to_dict(), "\n".join(indent + line for line in lines)

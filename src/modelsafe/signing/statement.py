@@ -92,7 +92,7 @@ def check_json_value(value: Any, where: str) -> None:
         for index, item in enumerate(value):
             check_json_value(item, f"{where}[{index}]")
         return
-    raise ValueError(f"{where} is a {type(value).__name__}, not a JSON value (str, int, float, bool, None, "
+    raise ValueError(f"{where} has the type {type(value).__name__}, not a JSON type (str, int, float, bool, None, "
                      "list or dict)")
 
 
