@@ -3,7 +3,8 @@
 ``warnings.catch_warnings`` swaps process-wide state, so two requests predicted on two
 threads would see (or lose) each other's warnings. Instead the server routes warnings
 through one hook, installed at start-up, that hands a warning raised inside
-:func:`collect` to that thread's list, and shows every other warning as before.
+:func:`collect` to that thread's list, and shows every other warning as before
+(Python 3.10 to 3.13 keep ``warnings._showwarnmsg``, the hook's place).
 :class:`~modelsafe.checks.ranges.InputWarning` is shown every time it is raised (not once
 per place in the code), since each request deserves its own.
 """
@@ -23,24 +24,28 @@ _installed = False
 
 
 def install() -> None:
-    """Route warnings through the per-thread collector (once per process)."""
+    """Route warnings through the per-thread collector (once per process).
+
+    The hook is ``warnings._showwarnmsg``, which every warning goes through (the C
+    implementation of ``warnings.warn`` calls it too) and which ``catch_warnings`` leaves
+    in place, so a library that catches warnings around its own code does not unhook it.
+    """
     global _installed
     from modelsafe.checks.ranges import InputWarning
 
     with _lock:
         if _installed:
             return
-        shown = warnings.showwarning
+        shown = warnings._showwarnmsg  # type: ignore[attr-defined]
 
-        def showwarning(message: Any, category: type[Warning], filename: str, lineno: int,
-                        file: Any = None, line: str | None = None) -> None:
+        def show(message: Any) -> None:
             sink = getattr(_local, "sink", None)
             if sink is not None:
-                sink.append(str(message))
+                sink.append(str(message.message))
                 return
-            shown(message, category, filename, lineno, file, line)
+            shown(message)
 
-        warnings.showwarning = showwarning
+        warnings._showwarnmsg = show  # type: ignore[attr-defined]
         warnings.filterwarnings("always", category=InputWarning)
         _installed = True
 
