@@ -22,7 +22,14 @@ def corpus(n: int = 300, seed: int = 0) -> list[str]:
 
 def wordpiece(vocab_size: int = 90, seed: int = 0):
     """A BERT-style WordPiece tokenizer trained on a generated corpus, as a PreTrainedTokenizerFast."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

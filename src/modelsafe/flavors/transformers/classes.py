@@ -26,7 +26,7 @@ from modelsafe.errors import FormatError, SaveError, UntrustedContentError
 if TYPE_CHECKING:
     from modelsafe.flavors._base import LoadOptions
 
-__all__ = ["BASES", "audit_class", "class_path", "custom_refs", "resolve_class"]
+__all__ = ["BASES", "audit_class", "class_path", "custom_refs", "derives_from", "resolve_class"]
 
 #: Role -> the transformers base class every class in that role must derive from.
 BASES = {
@@ -38,6 +38,15 @@ BASES = {
     "processor": "ProcessorMixin",
     "pipeline": "Pipeline",
 }
+
+
+def derives_from(obj: Any, base: str) -> bool:
+    """Whether ``obj``'s class derives from transformers' class named ``base``, by the names in its MRO.
+
+    Comparing names imports nothing: asking ``isinstance(obj, transformers.Pipeline)`` would
+    import transformers' pipelines (a third of a second) to classify a tokenizer.
+    """
+    return any(c.__name__ == base and _own(c.__module__ or "") for c in type(obj).__mro__)
 
 
 def _own(module: str) -> bool:

@@ -21,7 +21,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping
 
-from modelsafe.errors import ArchitectureMismatchError, FormatError, UntrustedContentError
+from modelsafe.errors import (
+    ArchitectureMismatchError,
+    FormatError,
+    UntrustedContentError,
+)
 from modelsafe.flavors.transformers.classes import resolve_class
 from modelsafe.flavors.transformers.folder import PretrainedFolder, read_folder
 from modelsafe.flavors.transformers.hub import import_transformers, offline

@@ -21,10 +21,20 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from modelsafe.errors import FormatError, UnsupportedModelError
-from modelsafe.flavors._base import ComponentSource, ComponentStore, Flavor, LoadOptions, SavedComponent
-from modelsafe.flavors.transformers.hub import import_transformers
+from modelsafe.flavors._base import (
+    ComponentSource,
+    ComponentStore,
+    Flavor,
+    LoadOptions,
+    SavedComponent,
+)
+from modelsafe.flavors.transformers.classes import derives_from
 from modelsafe.flavors.transformers.model import audit_model, load_model, save_model
-from modelsafe.flavors.transformers.pipeline import audit_pipeline, load_pipeline, save_pipeline
+from modelsafe.flavors.transformers.pipeline import (
+    audit_pipeline,
+    load_pipeline,
+    save_pipeline,
+)
 from modelsafe.flavors.transformers.preprocessors import (
     audit_preprocessor,
     load_preprocessor,
@@ -41,10 +51,9 @@ KINDS = ("model", "preprocessor", "pipeline")
 
 def kind_of(obj: Any) -> str | None:
     """``"model"``, ``"preprocessor"``, ``"pipeline"``, or None for other objects."""
-    transformers = import_transformers()
-    if isinstance(obj, transformers.Pipeline):
+    if derives_from(obj, "Pipeline"):
         return "pipeline"
-    if isinstance(obj, transformers.PreTrainedModel):
+    if derives_from(obj, "PreTrainedModel"):
         return "model"
     return "preprocessor" if role_of(obj) is not None else None
 

@@ -28,9 +28,24 @@ import contextlib
 import json
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from modelsafe.errors import ArchitectureMismatchError, FormatError, SaveError, UnsupportedModelError
-from modelsafe.flavors._base import ComponentSource, ComponentStore, LoadOptions, SavedComponent
-from modelsafe.flavors.transformers.classes import audit_class, class_path, custom_refs, resolve_class
+from modelsafe.errors import (
+    ArchitectureMismatchError,
+    FormatError,
+    SaveError,
+    UnsupportedModelError,
+)
+from modelsafe.flavors._base import (
+    ComponentSource,
+    ComponentStore,
+    LoadOptions,
+    SavedComponent,
+)
+from modelsafe.flavors.transformers.classes import (
+    audit_class,
+    class_path,
+    custom_refs,
+    resolve_class,
+)
 from modelsafe.flavors.transformers.hub import import_transformers, offline
 
 if TYPE_CHECKING:

@@ -14,8 +14,18 @@ import json
 from typing import Any, Mapping
 
 from modelsafe.errors import FormatError, SaveError
-from modelsafe.flavors._base import ComponentSource, ComponentStore, LoadOptions, SavedComponent
-from modelsafe.flavors.transformers.classes import audit_class, class_path, custom_refs, resolve_class
+from modelsafe.flavors._base import (
+    ComponentSource,
+    ComponentStore,
+    LoadOptions,
+    SavedComponent,
+)
+from modelsafe.flavors.transformers.classes import (
+    audit_class,
+    class_path,
+    custom_refs,
+    resolve_class,
+)
 from modelsafe.flavors.transformers.hub import offline
 from modelsafe.flavors.transformers.model import audit_model, load_model, save_model
 from modelsafe.flavors.transformers.preprocessors import (

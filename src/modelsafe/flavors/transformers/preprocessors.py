@@ -20,10 +20,22 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
 from modelsafe.errors import FormatError, SaveError
-from modelsafe.flavors._base import ComponentSource, ComponentStore, LoadOptions, SavedComponent
-from modelsafe.flavors.transformers.classes import audit_class, class_path, custom_refs, resolve_class
+from modelsafe.flavors._base import (
+    ComponentSource,
+    ComponentStore,
+    LoadOptions,
+    SavedComponent,
+)
+from modelsafe.flavors.transformers.classes import (
+    BASES,
+    audit_class,
+    class_path,
+    custom_refs,
+    derives_from,
+    resolve_class,
+)
 from modelsafe.flavors.transformers.folder import DATA_SUFFIXES
-from modelsafe.flavors.transformers.hub import import_transformers, offline
+from modelsafe.flavors.transformers.hub import offline
 
 __all__ = ["ROLES", "audit_preprocessor", "load_preprocessor", "role_of", "save_preprocessor", "transform"]
 
@@ -36,14 +48,7 @@ _UNBOUNDED = 10**29
 
 def role_of(obj: Any) -> str | None:
     """``"tokenizer"``, ``"processor"``, ``"image_processor"``, ``"feature_extractor"``, or None."""
-    transformers = import_transformers()
-    bases = {"processor": "ProcessorMixin", "tokenizer": "PreTrainedTokenizerBase",
-             "image_processor": "ImageProcessingMixin", "feature_extractor": "FeatureExtractionMixin"}
-    for role in ROLES:
-        base = getattr(transformers, bases[role], None)
-        if base is not None and isinstance(obj, base):
-            return role
-    return None
+    return next((role for role in ROLES if derives_from(obj, BASES[role])), None)
 
 
 def _allowed(relname: str) -> bool:
