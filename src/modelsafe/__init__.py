@@ -21,6 +21,7 @@ from modelsafe.errors import (
     ArtifactError,
     ArtifactReadError,
     ArtifactWriteError,
+    BatchError,
     EnvironmentMismatchError,
     FlavorError,
     FlavorNotInstalledError,
@@ -61,6 +62,7 @@ __all__ = [
     "Checkpointer",
     "sign",
     "verify_signature",
+    "predict_file",
     # results
     "Bundle",
     "Manifest",
@@ -69,6 +71,7 @@ __all__ = [
     "ScanReport",
     "DoctorReport",
     "SignatureReport",
+    "BatchReport",
     # errors
     "ModelsafeError",
     "ArtifactError",
@@ -87,6 +90,7 @@ __all__ = [
     "EnvironmentMismatchError",
     "VerificationError",
     "SchemaError",
+    "BatchError",
     "SaveError",
     "UnsavableObjectError",
     "ArtifactWriteError",
@@ -119,6 +123,8 @@ _LAZY = {
     "sign": "modelsafe.signing.api:sign",
     "verify_signature": "modelsafe.signing.api:verify_signature",
     "SignatureReport": "modelsafe.signing.report:SignatureReport",
+    "predict_file": "modelsafe.batch.files:predict_file",
+    "BatchReport": "modelsafe.batch.report:BatchReport",
 }
 
 if TYPE_CHECKING:
@@ -146,7 +152,7 @@ def __getattr__(name: str) -> Any:
 
 
 #: Subpackages reached as attributes (``ms.serving.create_app``), imported on first access.
-_LAZY_MODULES = ("serving",)
+_LAZY_MODULES = ("serving", "dask", "spark")
 #: Public modules, listed by dir() beside __all__.
 _PUBLIC_MODULES = ("errors", *_LAZY_MODULES)
 

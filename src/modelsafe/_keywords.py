@@ -42,6 +42,11 @@ VERB_KEYWORDS: dict[str, dict[str, str]] = {
         "signature": "'auto', 'require' or 'ignore': check the signature beside the artifact (modelsafe.signing)",
         "trusted_keys": "the public keys (or root certificates) whose signatures are trusted (modelsafe.signing)",
     },
+    # predict_file, modelsafe.dask.predict and modelsafe.spark.udf pass the rest of their keywords to load,
+    # checked against load's and the artifact's flavors' before any row is read (modelsafe.batch).
+    "predict_file": {
+        "progress": INTERNAL,  # a callback (rows done, rows in all or None): the CLI's progress bar
+    },
 }
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -22,6 +22,7 @@ The hierarchy::
     ├─ EnvironmentMismatchError
     ├─ VerificationError
     ├─ SchemaError(ValueError)
+    ├─ BatchError
     ├─ SaveError
     │  ├─ UnsavableObjectError
     │  └─ ArtifactWriteError(OSError)
@@ -59,6 +60,7 @@ __all__ = [
     "EnvironmentMismatchError",
     "VerificationError",
     "SchemaError",
+    "BatchError",
     "SaveError",
     "UnsavableObjectError",
     "ArtifactWriteError",
@@ -182,6 +184,13 @@ class VerificationError(ModelsafeError):
 class SchemaError(ModelsafeError, ValueError):
     """Raised when input given to ``Bundle.predict`` does not fit the recorded schema.
     Attributes: ``column``, ``expected``, ``actual`` where they apply."""
+
+
+class BatchError(ModelsafeError):
+    """Raised when batch or distributed scoring (``predict_file``, ``modelsafe.dask``,
+    ``modelsafe.spark``) cannot go on: the model failed on rows of a chunk (``rows``,
+    ``source``), an input or output it cannot read or write (``path``), or an artifact the
+    workers cannot read (``artifact``, ``host``)."""
 
 
 class SaveError(ModelsafeError):
