@@ -203,8 +203,9 @@ def test_cli_convert_refuses_attacks_with_exit_1(cli, tmp_path):
 
 
 def test_whole_pickled_torch_model_converts_and_save_options_pass_through(tmp_path, fresh):
-    # torch.nn classes are vetted by the torch reader itself (nn.Module subclasses only), so
-    # a whole pickled model needs no trusted= for them; init_args= reaches ms.save.
+    # convert trusts what the scan accepts, and nothing more: torch.nn's layer classes are on the
+    # allowlist (as scan and doctor say), so a whole pickled model of them needs no trusted=;
+    # init_args= reaches ms.save.
     import torch
 
     net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))

@@ -181,7 +181,7 @@ class Bundle:
 
         sample = self.sample()
         if sample is None:
-            return VerifyReport(path=str(self.path), skipped="the artifact was saved without a sample")
+            return VerifyReport(path=str(self.path), skipped="no sample")
         environment = self.env_report.summary() if self.env_report is not None else ""
         return replay(str(self.path), sample, self._route.outputs, self.code_changes, environment)
 

@@ -48,9 +48,6 @@ _FAMILY = {"pickle": "pickle", "joblib": "joblib", "zip:torch": "torch", "torch-
 _GLOBAL_KINDS = ("dangerous-global", "unknown-global")
 #: Findings a reader handles itself (SavedModel graphs are vetted by the Keras reader).
 _READER_VETTED = {"keras": {"SavedModel"}}
-#: Globals a reader accepts after its own check: the torch reader takes torch.nn module
-#: classes only when they are nn.Module subclasses (for whole pickled models).
-_READER_GLOBALS = {"torch": ("torch.nn.modules.",)}
 #: The protobuf files of a SavedModel folder: the Keras reader audits the graph in
 #: saved_model.pb op by op before anything runs, and never executes the other two.
 _SAVEDMODEL_PROTOS = ("saved_model.pb", "keras_metadata.pb", "fingerprint.pb")
@@ -122,6 +119,7 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
     src_path, trusted = Path(src), tuple(trusted)
     report = scan(src_path)
     family = _family(report)
+    _refuse_main_globals(report)
     _refuse_findings(report, family, trusted, trust_code)
     obj = _read(src_path, family, trusted, trust_code)
     if family == "huggingface":  # the model, and the folder's tokenizer or processor (or None)
@@ -192,12 +190,47 @@ def _is_trusted(name: str, trusted: tuple[str, ...]) -> bool:
     return name in trusted or any(t.endswith(".*") and name.startswith(t[:-1]) for t in trusted)
 
 
+def _refuse_main_globals(report: "ScanReport") -> None:
+    """Classes from the saving script's ``__main__`` that this process lacks: the cause ``doctor`` names.
+
+    Trusting them cannot help (they do not exist here), so this is said before anything about trust.
+    """
+    from modelsafe.diagnosis.checks import main_globals
+
+    missing = [p for p in main_globals(report) if not _defined_in_main(p.subject)]
+    if not missing:
+        return
+    lines = "\n".join(f"  - {p.what}: {p.why}" for p in missing)
+    raise FormatError(
+        f"Cannot convert {report.path!r}: it needs {len(missing)} name(s) from the __main__ of the script that "
+        f"saved it, and this process's __main__ ({_main_file()}) does not define them:\n{lines}\nNothing was "
+        f"read. Fix: {missing[0].fix}. Or convert from a script that defines or imports them first: "
+        f"`from mymodule import {missing[0].subject.split('.')[-1]}; ms.convert(...)` (the modelsafe command "
+        "cannot: its __main__ is modelsafe's own).",
+        path=report.path, globals=[p.subject for p in missing], problems=missing)
+
+
+def _defined_in_main(name: str) -> bool:
+    import sys
+
+    module, _, qualname = name.partition(".")
+    target: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    return target is not None
+
+
+def _main_file() -> str:
+    import sys
+
+    return str(getattr(sys.modules.get("__main__"), "__file__", None) or "an interactive session")
+
+
 def _refuse_findings(report: "ScanReport", family: str, trusted: tuple[str, ...], trust_code: bool = False) -> None:
     """Raise unless every finding is a global the caller trusts (nothing has been read yet)."""
     vetted = _READER_VETTED.get(family, set())
-    reader_checked = _READER_GLOBALS.get(family, ())
     untrusted = sorted({f.subject for f in report.findings if f.kind in _GLOBAL_KINDS
-                        and not _is_trusted(f.subject, trusted) and not str(f.subject).startswith(reader_checked)})
+                        and not _is_trusted(f.subject, trusted)})
     if untrusted:
         dangerous = sorted({f.subject for f in report.findings if f.kind == "dangerous-global"} & set(untrusted))
         warn = (f" {', '.join(dangerous)} can run commands or code: trust them only if you wrote this file."

@@ -94,7 +94,10 @@ class VerifyReport(Report):
 
     def _lines(self) -> list[str]:
         if self.skipped:
-            return [f"verification of {self.path}: skipped ({self.skipped})"]
+            return [f"verification of {self.path}: not possible ({self.skipped})",
+                    "  note  nothing checks that this model predicts here as it did when it was saved. Save it "
+                    "again with sample= a few input rows (modelsafe convert --sample FILE), and every load replays "
+                    "them"]
         head = "passed" if self.ok else "FAILED"
         lines = [f"verification of {self.path}: {head} on {self.rows} sample row(s)"]
         if self.error:

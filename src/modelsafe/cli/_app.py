@@ -2,13 +2,16 @@
 
 Exit codes: 0 all good; 1 a check failed (unsafe content, verification failed, integrity,
 environment mismatch under ``--strict``); 2 usage error or unreadable input.
-No traceback unless ``-v``.
+No traceback unless ``-v``, which only adds them (on stderr): every path is still processed,
+the exit code and the ``--json`` output are the same. Every command accepts ``-v`` and
+``--json`` after its name too.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -94,9 +97,9 @@ def run_each(state: State, paths: tuple[str, ...], work: Callable[[str], tuple[d
     for path in paths:
         try:
             data, text, ok = work(path)
-        except (errors.ModelsafeError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one path's failure is its result; the others still run
             if state.verbose:
-                raise
+                traceback.print_exception(exc, file=sys.stderr)
             code = max(code, exit_code(exc))
             results.append({"path": path, "ok": False, "error": type(exc).__name__, "message": str(exc)})
             texts.append(f"{path}: {type(exc).__name__}: {exc}")
@@ -109,9 +112,28 @@ def run_each(state: State, paths: tuple[str, ...], work: Callable[[str], tuple[d
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _set_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_object(State).verbose = True
+
+
+class _Command(click.Command):
+    """A sub-command that also takes ``-v`` after its name (``modelsafe verify -v PATH``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not any("--verbose" in getattr(p, "opts", ()) for p in self.params):
+            self.params.append(click.Option(["-v", "--verbose"], is_flag=True, expose_value=False,
+                                            callback=_set_verbose, help="Show tracebacks (on stderr)."))
+
+
+class _Group(click.Group):
+    command_class = _Command
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(ms.__version__, prog_name="modelsafe")
-@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks.")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks (on stderr); changes nothing else.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool, as_json: bool) -> None:

@@ -123,16 +123,29 @@ def doctor(state: State, paths: tuple[str, ...]) -> None:
 @click.option("--trusted", multiple=True, metavar="MODULE.NAME", help="Global the legacy file may use.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing artifact at DST.")
 @click.option("--trust-code", is_flag=True, help="Allow Keras Lambda layers (their bytecode runs at load).")
+@click.option("--sample", "sample_file", metavar="FILE", default=None,
+              help="A few input rows (.npy, .csv with a header row, or .parquet): their outputs are recorded and "
+                   "the artifact is verified against them, now and at every load.")
 @json_option
 @storage_option
 @click.pass_obj
-def convert(state: State, src: str, dst: str, trusted: tuple[str, ...], overwrite: bool, trust_code: bool) -> None:
+def convert(state: State, src: str, dst: str, trusted: tuple[str, ...], overwrite: bool, trust_code: bool,
+            sample_file: str | None) -> None:
     """Convert a legacy pickle / joblib / torch / h5 file into an artifact."""
+    from modelsafe.cli.sample_files import read_sample
+
+    sample = None if sample_file is None else read_sample(sample_file)
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
         manifest = ms.convert(path, dst, trusted=trusted, overwrite=overwrite, trust_code=trust_code,
-                              storage_options=state.storage_options)
-        return ({"path": dst, "source": path, "ok": True, **manifest.to_dict()},
-                f"converted {path} -> {dst} (flavor {manifest.flavor})", True)
+                              sample=sample, storage_options=state.storage_options)
+        rows = (manifest.verification or {}).get("rows")
+        verification = (f"verification: passed on {rows} sample row(s) from {sample_file}" if sample is not None else
+                        "verification: not possible (no sample)\nnote: nothing checks that the converted model "
+                        "predicts as the original did; convert again with --sample FILE (.npy, .csv or .parquet) "
+                        "holding a few input rows, and every load replays them")
+        data = {"path": dst, "source": path, "ok": True, **manifest.to_dict(),
+                "verified": "passed" if sample is not None else "not possible (no sample)"}
+        return data, f"converted {path} -> {dst} (flavor {manifest.flavor})\n{verification}", True
 
     run_each(state, (src,), work)

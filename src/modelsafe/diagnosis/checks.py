@@ -67,6 +67,16 @@ def globals_here(report: "ScanReport") -> list[Problem]:
     return out
 
 
+def main_globals(report: "ScanReport") -> list[Problem]:
+    """The problem of each class or function the file's pickles name in ``__main__`` (the script that saved it).
+
+    ``ms.convert`` raises the same diagnosis for those its own process does not define.
+    """
+    seen = {g.name: g.module for s in report.streams for g in s.globals
+            if g.verdict != "dangerous" and g.module.split(".")[0] in _MAIN}
+    return [p for name, module in sorted(seen.items()) for p in _check_global(name, module)]
+
+
 def _check_global(name: str, module: str) -> list[Problem]:
     root = module.split(".")[0]
     attr = name[len(module) + 1 :]

@@ -103,13 +103,17 @@ def _weights_only(report: "ScanReport") -> list[Problem]:
     blockers = [g for g in report.globals() if g not in allowed]
     if not blockers:
         return []
+    # what ms.convert needs trusted is what the scan does not accept (the same verdict convert applies)
+    needed = sorted(set(blockers) & set(report.globals("unknown") + report.globals("dangerous")))
+    convert = (f"ms.convert(path, 'model.msafe', trusted={needed!r}) reads it without torch.load" if needed else
+               "ms.convert(path, 'model.msafe') reads it without torch.load and needs no trusted= (modelsafe's "
+               "allowlist accepts these)")
     return [Problem(
         what=f"torch.load with weights_only=True refuses {len(blockers)} global(s) the file names: {', '.join(blockers)}",
         why="weights_only=True (the default since torch 2.6) accepts only tensors, containers and vetted types; "
             "loading these could run code, so torch raises UnpicklingError",
-        fix="if you trust the file: torch.serialization.add_safe_globals([...those classes...]) or "
-            f"ms.convert(path, 'model.msafe', trusted={blockers[:3]!r}); never weights_only=False on a file from "
-            "an untrusted source",
+        fix=f"{convert}; or, if you trust the file, torch.serialization.add_safe_globals([...those classes...]); "
+            "never weights_only=False on a file from an untrusted source",
         subject=", ".join(blockers))]
 
 
