@@ -71,6 +71,8 @@ def child(op: str, folder: Path) -> dict[str, Any]:
 
     for module in MODULES:
         importlib.import_module(module)
+    # transformers' modules load on first use: import the model's classes before timing, for both tools.
+    transformers.GPT2LMHeadModel, transformers.GPT2Config, transformers.GenerationConfig  # noqa: B018
     torch.set_num_threads(1)
     files = {"hf": folder / "hf", "ms": folder / "gpt2.msafe", "ms+sample": folder / "gpt2-sample.msafe"}
     model = _model() if op.startswith("save") else None

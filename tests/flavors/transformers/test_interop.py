@@ -159,3 +159,17 @@ def test_export_of_a_pipeline_and_of_a_non_transformers_model(tmp_path, tokenize
     ms.save(LogisticRegression().fit(X, y), tmp_path / "lr.msafe")
     with pytest.raises(ms.UnsupportedModelError, match="only transformers models"):
         ms.export(tmp_path / "lr.msafe", tmp_path / "lr-hf", to="huggingface")
+
+
+def test_command_line_export_convert_and_doctor(tmp_path, cli, tokenizer, classifier):
+    ms.save(classifier, tmp_path / "m.msafe", preprocess=tokenizer, sample=TEXTS)
+    exported = cli("export", str(tmp_path / "m.msafe"), str(tmp_path / "hf"), "--to", "huggingface", "--json")
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["destination"] == str(tmp_path / "hf")
+    doctor = cli("doctor", str(tmp_path / "hf"), "--json")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    facts = json.loads(doctor.stdout)["facts"]
+    assert facts["classes"] == "BertForSequenceClassification" and facts["weights"] == "model.safetensors"
+    converted = cli("convert", str(tmp_path / "hf"), str(tmp_path / "back.msafe"))
+    assert converted.returncode == 0, converted.stderr
+    assert ms.inspect(tmp_path / "back.msafe").components["preprocess"].flavor == "transformers"

@@ -244,3 +244,21 @@ def test_device_and_memory_map_options(tmp_path, classifier, tokenizer):
     assert str(copied.model.device) == "cpu"
     with pytest.raises(ms.FlavorError, match="CUDA"):
         ms.load(tmp_path / "m.msafe", device="cuda:3")
+
+
+def test_a_feature_extractor_saved_on_its_own(tmp_path, fresh):
+    from transformers import Wav2Vec2FeatureExtractor
+
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=8000, padding_value=0.0, do_normalize=True)
+    audio = np.random.default_rng(0).normal(size=(3, 800)).astype(np.float32)
+    manifest = ms.save(extractor, tmp_path / "fe.msafe", sample=audio)
+    assert manifest.components["model"].data["role"] == "feature_extractor"
+    assert set(manifest.verification["outputs"]) == {"predict.input_values"}  # return_attention_mask=False
+    np.save(tmp_path / "audio.npy", audio)
+    fresh("""
+        import numpy as np, modelsafe as ms
+        bundle = ms.load("fe.msafe")
+        assert type(bundle.model).__name__ == "Wav2Vec2FeatureExtractor" and bundle.model.sampling_rate == 8000
+        values = bundle.predict(np.load("audio.npy"))["input_values"].numpy()
+        assert values.shape == (3, 800) and abs(float(values.mean())) < 1e-3   # normalized per row
+    """)

@@ -115,9 +115,13 @@ class TransformersFlavor(Flavor):
         return transform(obj, x) if kind_of(obj) == "preprocessor" else self.predict(obj, x)
 
     def outputs(self, obj: Any, x: Any) -> dict[str, Any]:
-        if kind_of(obj) == "pipeline":
+        kind = kind_of(obj)
+        if kind == "pipeline":
             inputs = _pipeline_input(x)
             return pipeline_outputs(obj(inputs), len(inputs) if isinstance(inputs, list) else 1)
+        if kind == "preprocessor":  # saved on its own: what it makes of the sample, field by field
+            return {f"predict.{key}": value.numpy() if hasattr(value, "numpy") else value
+                    for key, value in transform(obj, x).items()}
         return {"predict": run_model(obj, x)}
 
     def device_info(self, obj: Any) -> dict[str, Any]:
