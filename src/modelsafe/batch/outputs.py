@@ -20,11 +20,11 @@ import numpy as np
 
 from modelsafe.errors import BatchError
 
-__all__ = ["OutputSpec", "column_names", "to_frame", "class_labels", "PREDICTION"]
+__all__ = ["OutputSpec", "column_names", "to_frame", "class_labels", "recorded_width", "PREDICTION", "PER_CLASS"]
 
 PREDICTION = "prediction"
 #: Methods whose columns are the model's classes.
-_PER_CLASS = ("predict_proba", "decision_function")
+PER_CLASS = ("predict_proba", "decision_function")
 
 
 def class_labels(model: Any) -> list[Any] | None:
@@ -38,9 +38,16 @@ def class_labels(model: Any) -> list[Any] | None:
         return None
 
 
+def recorded_width(manifest: Any, method: str) -> int:
+    """Columns of the output of ``method`` recorded at save (1 for a 1-D output, 0 when not recorded)."""
+    spec = ((manifest.verification or {}).get("outputs") or {}).get(method) or {}
+    shape = spec.get("shape") or []
+    return 0 if not shape else (1 if len(shape) == 1 else int(shape[1]))
+
+
 def column_names(method: str, width: int, labels: Sequence[Any] | None) -> list[str]:
     """Names of the ``width`` columns of a 2-D output of ``method``."""
-    if method in _PER_CLASS and labels is not None and len(labels) == width:
+    if method in PER_CLASS and labels is not None and len(labels) == width:
         names = [str(label) for label in labels]
         if len(set(names)) == width:
             return names
