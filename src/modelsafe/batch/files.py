@@ -182,7 +182,7 @@ class _Run:
 
     def _chunk(self, batch: Any, sink: Sink, rejects: "_LazySink | None") -> None:
         first = self.rows_in
-        frame = batch.to_pandas()
+        frame = to_pandas(batch)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -265,6 +265,26 @@ def _rejected_rows(batch: Any, first: int, rejected: list[tuple[int, str]]) -> A
     row, reason = _free_name(ROW, table), _free_name(REASON, table)
     table = table.append_column(row, pa.array([first + r for r, _ in rejected], pa.int64()))
     return table.append_column(reason, pa.array([text for _, text in rejected], pa.string()))
+
+
+def to_pandas(batch: Any) -> Any:
+    """A chunk as pandas; integer columns with nulls as nullable integers (not floats), so that the input
+    guard can say how many values are missing (and ``on_error="skip"`` reject just those rows)."""
+    import pyarrow as pa
+
+    if not any(pa.types.is_integer(c.type) and c.null_count for c in batch.columns):
+        return batch.to_pandas()
+    import pandas as pd
+
+    def nullable(arrow_type: Any) -> Any:
+        name = _NULLABLE.get(str(arrow_type))
+        return pd.api.types.pandas_dtype(name) if name else None
+
+    return batch.to_pandas(types_mapper=nullable)
+
+
+#: Arrow integer types -> pandas' nullable integer dtypes.
+_NULLABLE = {f"{sign}int{bits}": f"{sign.upper()}Int{bits}" for sign in ("", "u") for bits in (8, 16, 32, 64)}
 
 
 def _free_name(name: str, table: Any) -> str:

@@ -9,6 +9,7 @@ registers its commands on the group when imported here.
 from __future__ import annotations
 
 from modelsafe.cli import artifacts  # noqa: F401 - registers inspect, verify, env, scan, doctor, convert
+from modelsafe.cli import batch  # noqa: F401 - registers predict
 from modelsafe.cli import export  # noqa: F401 - registers export
 from modelsafe.cli import serve  # noqa: F401 - registers serve
 from modelsafe.cli import signing  # noqa: F401 - registers keygen, sign
