@@ -232,31 +232,27 @@ def _compare(model: Any, state: Mapping[str, Any], data: Mapping[str, Any]) -> N
 
 
 def _fill(model: Any, state: Mapping[str, Any], buffers: Mapping[str, Any]) -> None:
-    """Assign the tensors (no copy), set the buffers, and make tensors that were one object at save one again."""
-    model.load_state_dict(state, strict=True, assign=True)
+    """Assign the tensors (no copy) and set the buffers; tensors that were one object at save are one again.
+
+    Each stored tensor becomes one ``Parameter`` however many keys name it, so assigning the
+    state dict leaves GPT-2's ``lm_head.weight`` and ``transformer.wte.weight`` the same object.
+    """
+    import torch
+
+    meta = dict(model.named_parameters(remove_duplicate=False))
+    wrapped: dict[int, Any] = {}
+
+    def parameter(name: str, tensor: Any) -> Any:
+        if name not in meta:
+            return tensor  # a buffer
+        if id(tensor) not in wrapped:
+            wrapped[id(tensor)] = torch.nn.Parameter(tensor, requires_grad=meta[name].requires_grad)
+        return wrapped[id(tensor)]
+
+    model.load_state_dict({k: parameter(k, v) for k, v in state.items()}, strict=True, assign=True)
     for name, tensor in buffers.items():
-        owner, attr = _owner(model, name)
-        if attr in owner._buffers:
-            owner._buffers[attr] = tensor
-    first: dict[int, str] = {}
-    for name, tensor in state.items():
-        target = first.setdefault(id(tensor), name)
-        if target != name:
-            _tie(model, name, target)
-
-
-def _owner(model: Any, name: str) -> tuple[Any, str]:
-    path, _, attr = name.rpartition(".")
-    return (model.get_submodule(path) if path else model), attr
-
-
-def _tie(model: Any, alias: str, target: str) -> None:
-    alias_owner, alias_attr = _owner(model, alias)
-    target_owner, target_attr = _owner(model, target)
-    if alias_attr in alias_owner._parameters and target_attr in target_owner._parameters:
-        alias_owner._parameters[alias_attr] = target_owner._parameters[target_attr]
-    elif alias_attr in alias_owner._buffers and target_attr in target_owner._buffers:
-        alias_owner._buffers[alias_attr] = target_owner._buffers[target_attr]
+        path, _, attr = name.rpartition(".")
+        model.get_submodule(path).register_buffer(attr, tensor, persistent=False)
 
 
 def _all_tensors(model: Any) -> Iterator["torch.Tensor"]:
