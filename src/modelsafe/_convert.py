@@ -46,11 +46,10 @@ READERS: dict[str, str] = {
 _FAMILY = {"pickle": "pickle", "joblib": "joblib", "zip:torch": "torch", "torch-legacy": "torch", "tar": "torch",
            "hdf5": "keras", "zip:keras": "keras", "savedmodel-directory": "keras"}
 _GLOBAL_KINDS = ("dangerous-global", "unknown-global")
-#: Findings a reader handles itself (SavedModel graphs are vetted by the Keras reader).
-_READER_VETTED = {"keras": {"SavedModel"}}
-#: The protobuf files of a SavedModel folder: the Keras reader audits the graph in
-#: saved_model.pb op by op before anything runs, and never executes the other two.
-_SAVEDMODEL_PROTOS = ("saved_model.pb", "keras_metadata.pb", "fingerprint.pb")
+#: Findings a reader handles itself: none since the scan checks SavedModel graphs as the Keras reader does.
+_READER_VETTED: dict[str, set[str]] = {}
+#: Scan findings of code that trust_code allows (the readers apply the same gate): Lambda layers, graph ops.
+_TRUST_CODE_KINDS = ("keras-code", "graph-op")
 
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted: Collection[str] = (),
@@ -242,12 +241,13 @@ def _refuse_findings(report: "ScanReport", family: str, trusted: tuple[str, ...]
             f"trusted=[...] with exactly these names (modelsafe convert --trusted NAME).",
             globals=untrusted, path=report.path)
     others = [f for f in report.findings if f.kind not in _GLOBAL_KINDS and f.subject not in vetted
-              and not _savedmodel_proto(report, f) and not (trust_code and _lambda_layer(f))
+              and not (trust_code and _trusted_code(f))
               and not _pretrained_data(family, f)]
     if not others:
         return
     lines = "\n".join(f"  - {f.describe()}" for f in others)
-    error = UntrustedContentError if any(f.kind in ("keras-code", "persistent-id") for f in others) else \
+    error = UntrustedContentError if any(f.kind in (*_TRUST_CODE_KINDS, "persistent-id", "torchscript-code",
+                                                   "denial-of-service") for f in others) else \
         UnsafeArchiveError if any(f.kind in ("unsafe-archive", "archive-limit") for f in others) else FormatError
     facts: dict[str, Any] = {"path": report.path}
     if error is UntrustedContentError:
@@ -260,12 +260,6 @@ def _refuse_findings(report: "ScanReport", family: str, trusted: tuple[str, ...]
         "read. Run `modelsafe doctor` on the file for details.", **facts)
 
 
-def _savedmodel_proto(report: "ScanReport", finding: Any) -> bool:
-    """A SavedModel folder's own protobuf file, which the Keras reader vets (not unknown content)."""
-    return (report.kind == "savedmodel-directory" and finding.kind == "unknown-format"
-            and finding.location in _SAVEDMODEL_PROTOS)
-
-
 def _pretrained_data(family: str, finding: Any) -> bool:
     """A save_pretrained folder's JSON, vocabulary or sentencepiece file (read as data, never run), or a
     Python file (the folder's reader refuses the folder, naming trust_remote_code)."""
@@ -276,9 +270,11 @@ def _pretrained_data(family: str, finding: Any) -> bool:
     return reader_vetted(finding.location)
 
 
-def _lambda_layer(finding: Any) -> bool:
-    """A Keras Lambda layer (allowed by trust_code; the Keras reader applies the same gate)."""
-    return finding.kind == "keras-code" and str(finding.subject).startswith("Lambda layer")
+def _trusted_code(finding: Any) -> bool:
+    """A Keras Lambda layer or a SavedModel graph op (allowed by trust_code; the readers apply the same gate)."""
+    if finding.kind == "keras-code":
+        return str(finding.subject).startswith("Lambda layer")
+    return finding.kind == "graph-op"
 
 
 def _read(path: Path, family: str, trusted: tuple[str, ...], trust_code: bool = False) -> Any:

@@ -56,7 +56,7 @@ def _popen(name):
     return Payload(subprocess.Popen, (["touch", f"{CANARY}{name}"],))
 
 
-_ATTACKS = {"system": (_system, "posix.system"), "eval": (_eval, "builtins.eval"),
+_ATTACKS = {"system": (_system, "os.system"), "eval": (_eval, "builtins.eval"),
             "exec": (_exec, "builtins.exec"), "popen": (_popen, "subprocess.Popen")}
 
 
@@ -91,7 +91,7 @@ def attribute_chains() -> None:
               + b"\x8c" + bytes([len(code)]) + code + b"\x85R.")
     _write("dotted_builtins_chain.pkl", stream, ["dangerous-global"], ["numpy.__builtins__.get"])
     stream = b"\x80\x04\x8c\tnumpy.lib\x8c\x0fnpyio.os.system\x93\x8c\x05touch\x85R."
-    _write("dotted_os_chain.pkl", stream, ["dangerous-global"], ["numpy.lib.npyio.os.system"])
+    _write("dotted_os_chain.pkl", stream, ["dangerous-global"], ["os.system"])
     inst = f"(S'touch {CANARY}inst'\nios\nsystem\n.".encode()
     _write("inst_opcode_p0.pkl", inst, ["dangerous-global"], ["os.system"])
 
@@ -102,15 +102,15 @@ def torch_files() -> None:
     weights = {"weight": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
     out = io.BytesIO()
     torch.save({**weights, "extra": _system("torch_zip")}, out)
-    _write("torch_zip_payload.pt", out.getvalue(), ["dangerous-global"], ["posix.system"])
-    _write("pytorch_model.bin", out.getvalue(), ["dangerous-global"], ["posix.system"])
+    _write("torch_zip_payload.pt", out.getvalue(), ["dangerous-global"], ["os.system"])
+    _write("pytorch_model.bin", out.getvalue(), ["dangerous-global"], ["os.system"])
     out = io.BytesIO()
     torch.save({**weights, "extra": _eval("torch_legacy")}, out, _use_new_zipfile_serialization=False)
     _write("torch_legacy_payload.pth", out.getvalue(), ["dangerous-global"], ["builtins.eval"])
     out = io.BytesIO()
     torch.save({"model": weights, "callback": _popen("torch_ckpt")}, out)
     _write("lightning.ckpt", out.getvalue(), ["dangerous-global"], ["subprocess.Popen"])
-    _write("torch_tar_payload.pt", _legacy_tar(), ["dangerous-global"], ["posix.system"])
+    _write("torch_tar_payload.pt", _legacy_tar(), ["dangerous-global"], ["os.system"])
 
 
 def _legacy_tar() -> bytes:
@@ -140,7 +140,7 @@ def joblib_and_numpy() -> None:
 
     for name, payload, compress, subject in (
         ("payload.joblib", _exec("joblib"), 0, "builtins.exec"),
-        ("payload_zlib.joblib", _system("joblib_zlib"), 3, "posix.system"),
+        ("payload_zlib.joblib", _system("joblib_zlib"), 3, "os.system"),
         ("payload_gzip.data", _eval("joblib_gzip"), ("gzip", 3), "builtins.eval"),
     ):
         path = CORPUS / name
@@ -151,8 +151,8 @@ def joblib_and_numpy() -> None:
     _write("object_array.joblib", path.read_bytes(), ["dangerous-global"], ["subprocess.Popen"])
     buf = io.BytesIO()
     np.save(buf, np.array([_system("npy"), 2], dtype=object), allow_pickle=True)
-    _write("object_array.npy", buf.getvalue(), ["dangerous-global"], ["posix.system"])
-    _write("features.data", buf.getvalue(), ["dangerous-global"], ["posix.system"])
+    _write("object_array.npy", buf.getvalue(), ["dangerous-global"], ["os.system"])
+    _write("features.data", buf.getvalue(), ["dangerous-global"], ["os.system"])
     npz = io.BytesIO()
     np.savez(npz, weights=np.arange(3.0), meta=np.array([_eval("npz")], dtype=object))
     _write("object_array.npz", npz.getvalue(), ["dangerous-global"], ["builtins.eval"])
@@ -162,18 +162,18 @@ def wrappers_and_archives() -> None:
     evil = pickle.dumps(_system("wrapped"), protocol=4)
     cut = pickle.dumps(_system("truncated"), protocol=2)
     _write("truncated_after_payload.pkl", cut[: cut.index(b"R") + 1], ["dangerous-global", "incomplete"],
-           ["posix.system"])
+           ["os.system"])
     _write("model.ckpt", pickle.dumps(_exec("ckpt"), protocol=4), ["dangerous-global"], ["builtins.exec"])
     _write("model", pickle.dumps(_eval("noext"), protocol=2), ["dangerous-global"], ["builtins.eval"])
     _write("wrapped.7z", b"7z\xbc\xaf\x27\x1c\x00\x04" + evil, ["unknown-format"])
     _write("custom_wrapper.pt", b"MYMODEL\x00\x01" + evil, ["unknown-format"])
-    _write("payload.pkl.gz", gzip.compress(evil, mtime=0), ["dangerous-global"], ["posix.system"])
+    _write("payload.pkl.gz", gzip.compress(evil, mtime=0), ["dangerous-global"], ["os.system"])
     inner = _zip({"model.pkl": pickle.dumps(_popen("nested"), protocol=5)})
     _write("nested.zip", _zip({"outer/inner.zip": _zip({"deep.zip": inner})}, compress=zipfile.ZIP_DEFLATED),
            ["dangerous-global"], ["subprocess.Popen"])
     _write("traversal.zip", _zip({"../../evil.pkl": evil, "ok.pkl": pickle.dumps([1, 2])}), ["unsafe-archive"])
     _write("trailing_payload.pkl", pickle.dumps({"w": [1.0]}, protocol=4) + evil, ["dangerous-global"],
-           ["posix.system"])
+           ["os.system"])
     ext = b"\x80\x02\x82\x01)R."  # EXT1 code 1: resolved through copyreg's registry
     _write("ext_opcode.pkl", ext, ["incomplete"])
 
@@ -232,13 +232,24 @@ def tampered_artifact() -> None:
         members = {i.filename: src.read(i) for i in src.infolist()}
     tmp.unlink()
     members["model/graph.pkl"] = pickle.dumps(_system("artifact"), protocol=5)
-    _write("tampered.msafe", _zip(members), ["dangerous-global", "integrity"], ["posix.system"])
+    _write("tampered.msafe", _zip(members), ["dangerous-global", "integrity"], ["os.system"])
+
+
+def issue_21_classes() -> None:
+    """Framing, doctor-vs-scan globals and aliases, compressed tars, embedded pickles, resource exhaustion."""
+    import attacks
+
+    for name, (data, kinds, subjects) in attacks.all_files().items():
+        _write(name, data, kinds, subjects)
+    kinds, subjects = attacks.savedmodel_writefile(CORPUS / "savedmodel_writefile")
+    _EXPECTED["savedmodel_writefile"] = {"kinds": kinds, "subjects": subjects}
 
 
 def main() -> None:
     if CORPUS.exists():
         shutil.rmtree(CORPUS)
     CORPUS.mkdir()
+    issue_21_classes()
     reduce_payloads()
     attribute_chains()
     wrappers_and_archives()

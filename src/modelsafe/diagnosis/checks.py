@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from modelsafe._reports import Problem
 from modelsafe.security._findings import explain
+from modelsafe.security._verdict import blocks
 
 if TYPE_CHECKING:
     from modelsafe.security.scanner import ScanReport
 
-_SEVERITY = {"critical": "error", "high": "error", "medium": "error"}
-_SOFT_KINDS = {"unknown-global": "warning", "persistent-id": "warning", "bundled-code": "info"}
 _MAIN = ("__main__", "__mp_main__")
 _MAX_SOURCE = 4 << 20
 _SEARCH_LIMIT = 512 << 20
@@ -34,7 +33,8 @@ _CUDA = re.compile(rb"cuda(?::\d+)?")
 
 
 def security(report: "ScanReport", covered: set[str] = frozenset()) -> list[Problem]:  # type: ignore[assignment]
-    """Scan findings, as problems (unknown globals are a warning: they need ``trusted=``).
+    """Scan findings, as problems, with the scan's own verdict (:func:`modelsafe.security._verdict.blocks`):
+    what makes ``scan`` say a file is not safe is an error here too.
 
     Findings about a subject in ``covered`` (one a specific check already diagnosed, such as a
     pickle protocol or a SavedModel) are left out, except those about globals.
@@ -43,10 +43,10 @@ def security(report: "ScanReport", covered: set[str] = frozenset()) -> list[Prob
     for f in report.findings:
         if f.subject in covered and not f.kind.endswith("-global"):
             continue
-        why, fix = explain(f.kind)
+        why, fix = explain(f.kind, f.subject)
         where = f" (in {f.location})" if f.location else ""
-        out.append(Problem(what=f"{f.what or f.subject}{where}", why=why, fix=fix.replace("<name>", f.subject),
-                           severity=_SOFT_KINDS.get(f.kind, _SEVERITY.get(f.severity, "error")), subject=f.subject))
+        out.append(Problem(what=f"{f.what or f.subject}{where}", why=why, fix=fix,
+                           severity="error" if blocks(f) else "warning", subject=f.subject))
     return out
 
 

@@ -38,7 +38,7 @@ def diagnose_path(path: Path) -> DoctorReport:
     problems += _flavor_checks(path, report)
     problems += _folder_checks(path, report, facts)
     covered = {p.subject for p in problems}  # a specific diagnosis replaces the scan's generic one
-    problems = checks.security(report, covered) + problems
+    problems = problems + checks.security(report, covered)  # a specific diagnosis first, then the scan's verdict
     order = {s: i for i, s in enumerate(SEVERITIES)}
     problems.sort(key=lambda p: order.get(p.severity, 9))
     return DoctorReport(target=str(path), kind=report.kind, problems=tuple(_unique(problems)), facts=facts)

@@ -99,6 +99,12 @@ def _weights_only(report: "ScanReport") -> list[Problem]:
             fix="if you trust the file, ms.convert(path, 'model.msafe', trusted=[...]) reads it without running "
                 "code; never torch.load with weights_only=False on a file from an untrusted source",
             subject="legacy tar format")]
+    if report.kind == "zip:torchscript":
+        return [Problem(
+            what="the file is a TorchScript archive (torch.jit.save), not a torch.save checkpoint",
+            why="torch.load hands TorchScript archives to torch.jit.load, and refuses them with weights_only=True",
+            fix="load it with torch.jit.load(path); its code and pickles were scanned above",
+            severity="warning", subject="TorchScript")]
     allowed = _weights_only_allowed()
     blockers = [g for g in report.globals() if g not in allowed]
     if not blockers:

@@ -233,6 +233,7 @@ def audit_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadO
         allowed_modules=options.allowed_modules,
         recorded=data.get("globals", ()),
         allow_persistent=bool(embedded),
+        environment=options.environment,
     )
     for entry in embedded:
         get_flavor(entry["flavor"]).audit(source.sub(entry["prefix"]), entry.get("data", {}), options)

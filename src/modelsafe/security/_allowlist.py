@@ -16,10 +16,13 @@ module) is accepted; ``allowed_modules`` accepts bundled code the caller trusts.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import importlib
 import sys
 from typing import Collection
+
+from modelsafe.security._names import DANGEROUS, DANGEROUS_ATTRIBUTES, matches, resolve
 
 #: Exact constructors that are safe to call while unpickling.
 INVOKE_SAFE: frozenset[str] = frozenset(
@@ -28,7 +31,8 @@ INVOKE_SAFE: frozenset[str] = frozenset(
     + ["copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__",
        "collections.OrderedDict", "collections.defaultdict", "collections.deque", "collections.Counter",
        "functools.partial", "datetime.datetime", "datetime.date", "datetime.time", "datetime.timedelta",
-       "datetime.timezone", "decimal.Decimal", "fractions.Fraction", "_codecs.encode", "uuid.UUID",
+       "datetime.timezone", "decimal.Decimal", "fractions.Fraction", "codecs.encode", "uuid.UUID",
+       "logging.getLogger",
        "pathlib.PosixPath", "pathlib.PurePosixPath", "pathlib.WindowsPath", "pathlib.PureWindowsPath"]
     + [f"{np}.{n}" for np in ("numpy.core.multiarray", "numpy._core.multiarray")
        for n in ("_reconstruct", "scalar")]
@@ -76,44 +80,45 @@ TORCH_VALUES: frozenset[str] = frozenset(
 )
 INVOKE_SAFE = INVOKE_SAFE | TORCH_SAFE
 
+#: Builtin exception classes: constructing one runs nothing (stored errors, warnings categories).
+_EXCEPTIONS = frozenset(f"builtins.{n}" for n, v in vars(builtins).items()
+                        if isinstance(v, type) and issubclass(v, BaseException) and n[:1].isupper())
+INVOKE_SAFE = INVOKE_SAFE | _EXCEPTIONS
+#: Builtins without side effects, referenced as values (``FunctionTransformer(func=len)``).
+_PURE_BUILTINS = frozenset(f"builtins.{n}" for n in (
+    "abs", "all", "any", "ascii", "bin", "bool", "callable", "chr", "classmethod", "complex", "dict", "divmod",
+    "enumerate", "filter", "float", "format", "frozenset", "hash", "hex", "id", "int", "isinstance", "issubclass",
+    "iter", "len", "list", "map", "max", "min", "next", "object", "oct", "ord", "pow", "print", "property",
+    "range", "repr", "reversed", "round", "set", "slice", "sorted", "staticmethod", "str", "sum", "tuple", "zip",
+    "bytes", "bytearray", "Ellipsis", "NotImplemented", "dir"))
+#: ``from __future__`` features (``__future__.annotations`` is a plain record object).
+_FUTURE = frozenset(f"__future__.{n}" for n in ("annotations", "division", "absolute_import", "print_function",
+                                                 "unicode_literals", "generators", "nested_scopes",
+                                                 "with_statement", "generator_stop", "barry_as_FLUFL"))
 #: Exact functions that may be referenced as values (they run only when the model runs).
-VALUE_SAFE: frozenset[str] = frozenset(["scipy._lib.array_api_compat.numpy._aliases.asarray"]) | TORCH_VALUES
+VALUE_SAFE: frozenset[str] = (frozenset(["scipy._lib.array_api_compat.numpy._aliases.asarray"]) | TORCH_VALUES
+                              | _PURE_BUILTINS | _FUTURE | _EXCEPTIONS)
 
-#: Packages whose *classes* may be constructed while unpickling.
-CLASS_PACKAGES: tuple[str, ...] = ("sklearn.", "scipy.sparse.", "imblearn.")
+#: Packages whose *classes* may be constructed while unpickling (``torch.nn.modules``: the layers a
+#: whole-module ``torch.save`` names; a layer's ``__setstate__`` only restores its attributes).
+CLASS_PACKAGES: tuple[str, ...] = ("sklearn.", "scipy.sparse.", "imblearn.", "torch.nn.modules.")
 #: Submodules excluded from CLASS_PACKAGES: test utilities and vendored code can touch files or run code.
 CLASS_EXCLUDED: tuple[str, ...] = ("sklearn.utils._testing", "sklearn.externals", "sklearn.datasets",
                                    "sklearn.utils._show_versions", "scipy.sparse.linalg._dsolve")
 #: Namespaces whose functions and types may be *referenced* (not invoked) as values.
-VALUE_PACKAGES: tuple[str, ...] = ("numpy", "scipy.special", "scipy.stats", "math", "sklearn", "operator")
-
-#: Known-dangerous names (the scanner's "dangerous" severity). Matched by module prefix or exact name.
-DANGEROUS_MODULES: tuple[str, ...] = (
-    "os", "posix", "nt", "subprocess", "sys", "importlib", "runpy", "pty", "socket", "shutil", "ctypes",
-    "code", "codeop", "webbrowser", "marshal", "pickle", "_pickle", "cloudpickle", "dill", "joblib",
-    "multiprocessing", "asyncio", "signal", "types", "io", "pathlib", "tempfile", "urllib", "http",
-    "requests", "ftplib", "smtplib", "telnetlib", "platform", "pdb", "timeit", "trace", "profile", "cProfile",
-    "idlelib", "lib2to3", "distutils", "setuptools", "pip", "site", "venv", "zipimport", "tarfile", "zipfile",
-    "numpy.testing", "numpy.f2py", "numpy.distutils", "numpy.ctypeslib", "torch.hub", "torch._C", "torch.jit",
-    "sklearn.utils._testing", "builtins.eval", "builtins.exec", "builtins.compile", "builtins.getattr",
-    "builtins.setattr", "builtins.delattr", "builtins.__import__", "builtins.open", "builtins.input",
-    "builtins.breakpoint", "builtins.globals", "builtins.locals", "builtins.vars", "builtins.help",
-    "builtins.exit", "builtins.quit", "builtins.memoryview", "builtins.type", "operator.attrgetter",
-    "operator.methodcaller", "numpy.load", "numpy.save", "numpy.loadtxt", "numpy.fromfile", "numpy.memmap",
-    "torch.load", "torch.save", "functools.reduce", "keras.src.layers.core.lambda_layer",
-)
+VALUE_PACKAGES: tuple[str, ...] = ("numpy", "scipy.special", "scipy.stats", "math", "sklearn", "operator",
+                                   "torch.nn.functional")
+#: Cython's reconstructor of an extension type: ``__pyx_unpickle_<Type>(Type, checksum, state)``. Allowed for
+#: scikit-learn types that are themselves allowed (every release pickles its Cython losses this way or by
+#: ``__reduce__``): it rebuilds that type from its state after checking the layout checksum.
+PYX_PREFIX = "__pyx_unpickle_"
+_PYX_PACKAGES = ("sklearn.",)
 #: Never allowed even by VALUE_PACKAGES (they reach files or code through a value).
 _NEVER_VALUES = ("operator.attrgetter", "operator.methodcaller", "operator.itemgetter")
-
-
-def _matches(qualname: str, prefixes: Collection[str]) -> bool:
-    return any(qualname == p or qualname.startswith(p + ".") for p in prefixes)
-
-
-#: Attribute names that, reached through a dotted chain (``numpy.lib.npyio.os.system``), run code.
-_DANGEROUS_ATTRIBUTES = frozenset(["system", "popen", "spawnl", "spawnv", "execv", "execve", "execl", "fork",
-                                   "eval", "exec", "compile", "getattr", "setattr", "open", "import_module",
-                                   "check_output", "check_call", "Popen", "run_path", "run_module", "loads"])
+#: In-memory streams of the otherwise dangerous ``io`` module: not on the allowlist, but they reach no file.
+_IN_MEMORY_IO = frozenset(["io.BytesIO", "io.StringIO"])
+#: The roots whose installed modules :func:`is_allowed` may import to confirm a name is a class.
+_RESOLVABLE_ROOTS = ("sklearn", "scipy", "numpy", "imblearn", "math", "operator", "torch")
 
 
 def _attribute_chain(module: str, name: str) -> bool:
@@ -125,20 +130,28 @@ def _attribute_chain(module: str, name: str) -> bool:
     if "." not in name:
         return False
     inner = name.split(".")
-    return inner[-1] in _DANGEROUS_ATTRIBUTES or any(_matches(part, DANGEROUS_MODULES) for part in inner)
+    return inner[-1] in DANGEROUS_ATTRIBUTES or any(matches(part, DANGEROUS) for part in inner)
 
 
 def canonical(module: str, name: str) -> tuple[str, str]:
-    """The Python 3 name of a Python 2 spelling (``copy_reg._reconstructor``, ``__builtin__.eval``,
-    ``commands.Popen``), as pickle maps it below protocol 3; other names unchanged. Modules that
-    also exist in Python 3 are left alone (a stream at protocol 3+ would resolve them as written)."""
-    import _compat_pickle
+    """The canonical spelling of a global (see :func:`._names.resolve`): Python 2 names as pickle maps
+    them below protocol 3, C-module aliases, re-exports and module-attribute chains."""
+    return resolve(module, name)
 
-    if (module, name) in _compat_pickle.NAME_MAPPING:
-        return _compat_pickle.NAME_MAPPING[(module, name)]
-    if module in _compat_pickle.IMPORT_MAPPING and module.split(".")[0] not in sys.stdlib_module_names:
-        return _compat_pickle.IMPORT_MAPPING[module], name
-    return module, name
+
+def _class_like(module: str, name: str) -> bool:
+    """A class name (capitalized, possibly private: ``_BinMapper``; undotted) in a trusted package,
+    outside the excluded submodules."""
+    return (module.startswith(CLASS_PACKAGES) and not matches(module, CLASS_EXCLUDED)
+            and name.lstrip("_")[:1].isupper() and "." not in name and not name.startswith("__"))
+
+
+def pyx_type(module: str, name: str) -> str | None:
+    """The extension type a ``__pyx_unpickle_<Type>`` reconstructor rebuilds, when that type is allowed."""
+    if not name.startswith(PYX_PREFIX) or not module.startswith(_PYX_PACKAGES):
+        return None
+    target = name[len(PYX_PREFIX):]
+    return target if _class_like(module, target) else None
 
 
 @functools.lru_cache(maxsize=8192)
@@ -146,17 +159,21 @@ def classify(module: str, name: str) -> str:
     """"safe" (on the allowlist, judged by name alone), "dangerous", or "unknown". Imports nothing."""
     module, name = canonical(module, name)
     qualname = f"{module}.{name}"
-    if _matches(qualname, DANGEROUS_MODULES) or _matches(module, DANGEROUS_MODULES) or module.startswith("__builtin"):
-        return "dangerous"
     if qualname in INVOKE_SAFE or qualname in VALUE_SAFE:
         return "safe"
-    if _attribute_chain(module, name):
+    if qualname in _IN_MEMORY_IO:
+        return "unknown"
+    if matches(qualname, DANGEROUS) or matches(module, DANGEROUS) or module.startswith("__builtin"):
         return "dangerous"
+    if qualname.startswith("pandas.read_") or _attribute_chain(module, name):
+        return "dangerous"
+    if pyx_type(module, name):
+        return "safe"
     if "." in name or name.startswith("__"):
         return "unknown"
-    if module.startswith(CLASS_PACKAGES) and not _matches(module, CLASS_EXCLUDED) and name[:1].isupper():
+    if _class_like(module, name):
         return "safe"
-    if _matches(module, VALUE_PACKAGES) and qualname not in _NEVER_VALUES:
+    if matches(module, VALUE_PACKAGES) and qualname not in _NEVER_VALUES:
         return "safe"
     return "unknown"
 
@@ -166,18 +183,15 @@ def verdict(module: str, name: str, *, invoked: bool) -> str:
     """The scanner's static judgement of one global: "safe", "dangerous" or "unknown".
 
     Stricter than :func:`classify` for globals the stream *calls*: only exact invoke-safe
-    constructors and classes of :data:`CLASS_PACKAGES` pass (as in :func:`is_allowed`, which
-    additionally checks, by importing the trusted package, that the name really is a class).
-    Imports nothing.
+    constructors, classes of :data:`CLASS_PACKAGES` and their Cython reconstructors pass (as in
+    :func:`is_allowed`, which additionally checks, by importing the trusted package, that the name
+    really is a class). Imports nothing.
     """
     kind = classify(module, name)
     if kind != "safe" or not invoked:
         return kind
     module, name = canonical(module, name)
-    qualname = f"{module}.{name}"
-    if qualname in INVOKE_SAFE:
-        return "safe"
-    if module.startswith(CLASS_PACKAGES) and not _matches(module, CLASS_EXCLUDED) and name[:1].isupper():
+    if f"{module}.{name}" in INVOKE_SAFE or _class_like(module, name) or pyx_type(module, name):
         return "safe"
     return "unknown"
 
@@ -188,21 +202,29 @@ def _trusted(qualname: str, module: str, trusted: Collection[str], allowed_modul
     return module in allowed_modules
 
 
-def _resolve_installed(module: str, name: str) -> object | None:
-    """Look a name up in an installed trusted package (imports that package's module)."""
-    root = module.split(".")[0]
-    if root not in ("sklearn", "scipy", "numpy", "imblearn", "math", "operator"):
+_MISSING = object()
+
+
+def _resolve_installed(module: str, name: str) -> object:
+    """Look a name up in an installed trusted package (imports that package's module); ``_MISSING`` when
+    the installed version has no such module or name, None when the package may not be imported."""
+    if module.split(".")[0] not in _RESOLVABLE_ROOTS:
         return None
     try:
         mod = sys.modules.get(module) or importlib.import_module(module)
     except ImportError:
-        return None
-    return getattr(mod, name, None)
+        return _MISSING
+    return getattr(mod, name, _MISSING)
 
 
 def is_allowed(module: str, name: str, *, invoked: bool, trusted: Collection[str] = (),
                allowed_modules: Collection[str] = ()) -> bool:
-    """Whether the restricted unpickler may resolve ``module.name`` (see the module docstring)."""
+    """Whether the restricted unpickler may resolve ``module.name`` (see the module docstring).
+
+    A trusted-package class (or its Cython reconstructor) that the installed version lacks is
+    allowed by name: nothing can run from it, and the load then fails with the versions named
+    (rather than a security refusal for what is a version difference).
+    """
     if _trusted(f"{module}.{name}", module, trusted, allowed_modules):
         return True
     module, name = canonical(module, name)
@@ -211,15 +233,15 @@ def is_allowed(module: str, name: str, *, invoked: bool, trusted: Collection[str
         return True
     if qualname in INVOKE_SAFE or (qualname in VALUE_SAFE and not invoked):
         return True
-    if classify(module, name) != "safe" or "." in name:
+    if classify(module, name) != "safe":
         return False
-    if module.startswith(CLASS_PACKAGES) and not _matches(module, CLASS_EXCLUDED):
-        obj = _resolve_installed(module, name)
-        if isinstance(obj, type):
-            return True
-        if invoked:
-            return False
-    if invoked:
+    target = pyx_type(module, name)
+    if target is not None or _class_like(module, name):
+        obj = _resolve_installed(module, target or name)
+        if target is not None and isinstance(obj, type):
+            return callable(_resolve_installed(module, name)) or _resolve_installed(module, name) is _MISSING
+        return obj is _MISSING or isinstance(obj, type)
+    if invoked or "." in name:
         return False
     obj = _resolve_installed(module, name)
-    return obj is not None and (callable(obj) or isinstance(obj, type))
+    return obj is not None and obj is not _MISSING and (callable(obj) or isinstance(obj, type))

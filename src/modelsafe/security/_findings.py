@@ -19,6 +19,19 @@ _WHY_FIX: dict[str, tuple[str, str]] = {
         "nobody has vetted",
         "if you trust the file's source, pass trusted=['<name>'] to modelsafe convert/load; otherwise "
         "do not load it"),
+    "denial-of-service": (
+        "loading it would build a structure (or allocate memory) far beyond its size, which can stall or crash "
+        "the process that loads it",
+        "do not load this file; a real model file never does this"),
+    "graph-op": (
+        "a SavedModel is a TensorFlow program, and this op reads or writes files, calls back into Python or "
+        "reaches the network when the model is loaded or called",
+        "load it only if you trust its source (ms.load(..., trust_code=True)); otherwise re-export the model "
+        "without that op"),
+    "torchscript-code": (
+        "the archive's TorchScript code calls operators outside torch's own tensor operations: they come from "
+        "native libraries or reach files",
+        "load it only if you trust its source and know which library provides those operators"),
     "incomplete": (
         "a stream that cannot be read to its end cannot be vouched for: anything may follow",
         "copy the file again from its source; if it stays unreadable, do not load it"),
@@ -109,12 +122,13 @@ class ItemRecord:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
-def explain(kind: str) -> tuple[str, str]:
-    """(why it matters, how to fix it) for a finding of ``kind``."""
-    return _WHY_FIX.get(kind, _WHY_FIX["unknown-format"])
+def explain(kind: str, subject: str = "") -> tuple[str, str]:
+    """(why it matters, how to fix it) for a finding of ``kind`` about ``subject``."""
+    why, fix = _WHY_FIX.get(kind, _WHY_FIX["unknown-format"])
+    return why, fix.replace("'<name>'", repr(subject) if subject else "'module.name'")
 
 
-def message(kind: str, what: str) -> str:
-    """The three-part message for a finding of ``kind``."""
-    why, fix = explain(kind)
+def message(kind: str, what: str, subject: str = "") -> str:
+    """The three-part message for a finding of ``kind`` (about ``subject``: a global, a member)."""
+    why, fix = explain(kind, subject)
     return f"{what}: {why}. Fix: {fix}."

@@ -1,47 +1,69 @@
-"""The fast audit of an in-memory pickle stream: CPython's C unpickler with inert stand-ins.
+"""The audit of an in-memory pickle stream: the symbolic reader, checked by CPython's own unpickler.
 
-:func:`summarize_buffer` answers the question :func:`._opcodes.summarize_pickle` answers
-(which globals does the stream name, and which does it call while unpickling) at the
-speed of the C unpickler, for streams that are already in memory (an artifact's
-``graph.pkl``). It runs :class:`pickle.Unpickler` with ``find_class`` overridden, the
-mechanism the Python documentation gives for restricting globals, so that **every**
-global resolves to a fresh inert class that only records what happens to it:
+:func:`summarize_buffer` answers which globals a stream names and which it calls while
+unpickling. Two readers answer, and they must agree:
 
-* calling it (``REDUCE``), creating it (``NEWOBJ``, ``NEWOBJ_EX``, ``INST``, ``OBJ``) or
-  applying ``BUILD`` to it marks it *invoked*; otherwise it was only *referenced*;
-* what a call returns is an inert object that accepts ``BUILD``, ``SETITEMS``,
-  ``APPENDS`` and ``ADDITEMS`` and does nothing;
-* persistent ids resolve to inert objects; out-of-band buffers to empty bytes (the
-  buffers are not read, nor needed: their integrity may still be being checked).
+1. the symbolic reader (:mod:`._opcodes`) reads the stream first, without building
+   anything: it enforces CPython's framing rules and the denial-of-service bounds of
+   :mod:`._bounds`, so nothing below ever builds an oversized structure (a "billion
+   laughs" of nested tuples would make CPython hash for hours);
+2. then CPython's C unpickler *replays* the stream, with ``find_class`` overridden (the
+   mechanism the Python documentation gives for restricting globals) so that **every**
+   global resolves to a fresh inert class that only records what happens to it:
 
-Nothing from the stream is imported or called, and the objects built are only pickle's
-own containers (lists, dicts, tuples, strings, bytes, numbers) and these stand-ins.
+   * calling it (``REDUCE``), creating it (``NEWOBJ``, ``NEWOBJ_EX``, ``INST``, ``OBJ``)
+     or applying ``BUILD`` to it marks it *invoked*; otherwise it was only *referenced*;
+   * what a call returns is an inert object that accepts ``BUILD``, ``SETITEMS``,
+     ``APPENDS`` and ``ADDITEMS`` and does nothing;
+   * a call of an allowlisted constructor that would allocate more than
+     :data:`MAX_ALLOCATION` items (``bytearray(10**12)``, ``list(range(10**12))``, a
+     numpy array of that shape) is a denial-of-service stream;
+   * persistent ids resolve to inert objects; out-of-band buffers to empty bytes.
 
-Anything unusual (a call of a computed object, a malformed or truncated stream, an
-operation the stand-ins do not support) stops the replay, and the symbolic reader of
-:mod:`._opcodes` reads the stream instead, for its exact report with byte offsets. The
-replay therefore never accepts a stream the symbolic reader would refuse for what it
-calls; it only answers faster for the streams modelsafe itself writes.
+Nothing from the stream is imported or called. The replay reads the stream exactly as the
+restricted unpickler later will (same C unpickler, same file object), so when the two
+readers disagree about a global, or about whether it is called, the stream is refused: one
+of them misread it. When the replay cannot finish (a call of a computed object, an
+operation the stand-ins do not support), the symbolic reader's answer stands.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
+import math
 import pickle
 from typing import Any
 
 from modelsafe.security._opcodes import GlobalRef, PickleSummary, summarize_pickle
+
+#: Most items an allowlisted constructor may be asked to allocate while unpickling.
+MAX_ALLOCATION = 1 << 30
+#: Constructors that materialize an iterable (their size is the iterable's).
+_MATERIALIZE = frozenset(f"builtins.{n}" for n in ("list", "tuple", "set", "frozenset", "bytearray", "bytes",
+                                                    "sorted")) | {"collections.deque"}
+_RECONSTRUCT = frozenset(f"{m}.multiarray._reconstruct" for m in ("numpy.core", "numpy._core"))
 
 
 class _Stop(Exception):
     """The replay met something only the symbolic reader reports well."""
 
 
-class _Inert:
-    """What an invoked stand-in returns: accepts the container opcodes, does nothing."""
+class _Exhausted(Exception):
+    """A call would allocate more than MAX_ALLOCATION items."""
 
-    __slots__ = ()
+
+class _Inert:
+    """What an invoked stand-in returns: accepts the container opcodes, does nothing.
+
+    ``size`` is the length of the sequence it stands for, when that is known (a ``range``).
+    """
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int = 0) -> None:
+        self.size = size
 
     def __setstate__(self, state: Any) -> None:
         pass
@@ -60,6 +82,24 @@ class _Inert:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise _Stop("a call of an object computed while unpickling")
+
+
+def _sized(qualname: str, args: tuple[Any, ...]) -> int:
+    """Items a call of ``qualname`` with ``args`` allocates (or, for ``range``, stands for)."""
+    first = args[0] if args else None
+    if qualname == "builtins.range":
+        try:
+            return len(range(*args))
+        except (TypeError, ValueError, OverflowError):
+            return 0
+    if qualname in _MATERIALIZE:
+        if isinstance(first, _Inert):
+            return first.size
+        return first if isinstance(first, int) and qualname.endswith(("bytes", "bytearray")) else 0
+    if qualname in _RECONSTRUCT and len(args) > 1 and isinstance(args[1], tuple):
+        if all(isinstance(n, int) and n >= 0 for n in args[1]):
+            return math.prod(args[1])
+    return 0
 
 
 class _Recorder:
@@ -81,7 +121,11 @@ class _Recorder:
         class _Meta(type):
             def __call__(cls, *args: Any, **kwargs: Any) -> Any:  # REDUCE, OBJ, INST with arguments
                 found[cls._ms_key] = True  # type: ignore[attr-defined]
-                return _Inert()
+                size = _sized(cls._ms_qual, args)  # type: ignore[attr-defined]
+                if size > MAX_ALLOCATION:
+                    raise _Exhausted(f"it calls {cls._ms_qual} to allocate {size} items, more than the limit of "  # type: ignore[attr-defined]
+                                     f"{MAX_ALLOCATION}")
+                return _Inert(size if cls._ms_qual == "builtins.range" else 0)  # type: ignore[attr-defined]
 
         class _StandIn(metaclass=_Meta):
             __setstate__ = _BuildHook()
@@ -94,10 +138,13 @@ class _Recorder:
         self._standins: dict[tuple[str, str], type] = {}
 
     def standin(self, module: str, name: str) -> type:
+        from modelsafe.security._allowlist import canonical
+
         key = (module, name)
         cls = self._standins.get(key)
         if cls is None:
-            cls = self._meta("standin", (self._base,), {"_ms_key": key, "__slots__": ()})
+            qual = ".".join(canonical(module, name))
+            cls = self._meta("standin", (self._base,), {"_ms_key": key, "_ms_qual": qual, "__slots__": ()})
             self._standins[key] = cls
             self.found.setdefault(key, False)
         return cls
@@ -119,25 +166,49 @@ class _ReplayUnpickler(pickle.Unpickler):
 
 
 def _replay(data: bytes | bytearray | memoryview) -> PickleSummary | None:
-    """The summary by inert replay, or None when only the symbolic reader can say."""
+    """The summary by inert replay, or None when only the symbolic reader can say.
+
+    Run it only on streams the symbolic reader accepted: the replay builds what the stream
+    describes (see the module docstring).
+    """
     recorder = _Recorder()
     file = io.BytesIO(data)
-    try:
-        _ReplayUnpickler(file, recorder).load()
-    except Exception:  # malformed, hostile or unusual: the symbolic reader reports it exactly
-        return None
     view = memoryview(data)
     protocol = view[1] if len(view) > 1 and view[0] == pickle.PROTO[0] else 0
+    try:
+        _ReplayUnpickler(file, recorder).load()
+    except _Exhausted as exc:
+        return PickleSummary(globals=(), protocol=protocol, complete=False, problems=(str(exc),), n_opcodes=0,
+                             end_offset=file.tell(), exhausted=str(exc))
+    except Exception:  # malformed, hostile or unusual: the symbolic reader reports it exactly
+        return None
     refs = tuple(GlobalRef(module, name, invoked, 0) for (module, name), invoked in recorder.found.items())
     return PickleSummary(globals=refs, protocol=protocol, complete=True, problems=(), n_opcodes=0,
                          end_offset=file.tell(), persistent_ids=recorder.persistent)
 
 
-def summarize_buffer(data: bytes | bytearray | memoryview) -> PickleSummary:
-    """What an in-memory pickle stream names and calls (see the module docstring).
+def _kinds(summary: PickleSummary) -> set[tuple[str, bool]]:
+    return {(g.qualname, g.invoked) for g in summary.globals}
 
-    Byte offsets and opcode counts are reported only by the symbolic reader, which
-    :func:`summarize_pickle` runs whenever the fast replay cannot finish.
-    """
-    summary = _replay(data)
-    return summary if summary is not None else summarize_pickle(data)
+
+def summarize_buffer(data: bytes | bytearray | memoryview) -> PickleSummary:
+    """What an in-memory pickle stream names and calls, read by both readers (see the module docstring)."""
+    summary = summarize_pickle(data)
+    if not summary.complete:
+        return summary
+    replay = _replay(data)
+    if replay is None:
+        return summary
+    if replay.exhausted:
+        return dataclasses.replace(summary, complete=False, problems=replay.problems, exhausted=replay.exhausted)
+    if _kinds(replay) != _kinds(summary) or replay.persistent_ids != summary.persistent_ids:
+        only_c = sorted(_kinds(replay) - _kinds(summary))
+        only_reader = sorted(_kinds(summary) - _kinds(replay))
+        problem = (f"CPython's unpickler and modelsafe's opcode reader read this stream differently (only CPython: "
+                   f"{_shown(only_c)}; only the reader: {_shown(only_reader)}), so it is not trusted")
+        return dataclasses.replace(summary, complete=False, problems=(problem,))
+    return summary
+
+
+def _shown(kinds: list[tuple[str, bool]]) -> str:
+    return ", ".join(f"{name} ({'called' if invoked else 'referenced'})" for name, invoked in kinds) or "nothing"

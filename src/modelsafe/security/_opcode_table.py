@@ -42,7 +42,14 @@ def _effect(op: pickletools.OpcodeInfo) -> tuple[bool, int, int]:
  A_NEWOBJ, A_NEWOBJ_EX, A_OBJ, A_BUILD, A_EXT, A_PERSID, A_MARK, A_POP_MARK, A_DUP,
  A_KEEP, A_PROTO, A_FRAME, A_STOP,
  # value mode only:
- A_INT, A_CONST, A_TUPLE_N, A_TUPLE, A_EMPTY_DICT, A_DICT, A_SETITEMS) = range(29)
+ A_INT, A_CONST, A_EMPTY_DICT, A_DICT, A_SETITEMS,
+ # containers (their expanded size is tracked) and bytes payloads:
+ A_EMPTY, A_FROM_MARK, A_FROM_TOP, A_BYTES) = range(31)
+#: Opcodes that build a container: empty ones, from the items after a MARK, from the top items.
+_EMPTY = {"EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"}
+_FROM_MARK = {"LIST", "DICT", "TUPLE", "FROZENSET"}
+_FROM_TOP = {"TUPLE1", "TUPLE2", "TUPLE3"}
+_BYTES_OPS = {"SHORT_BINBYTES", "BINBYTES", "BINBYTES8", "BYTEARRAY8"}
 _ACTIONS = {
     "GLOBAL": A_GLOBAL, "INST": A_INST, "STACK_GLOBAL": A_STACK_GLOBAL, "MEMOIZE": A_MEMOIZE,
     "REDUCE": A_REDUCE, "NEWOBJ": A_NEWOBJ, "NEWOBJ_EX": A_NEWOBJ_EX, "OBJ": A_OBJ, "BUILD": A_BUILD,
@@ -50,14 +57,17 @@ _ACTIONS = {
     "MARK": A_MARK, "POP_MARK": A_POP_MARK, "DUP": A_DUP, "PROTO": A_PROTO, "FRAME": A_FRAME,
     "STOP": A_STOP, **{n: A_STRING for n in _STRING_OPS}, **{n: A_PUT for n in _MEMO_PUT},
     **{n: A_GET for n in _MEMO_GET}, **{n: A_KEEP for n in _KEEPS_TARGET},
+    **{n: A_EMPTY for n in _EMPTY}, **{n: A_FROM_MARK for n in _FROM_MARK},
+    **{n: A_FROM_TOP for n in _FROM_TOP}, **{n: A_BYTES for n in _BYTES_OPS},
 }
 _VALUE_ACTIONS = {
     "BININT": A_INT, "BININT1": A_INT, "BININT2": A_INT, "LONG1": A_INT, "INT": A_INT, "LONG": A_INT,
-    "NONE": A_CONST, "NEWTRUE": A_CONST, "NEWFALSE": A_CONST, "EMPTY_TUPLE": A_TUPLE_N,
-    "TUPLE1": A_TUPLE_N, "TUPLE2": A_TUPLE_N, "TUPLE3": A_TUPLE_N, "TUPLE": A_TUPLE,
+    "NONE": A_CONST, "NEWTRUE": A_CONST, "NEWFALSE": A_CONST, "EMPTY_TUPLE": A_FROM_TOP,
     "EMPTY_DICT": A_EMPTY_DICT, "DICT": A_DICT, "SETITEM": A_SETITEMS, "SETITEMS": A_SETITEMS,
 }
 CONSTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
+#: Opcode bytes that build a tuple (value mode keeps small flat tuples as values).
+TUPLE_CODES = frozenset(ord(op.code) for op in pickletools.opcodes if op.name.startswith(("TUPLE", "EMPTY_TUPLE")))
 _SIGNED_LEN = {"BINSTRING", "LONG4"}
 
 
@@ -81,3 +91,21 @@ def _compile(values: bool = False) -> tuple[list, list]:
 
 OPS, NAMES = _compile()
 VALUE_OPS, _ = _compile(values=True)
+
+
+def pop_to_mark(stack: list, marks: list[int]) -> list:
+    """Pop the items after the topmost MARK, and the MARK (``marks``: where MARKs were pushed)."""
+    while marks:
+        at = marks.pop()
+        if at < len(stack) and stack[at] is MARK:
+            items = stack[at + 1 :]
+            if MARK not in items:
+                del stack[at:]
+                return items
+            break
+    for at in range(len(stack) - 1, -1, -1):  # a mark moved by DUP or memo: search for it
+        if stack[at] is MARK:
+            items = stack[at + 1 :]
+            del stack[at:]
+            return items
+    raise ValueError("MARK missing")

@@ -1,71 +1,47 @@
 """A streaming, symbolic reader of pickle opcodes. It never imports or executes anything.
 
-The reader runs a small model of the pickle machine that tracks only what matters
-for safety: strings (to resolve ``STACK_GLOBAL``), globals, marks and the memo. Each
-global is recorded with whether the stream *invokes* it while unpickling (``REDUCE``,
-``NEWOBJ``, ``NEWOBJ_EX``, ``INST``, ``OBJ``, ``BUILD`` applied to it) or only
-references it as a value. Large payloads are skipped in chunks, so memory stays
-bounded whatever the stream's size. A stream that ends early, has an unknown opcode,
-or cannot be modelled is reported as not ``complete``.
+A small model of the pickle machine tracks what matters for safety: strings (to resolve
+``STACK_GLOBAL``), globals, marks, the memo, frames, and each container's expanded size
+(:mod:`._bounds`). Each global is recorded with whether unpickling *invokes* it
+(``REDUCE``, ``NEWOBJ(_EX)``, ``INST``, ``OBJ``, ``BUILD`` on it, or a container opcode
+calling its method) or only references it. Large payloads are skipped in chunks (bounded
+memory). A stream that ends early, has an unknown opcode, breaks CPython's framing
+rules, exceeds a denial-of-service bound or cannot be modelled is not ``complete``.
 
 In *value mode* (``raw_data=`` given) the reader also tracks small values (see
 :mod:`._values`) and calls ``raw_data(obj, cursor)`` after each ``BUILD`` of an object
 built from a named global, so formats that interleave raw bytes with opcodes (joblib)
-can skip them or read a nested stream through the :class:`Cursor`.
+can skip them or read a nested stream through the :class:`Cursor`. With
+``embedded=True`` it collects the bytes and text values that start like a pickle.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
+from modelsafe.security._bounds import (
+    EMBEDDED_FIRST, EMBEDDED_MIN, MAX_EMBEDDED, MAX_MEMO, Box, LimitExceeded, boxed as built, embedded_kind,
+    frame_in_frame, grow as grown, memo_over, stop_problem, straddle, weight)
 from modelsafe.security._opcode_table import (
-    A_BUILD, A_CONST, A_DICT, A_DUP, A_EMPTY_DICT, A_EXT, A_FRAME, A_GENERIC, A_GET, A_GLOBAL, A_INST,
-    A_INT, A_KEEP, A_MARK, A_MEMOIZE, A_NEWOBJ, A_NEWOBJ_EX, A_OBJ, A_PERSID, A_POP_MARK, A_PROTO,
-    A_PUT, A_REDUCE, A_SETITEMS, A_STACK_GLOBAL, A_STOP, A_STRING, A_TUPLE, A_TUPLE_N, ANY, CONSTS,
-    FIXED, LINE, LINE2, MARK, NAMES, OPS, VALUE_OPS)
+    A_BUILD, A_BYTES, A_CONST, A_DICT, A_DUP, A_EMPTY, A_EMPTY_DICT, A_EXT, A_FRAME, A_FROM_MARK,
+    A_FROM_TOP, A_GENERIC, A_GET, A_GLOBAL, A_INST, A_INT, A_KEEP, A_MARK, A_MEMOIZE, A_NEWOBJ,
+    A_NEWOBJ_EX, A_OBJ, A_PERSID, A_POP_MARK, A_PROTO, A_PUT, A_REDUCE, A_SETITEMS, A_STACK_GLOBAL,
+    A_STOP, A_STRING, ANY, CONSTS, FIXED, LINE, LINE2, MARK, NAMES, OPS, TUPLE_CODES, VALUE_OPS, pop_to_mark)
+from modelsafe.security._summary import Embedded, Found, GlobalRef, PickleSummary, int_arg
 from modelsafe.security._values import UNKNOWN, TrackedDict, TrackedObject, make_tuple, text
 from modelsafe.security._window import Cursor, Truncated, Window
 
+__all__ = ["Embedded", "GlobalRef", "PickleSummary", "RawDataHook", "summarize_pickle"]
+
 #: Payloads larger than this are skipped rather than held.
 _KEEP_STRING = 1024
-#: Memory bounds: memoized values (estimated bytes), symbolic stack depth, nested streams.
+#: Memory bounds: memoized values (estimated bytes), memoized containers, stack depth, nested streams.
 _MEMO_BUDGET = 48 << 20
+_MAX_BOXES = 400_000
 _MAX_STACK = 8 << 20
 _MAX_NESTING = 4
-
-
-@dataclass(frozen=True)
-class GlobalRef:
-    """A ``module.name`` the stream resolves, and whether unpickling calls it."""
-
-    module: str
-    name: str
-    invoked: bool
-    offset: int
-
-    @property
-    def qualname(self) -> str:
-        return f"{self.module}.{self.name}"
-
-
-@dataclass(frozen=True)
-class PickleSummary:
-    """What a pickle stream references, read without running it."""
-
-    globals: tuple[GlobalRef, ...]
-    protocol: int
-    complete: bool
-    problems: tuple[str, ...]
-    n_opcodes: int
-    end_offset: int
-    persistent_ids: int = 0
-    start_offset: int = 0
-    #: In value mode: the unpickled result when it is a tracked value (int, str, flat tuple).
-    value: object = None
-
-    def names(self, *, invoked: bool | None = None) -> list[str]:
-        return sorted(g.qualname for g in self.globals if invoked is None or g.invoked == invoked)
+#: "Not inside a frame": a frame end no stream reaches.
+_NO_FRAME = 1 << 80
 
 
 class _Global:
@@ -75,70 +51,55 @@ class _Global:
         self.module, self.name, self.offset = module, name, offset
 
 
-class _Str(str):
-    """A string value on the symbolic stack."""
-
-
-Source = Window  # the name used before the window moved to its own module
-
 #: ``raw_data(obj, cursor)``: called in value mode after each BUILD of a tracked object.
 RawDataHook = Callable[[TrackedObject, Cursor], None]
 
 
-def _int_arg(name: str, arg: object) -> object:
-    """The Python int an integer opcode pushes (value mode), or UNKNOWN."""
-    try:
-        if name == "BININT":
-            return arg - (1 << 32) if arg >= 1 << 31 else arg  # type: ignore[operator]
-        if name == "LONG1":
-            return int.from_bytes(arg, "little", signed=True) if isinstance(arg, bytes) else UNKNOWN
-        if name == "INT":
-            return {b"00": False, b"01": True}.get(arg) if arg in (b"00", b"01") else int(arg)  # type: ignore[arg-type]
-        if name == "LONG":
-            return int(bytes(arg).rstrip(b"L"))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return UNKNOWN
-    return arg
-
-
-def summarize_pickle(source: bytes | bytearray | memoryview | BinaryIO, *,
-                     raw_data: RawDataHook | None = None) -> PickleSummary:
+def summarize_pickle(source: bytes | bytearray | memoryview | BinaryIO, *, raw_data: RawDataHook | None = None,
+                     embedded: bool = False) -> PickleSummary:
     """Read one pickle's opcodes (from a buffer, or a file's current position) without running it.
 
-    With ``raw_data`` the reader runs in value mode (see the module docstring).
+    With ``raw_data`` the reader runs in value mode; with ``embedded`` it also collects values
+    that look like pickles (see the module docstring).
     """
     src = Window(source)
-    summary, pos = _summarize(src, 0, raw_data, 0)
+    summary, pos = _summarize(src, 0, raw_data, 0, embedded)
     src.give_back(pos)
     return summary
 
 
-def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) -> tuple[PickleSummary, int]:
+def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int,
+               embedded: bool = False) -> tuple[PickleSummary, int]:
     """Read one stream starting at ``pos`` of ``src``; return its summary and the end position."""
     start = src.base + pos
-    found: dict[tuple[str, str], list] = {}
+    found = Found()
     problems: list[str] = []
+    candidates: list[Embedded] = []
     stack: list = []
     memo: dict[int, object] = {}
-    memo_room = _MEMO_BUDGET
-    memo_next = 0
-    protocol = 0
-    count = 0
-    persistent = 0
-    complete = False
+    memo_room, boxes_left = _MEMO_BUDGET, _MAX_BOXES
+    memo_next = protocol = count = persistent = 0
+    complete, exhausted = False, ""
     values = raw_data is not None
     result: object = None
     ops = VALUE_OPS if values else OPS
+    fabs = _NO_FRAME  # absolute end of the current frame
     buf = src.buf
-    end, soft = len(buf), src.soft_end  # refreshed whenever the window moves
+    end = lim = len(buf)  # end of the window; lim: the window's or the frame's end, whichever is first
+    soft = src.soft_end
     any_, mark = ANY, MARK
+    at_pos = second = 0  # the opcode's position, and where its second read starts (both in the window)
 
-    def record(glob: _Global, invoked: bool) -> None:
-        entry = found.get((glob.module, glob.name))
-        if entry is None:
-            found[(glob.module, glob.name)] = [glob.offset, invoked]
-        elif invoked:
-            entry[1] = True
+    def moved() -> None:
+        """Refresh the window's view after it moved or a frame began or ended."""
+        nonlocal buf, end, soft, lim
+        buf = src.buf
+        end = len(buf)
+        flim = fabs - src.base
+        soft = min(src.soft_end, flim)
+        lim = min(end, flim)
+
+    record = found.record
 
     def call(target: object, what: int, at: int) -> None:
         if isinstance(target, _Global):
@@ -150,28 +111,21 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
     marks: list[int] = []  # positions of MARKs on the stack (checked before use: streams may be hostile)
 
     def pop_mark() -> list:
-        while marks:
-            at = marks.pop()
-            if at < len(stack) and stack[at] is mark:
-                items = stack[at + 1 :]
-                if mark not in items:
-                    del stack[at:]
-                    return items
-                break
-        for at in range(len(stack) - 1, -1, -1):  # a mark moved by DUP or memo: search for it
-            if stack[at] is mark:
-                items = stack[at + 1 :]
-                del stack[at:]
-                return items
-        raise ValueError("MARK missing")
+        return pop_to_mark(stack, marks)
+
+    def shift(before: int) -> None:
+        """The window moved on from ``before``: keep the opcode's positions, refresh the view."""
+        nonlocal at_pos, second
+        at_pos -= src.base - before
+        second -= src.base - before
+        moved()
 
     def line(p: int) -> tuple[bytes, int]:
-        nonlocal buf, end, soft
         stop = buf.find(b"\n", p)
         if stop < 0:
+            before = src.base
             p = src.refill(p)
-            buf = src.buf
-            end, soft = len(buf), src.soft_end
+            shift(before)
             stop = buf.find(b"\n", p)
             if stop < 0:
                 raise Truncated
@@ -185,9 +139,11 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
     try:
         while True:
             if pos >= soft:
-                pos = src.refill(pos)
-                buf = src.buf
-                end, soft = len(buf), src.soft_end
+                if src.base + pos >= fabs:
+                    fabs = _NO_FRAME  # the frame's last opcode ended exactly at its end
+                if pos >= src.soft_end:
+                    pos = src.refill(pos)
+                moved()
             at_pos = pos
             code = buf[pos]
             pos += 1
@@ -201,8 +157,9 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
                 raise ValueError(f"more than {_MAX_STACK} items on the stack; the stream cannot be "
                                  "checked in bounded memory")
             arg: object = None
+            second = pos
             if kind == FIXED:
-                if action >= A_PUT:  # memo keys, PROTO and tracked ints need the value; others skip it
+                if action >= A_PUT:  # memo keys, PROTO, FRAME and tracked ints need the value
                     arg = buf[pos] if size == 1 else int.from_bytes(buf[pos : pos + size], "little")
                 pos += size
             elif kind:
@@ -210,27 +167,46 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
                     arg, pos = line(pos)
                     if action == A_PUT or action == A_GET:
                         arg = int(arg)  # type: ignore[call-overload]
+                    elif embedded and action == A_STRING and embedded_kind(arg.strip(b"'\"")[:4]):  # type: ignore[union-attr]
+                        candidates.append(Embedded(src.base + second, len(arg), arg.strip(b"'\"")))  # type: ignore[union-attr,arg-type]
                 elif kind == LINE2:
                     first, pos = line(pos)
-                    second, pos = line(pos)
-                    arg = (first, second)
+                    second = pos
+                    arg = (first, line(pos)[0])
+                    pos = second + len(arg[1]) + 1  # type: ignore[arg-type]
                 else:
                     length = int.from_bytes(buf[pos : pos + size], "little", signed=signed)
                     pos += size
+                    second = pos
                     if length < 0:
                         problems.append(f"negative length at byte {src.base + at_pos}")
                         break
-                    if (action == A_STRING or action == A_INT) and length <= _KEEP_STRING:
+                    if (embedded and length >= EMBEDDED_MIN and (action == A_STRING or action == A_BYTES)
+                            and pos < end and buf[pos] in EMBEDDED_FIRST and embedded_kind(buf[pos : pos + 4])):
+                        at_payload, before = src.base + pos, src.base
+                        data, pos = src.take(pos, length, MAX_EMBEDDED)
+                        shift(before)
+                        candidates.append(Embedded(at_payload, length, data))
+                        arg = data if length <= _KEEP_STRING else None
+                    elif (action == A_STRING or action == A_INT) and length <= _KEEP_STRING:
                         arg = buf[pos : pos + length]
                         pos += length
                         if pos > end:
                             raise Truncated
                     else:
+                        before = src.base
                         pos = src.skip(pos, length)
-                        buf = src.buf
-                        end, soft = len(buf), src.soft_end
-            if pos > end:
-                raise Truncated
+                        shift(before)
+            if pos > lim:
+                if pos > end:
+                    raise Truncated
+                base = src.base
+                why = straddle(NAMES[code], base + at_pos, fabs, (base + at_pos + 1, base + second), base + pos)
+                if why:
+                    problems.append(why)
+                    break
+                fabs = _NO_FRAME  # a read began exactly at the frame's end: everything after is unframed
+                moved()
 
             # Most frequent actions first (memo traffic dominates protocol 4+ streams).
             if action == A_MEMOIZE or action == A_PUT:
@@ -238,8 +214,15 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
                     key, memo_next = memo_next, memo_next + 1
                 else:
                     key = arg  # type: ignore[assignment]
+                if key >= MAX_MEMO:  # type: ignore[operator]
+                    raise memo_over(key)  # type: ignore[arg-type]
                 top = stack[-1]
-                if top is not any_ and (memo_room > 0 or isinstance(top, _Global)):
+                if isinstance(top, Box):
+                    if not boxes_left:
+                        raise LimitExceeded(f"it memoizes more than {_MAX_BOXES} containers: too many to check")
+                    boxes_left -= 1
+                    memo[key] = top  # containers are always kept: their expanded size must stay known
+                elif top is not any_ and (memo_room > 0 or isinstance(top, _Global)):
                     memo[key] = top  # strings, globals and (value mode) small values: memory stays bounded
                     memo_room -= len(top) + 90 if isinstance(top, bytes) else 200
                 elif memo:
@@ -261,17 +244,38 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
                 if isinstance(arg, (bytes, bytearray)) and NAMES[code] == "STRING":
                     arg = arg.strip()[1:-1]
                 stack.append(arg if arg is not None else any_)
-            elif action == A_KEEP:
+            elif action == A_KEEP or action == A_SETITEMS:
                 if to_mark:
-                    pop_mark()
+                    items = pop_mark()
                 else:
+                    items = stack[len(stack) - (pops - 1) :]
                     del stack[len(stack) - (pops - 1) :]
+                target = stack[-1]
+                if isinstance(target, Box):
+                    grown(target, weight(items))
+                    if values and isinstance(target, TrackedDict) and action == A_SETITEMS:
+                        target.add(items)
+                elif isinstance(target, _Global):
+                    record(target, True)  # list.extend, set.add, __setitem__ of the global itself
+            elif action == A_EMPTY:
+                stack.append(Box())
+            elif action == A_FROM_MARK or action == A_FROM_TOP:
+                if action == A_FROM_MARK:
+                    items = pop_mark()
+                else:
+                    if pops > len(stack):
+                        raise ValueError("stack underflow")
+                    items = stack[len(stack) - pops :]
+                    del stack[len(stack) - pops :]
+                w = weight(items)
+                stack.append(make_tuple(items) if values and code in TUPLE_CODES and w == len(items) else built(1 + w))
             elif action == A_NEWOBJ or action == A_REDUCE:
                 args = stack.pop()
                 target = stack.pop()
                 call(target, code, src.base + at_pos)
-                stack.append(TrackedObject(target.module, target.name, args)
-                             if values and isinstance(target, _Global) else any_)
+                w = 1 + (args.w if isinstance(args, Box) else 1)
+                stack.append(TrackedObject(target.module, target.name, args, w)
+                             if values and isinstance(target, _Global) else built(w))
             elif action == A_STACK_GLOBAL:
                 qual, module = text(stack.pop()), text(stack.pop())
                 if module is None or qual is None:
@@ -287,19 +291,24 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
                 target = stack[-1]
                 if isinstance(target, _Global):
                     record(target, True)
-                elif values and isinstance(target, TrackedObject):
-                    target.state = state
-                    cursor = Cursor(src, pos, nested)
-                    raw_data(target, cursor)  # type: ignore[misc]
-                    pos, buf = cursor.pos, src.buf
-                    end, soft = len(buf), src.soft_end
-                    for inner in cursor.streams:
-                        for ref in inner.globals:
-                            record(_Global(ref.module, ref.name, ref.offset), ref.invoked)
-                        persistent += inner.persistent_ids
-                        problems.extend(inner.problems)
-                    if problems:
-                        break
+                elif isinstance(target, Box):
+                    grown(target, state.w if isinstance(state, Box) else 1)
+                    if values and isinstance(target, TrackedObject):
+                        target.state = state
+                        cursor = Cursor(src, pos, nested, fabs if fabs < _NO_FRAME else None)
+                        raw_data(target, cursor)  # type: ignore[misc]
+                        if cursor.used:
+                            pos = cursor.pos
+                            fabs = _NO_FRAME  # raw data and nested streams are never framed
+                            moved()
+                        for inner in cursor.streams:
+                            for ref in inner.globals:
+                                record(_Global(ref.module, ref.name, ref.offset), ref.invoked)
+                            persistent += inner.persistent_ids
+                            problems.extend(inner.problems)
+                            exhausted = exhausted or inner.exhausted
+                        if problems:
+                            break
             elif action == A_MARK:
                 marks.append(len(stack))
                 stack.append(mark)
@@ -307,32 +316,40 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
                 module, qual = (text(x) or "" for x in arg)  # type: ignore[union-attr]
                 glob = _Global(module, qual, src.base + at_pos)
                 if action == A_INST:
-                    pop_mark()
                     record(glob, True)
-                    stack.append(any_)
+                    stack.append(built(1 + weight(pop_mark())))
                 else:
                     record(glob, False)
                     stack.append(glob)
             elif action == A_NEWOBJ_EX:
-                stack.pop()
-                stack.pop()
+                extra = weight(stack[-2:])
+                del stack[-2:]
                 call(stack.pop(), code, src.base + at_pos)
-                stack.append(any_)
+                stack.append(built(1 + extra))
             elif action == A_OBJ:
                 items = pop_mark()
                 if not items:
                     raise ValueError("OBJ without a class")
                 call(items[0], code, src.base + at_pos)
+                stack.append(built(weight(items)))
+            elif action == A_BYTES:
                 stack.append(any_)
             elif action == A_PROTO:
                 protocol = max(protocol, int(arg))  # type: ignore[call-overload]
             elif action == A_FRAME:
-                pass
+                at = src.base + at_pos
+                if fabs == _NO_FRAME:
+                    fabs = at + 9 + arg  # type: ignore[operator]
+                    moved()
+                elif at + 9 + arg > fabs:  # type: ignore[operator]  (one that fits changes nothing)
+                    problems.append(frame_in_frame(at, fabs))
+                    break
             elif action == A_STOP:
-                if len(stack) != 1:
-                    problems.append(f"STOP at byte {src.base + at_pos} with {len(stack)} items on the stack")
-                complete = len(stack) == 1
-                result = stack[0] if complete and values else None
+                complete = bool(stack) and stack[-1] is not mark  # what CPython's unpicklers require
+                if not complete or src.base + pos < fabs < _NO_FRAME:
+                    problems.append(stop_problem(src.base + at_pos, fabs if complete else None))
+                    complete = False
+                result = stack[-1] if complete and values else None
                 break
             elif action == A_EXT:
                 problems.append(f"{NAMES[code]} extension code at byte {src.base + at_pos}: resolved "
@@ -349,43 +366,33 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int) 
                 stack.append(stack[-1])
             # -- value mode only ---------------------------------------------------------
             elif action == A_INT:
-                stack.append(_int_arg(NAMES[code], arg))
+                stack.append(int_arg(NAMES[code], arg, UNKNOWN))
             elif action == A_CONST:
                 stack.append(CONSTS[NAMES[code]])
-            elif action == A_TUPLE_N:
-                if pops > len(stack):
-                    raise ValueError("stack underflow")
-                items = stack[len(stack) - pops :]
-                del stack[len(stack) - pops :]
-                stack.append(make_tuple(items))
-            elif action == A_TUPLE:
-                stack.append(make_tuple(pop_mark()))
             elif action == A_EMPTY_DICT:
                 stack.append(TrackedDict())
             elif action == A_DICT:
                 tracked = TrackedDict()
-                tracked.add(pop_mark())
+                items = pop_mark()
+                tracked.add(items)
+                grown(tracked, weight(items))
                 stack.append(tracked)
-            elif action == A_SETITEMS:
-                if to_mark:
-                    items = pop_mark()
-                else:
-                    items = stack[-2:]
-                    del stack[-2:]
-                target = stack[-1]
-                if isinstance(target, TrackedDict):
-                    target.add(items)
     except (Truncated, IndexError) as exc:
         if isinstance(exc, IndexError) and pos < len(buf) and stack == []:
             problems.append(f"malformed stream near byte {src.base + pos}: stack underflow")
         else:
             problems.append(f"stream truncated at byte {src.base + min(pos, len(buf))} (it ends before STOP)")
+    except LimitExceeded as exc:
+        exhausted = str(exc)
+        problems.append(f"the stream was not read past byte {src.base + min(pos, len(buf))}: {exc}")
     except ValueError as exc:
         problems.append(f"malformed stream near byte {src.base + pos}: {exc}")
     end = src.base + min(pos, len(buf))
-    refs = tuple(GlobalRef(m, n, inv, off) for (m, n), (off, inv) in found.items())
+    refs = found.refs()
+    if result is any_ or isinstance(result, Box) and not isinstance(result, (TrackedDict, TrackedObject)):
+        result = None  # a container the reader does not model
     summary = PickleSummary(globals=refs, protocol=protocol, complete=complete and not problems,
                             problems=tuple(problems), n_opcodes=count, end_offset=end,
-                            persistent_ids=persistent, start_offset=start,
-                            value=result if result is not any_ else None)
+                            persistent_ids=persistent, start_offset=start, value=result,
+                            exhausted=exhausted, embedded=tuple(candidates))
     return summary, min(pos, len(buf))

@@ -32,6 +32,12 @@ _OTHER_ARCHIVES = (
     (b"MZ", "Windows executable"),
     (b"ONNX", "ONNX"),
 )
+#: Images, documents and audio: never a model, and never a pickle either (checked by :func:`sniff`).
+_MEDIA = (
+    (b"\x89PNG\r\n\x1a\n", "PNG image"), (b"\xff\xd8\xff", "JPEG image"), (b"GIF87a", "GIF image"),
+    (b"GIF89a", "GIF image"), (b"%PDF-", "PDF document"), (b"II*\x00", "TIFF image"), (b"MM\x00*", "TIFF image"),
+    (b"ID3", "MP3 audio"), (b"OggS", "Ogg media"), (b"fLaC", "FLAC audio"), (b"SQLite format 3\x00", "SQLite database"),
+)
 #: First opcodes a protocol 0/1 pickle plausibly starts with.
 _OLD_PICKLE_START = frozenset(b"(c)]}ILFSVNTUXJKMGPdlip")
 
@@ -41,7 +47,8 @@ def sniff(head: bytes, size: int) -> str:
 
     One of: ``empty``, ``zip``, ``tar``, ``npy``, ``hdf5``, ``torch-legacy``, ``pickle``,
     ``maybe-pickle`` (protocol 0/1 start: confirm by reading), ``safetensors``, ``json``,
-    ``text``, ``compressed:<kind>``, ``other:<description>`` or ``unknown``.
+    ``text``, ``compressed:<kind>``, ``media:<description>`` (an image, document or audio file),
+    ``other:<description>`` (an archive or program modelsafe does not read) or ``unknown``.
     """
     if not head:
         return "empty"
@@ -55,11 +62,14 @@ def sniff(head: bytes, size: int) -> str:
         return "tar"
     if head.startswith(TORCH_LEGACY_PREFIX):
         return "torch-legacy"
-    if head[0] == 0x80 and len(head) > 1:
-        return "pickle"
+    if head[0] == 0x80:
+        return "pickle"  # PROTO (alone, it is a pickle cut after its first byte)
     for magic, description in _OTHER_ARCHIVES:
         if head.startswith(magic):
             return f"other:{description}"
+    media = _media(head)
+    if media:
+        return f"media:{media}"
     compressed = compression_of(head)
     if compressed is not None:
         return f"compressed:{compressed}"
@@ -68,6 +78,18 @@ def sniff(head: bytes, size: int) -> str:
     if head[0] in _OLD_PICKLE_START:
         return "maybe-pickle"
     return text_kind(head)
+
+
+def _media(head: bytes) -> str | None:
+    """The media format ``head`` starts with, unless the same bytes could also start a pickle (a
+    GIF's first opcodes, for instance, can be followed by a pickle payload: that stays a pickle)."""
+    from modelsafe.security._opcodes import summarize_pickle
+
+    description = next((d for magic, d in _MEDIA if head.startswith(magic)), None)
+    if description is None:
+        return None
+    probe = summarize_pickle(head)
+    return None if probe.complete or probe.globals else description
 
 
 def _is_safetensors(head: bytes, size: int) -> bool:
@@ -103,8 +125,8 @@ def zip_flavor(names: list[str]) -> str:
     if "modelsafe.json" in name_set:
         return "modelsafe"
     if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
-        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-            return "torchscript"
+        if any(n == "constants.pkl" or n.endswith("/constants.pkl") for n in names):
+            return "torchscript"  # what torch.load itself checks before handing the file to torch.jit.load
         return "torch"
     if "config.json" in name_set and ("metadata.json" in name_set or "model.weights.h5" in name_set):
         return "keras"

@@ -33,10 +33,12 @@ class StreamReader:
     """Reads consecutive pickle streams, and raw bytes between them, from one window."""
 
     def __init__(self, source: bytes | bytearray | memoryview | BinaryIO, *,
-                 raw_data: RawDataHook | None = None) -> None:
+                 raw_data: RawDataHook | None = None, embedded: bool = False) -> None:
         self.window = Window(source)
         self.pos = 0
         self.raw_data = raw_data
+        #: Collect values that look like pickles (see :func:`._opcodes.summarize_pickle`).
+        self.embedded = embedded
 
     @property
     def offset(self) -> int:
@@ -49,7 +51,7 @@ class StreamReader:
     def next_stream(self, *, values: bool = False) -> PickleSummary:
         """Summarize the stream at the current position (``values``: track its result value)."""
         hook = self.raw_data if self.raw_data is not None or not values else _no_raw_data
-        summary, self.pos = _summarize(self.window, self.pos, hook, 0)
+        summary, self.pos = _summarize(self.window, self.pos, hook, 0, self.embedded)
         return summary
 
     def cursor(self) -> Cursor:

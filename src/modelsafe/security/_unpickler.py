@@ -22,35 +22,72 @@ from modelsafe.security._validators import validating_standin
 Resolve = Callable[[str, str], Any]
 
 
-def _refusal(names: list[str], summary: PickleSummary, trusted: Collection[str]) -> UntrustedContentError:
+def _refusal(names: list[str], summary: PickleSummary, trusted: Collection[str],
+             environment: Mapping[str, Any] | None) -> UntrustedContentError:
     invoked = {g.qualname for g in summary.globals if g.invoked}
     shown = "\n".join(f"  - {n} ({'called while loading' if n in invoked else 'referenced as a value'})"
                       for n in names)
+    changed = _version_changes(names, environment)
+    hint = "".join(
+        f" The artifact was saved with {dist} {saved} and {dist} {current} is installed here: that version "
+        f"difference is the likely cause ({dist} {saved} pickles its objects with names this release does not "
+        f"use). Install the saved version (pip install '{dist}=={saved}') to load it, then re-save it with "
+        f"ms.save; run `modelsafe env` on the artifact to see every difference." for dist, saved, current in changed)
     return UntrustedContentError(
         f"Refusing to unpickle: the stream needs {len(names)} global(s) that are not on modelsafe's "
         f"allowlist{' or in trusted=' if trusted else ''}:\n{shown}\n"
         "Unpickling can run any of them, so a file from an untrusted source could execute code. Nothing "
-        "was loaded. If you trust the file's source, pass trusted=[...] with exactly these names "
+        f"was loaded.{hint} If you trust the file's source, pass trusted=[...] with exactly these names "
         "(e.g. trusted=[" + ", ".join(repr(n) for n in names[:3]) + "]).",
-        globals=names,
+        globals=names, versions=[{"package": d, "saved": s, "current": c} for d, s, c in changed],
     )
+
+
+def _version_changes(names: list[str], environment: Mapping[str, Any] | None) -> list[tuple[str, str, str]]:
+    """(distribution, saved, installed) for each package of ``names`` whose recorded version differs."""
+    if not environment:
+        return []
+    from modelsafe.checks.environment import distribution_for_module
+
+    recorded = environment.get("packages", {})
+    out: list[tuple[str, str, str]] = []
+    for name in names:
+        found = distribution_for_module(name.rsplit(".", 1)[0])
+        if found is None:
+            continue
+        dist, current = found
+        saved = (recorded.get(dist) or {}).get("version")
+        if saved and saved != current and (dist, saved, current) not in out:
+            out.append((dist, saved, current))
+    return out
+
+
+def _denial_of_service(summary: PickleSummary) -> UntrustedContentError:
+    return UntrustedContentError(
+        f"Refusing to unpickle: {summary.exhausted}. Unpickling it would stall or exhaust the memory of the "
+        "process (a denial-of-service file); a real model file never does this. Nothing was loaded. Do not use "
+        "this file; get the model from its source.", globals=[], problems=list(summary.problems))
 
 
 def audit_pickle(source: bytes | bytearray | memoryview | Any, *, trusted: Collection[str] = (),
                  allowed_modules: Collection[str] = (), recorded: Collection[str] | None = None,
-                 allow_persistent: bool = False, standins: Mapping[str, Any] | None = None) -> PickleSummary:
+                 allow_persistent: bool = False, standins: Mapping[str, Any] | None = None,
+                 environment: Mapping[str, Any] | None = None) -> PickleSummary:
     """Summarize a stream and refuse it unless everything it needs is allowed.
 
     ``standins`` maps ``module.name`` to the object a reader substitutes for it (a format
     reader's own validating rebuild functions): those names are allowed for that read only.
+    ``environment`` (an artifact's recorded environment) lets a refusal name the package whose
+    version changed since saving, when one did.
 
     Raises
     ------
     FormatError
         The stream is truncated or malformed (it was not read completely).
     UntrustedContentError
-        It names a global that is not allowed, or one the manifest did not record,
-        or it uses persistent ids the caller does not resolve.
+        It names a global that is not allowed, or one the manifest did not record, it uses
+        persistent ids the caller does not resolve, or it would build a structure far beyond
+        its size (a denial-of-service stream).
     """
     if isinstance(source, PickleSummary):
         summary = source
@@ -58,6 +95,8 @@ def audit_pickle(source: bytes | bytearray | memoryview | Any, *, trusted: Colle
         summary = summarize_buffer(source)
     else:
         summary = summarize_pickle(source)
+    if summary.exhausted:
+        raise _denial_of_service(summary)
     if not summary.complete:
         raise FormatError(
             f"The pickle stream could not be read completely ({'; '.join(summary.problems) or 'no STOP'}): "
@@ -89,7 +128,7 @@ def audit_pickle(source: bytes | bytearray | memoryview | Any, *, trusted: Colle
         and not is_allowed(g.module, g.name, invoked=g.invoked, trusted=trusted, allowed_modules=allowed_modules)
     )
     if refused:
-        raise _refusal(refused, summary, trusted)
+        raise _refusal(refused, summary, trusted, environment)
     return summary
 
 
@@ -171,7 +210,7 @@ def restricted_loads(data: bytes | bytearray | memoryview, *, buffers: Iterable[
         return unpickler.load()
     except (UntrustedContentError, FormatError):
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as exc:
         raise FormatError(
             f"The pickle stream passed the safety audit but could not be rebuilt: {type(exc).__name__}: {exc}. "
             "This usually means the library that defines these objects changed in an incompatible way "

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelsafe.security._bounds import Box
+
 #: Tuples longer than this, and dicts with more pairs, are not tracked.
 MAX_ITEMS = 32
 
@@ -28,12 +30,13 @@ class _Unknown:
 UNKNOWN: Any = _Unknown()
 
 
-class TrackedDict:
+class TrackedDict(Box):
     """A dict built by the stream (``EMPTY_DICT`` + ``SETITEM(S)``), flat and small."""
 
     __slots__ = ("items", "overflow")
 
     def __init__(self) -> None:
+        self.w = 1
         self.items: dict[Any, Any] = {}
         self.overflow = False
 
@@ -46,12 +49,13 @@ class TrackedDict:
             self.items[key] = flat(pairs[i + 1])
 
 
-class TrackedObject:
+class TrackedObject(Box):
     """The result of calling (``REDUCE``/``NEWOBJ``) a named global, with its args and state."""
 
     __slots__ = ("module", "name", "args", "state")
 
-    def __init__(self, module: str, name: str, args: Any) -> None:
+    def __init__(self, module: str, name: str, args: Any, w: int = 1) -> None:
+        self.w = w
         self.module, self.name = module, name
         self.args = args if isinstance(args, tuple) else UNKNOWN
         self.state: Any = None

@@ -31,6 +31,10 @@ _ELEMENT_SIZE = {f"{prefix}{t}Storage": size for prefix in ("torch.", "torch.cud
     ("Double", 8), ("Float", 4), ("Half", 2), ("Long", 8), ("Int", 4), ("Short", 2), ("Char", 1), ("Byte", 1),
     ("Bool", 1), ("BFloat16", 2), ("ComplexDouble", 16), ("ComplexFloat", 8))}
 _TORCH_TAR = ("sys_info", "pickle", "storages", "tensors")
+#: A member of a compressed tar is copied out before it is read: in memory up to this size, then on disk...
+_SPOOL_MEMORY = 16 << 20
+#: ...and at most this size.
+MAX_SPOOL = 64 << 30
 _TORCH_META = ("version", ".data/version", "byteorder", ".data/serialization_id", ".format_version",
                ".storage_alignment")
 
@@ -64,8 +68,6 @@ def _member_problem(info: zipfile.ZipInfo, seen: set[str]) -> str | None:
         return "the name appears twice"
     if stat.S_ISLNK(info.external_attr >> 16):
         return "it is a symbolic link"
-    if info.flag_bits & 0x1:
-        return "it is encrypted"
     return None
 
 
@@ -86,9 +88,9 @@ def _torch_role(name: str) -> str:
         return "raw"
     if rest in _TORCH_META:
         return "meta"
-    if rest.startswith("code/") or rest.endswith(".py"):
+    if rest.endswith(".py") and (rest.startswith("code/") or "/" not in rest):
         return "code"
-    return "pickle" if rest.endswith(".pkl") else "content"
+    return "pickle" if rest.endswith((".pkl", ".debug_pkl")) else "content"
 
 
 def scan_zip(w: Walker, location: str, f: BinaryIO, size: int, depth: int, *, path: str | None = None) -> None:
@@ -121,6 +123,11 @@ def scan_zip(w: Walker, location: str, f: BinaryIO, size: int, depth: int, *, pa
             w.add("high", "unsafe-archive", member, info.header_offset, info.filename,
                   f"zip member {info.filename!r} is unsafe: {problem}")
             continue
+        if info.flag_bits & 0x1:
+            w.item(member, "encrypted", info.file_size)
+            w.add("medium", "incomplete", member, info.header_offset, info.filename, f"zip member "
+                  f"{info.filename!r} is encrypted (password-protected), so modelsafe cannot read it")
+            continue
         if info.compress_size and info.file_size / info.compress_size > MAX_EXPANSION and info.file_size > 64 << 20:
             w.add("medium", "archive-limit", member, info.header_offset, info.filename, f"zip member "
                   f"{info.filename!r} expands {info.compress_size} bytes to {info.file_size}")
@@ -132,13 +139,15 @@ def _zip_member(w: Walker, zf: zipfile.ZipFile, f: BinaryIO, info: zipfile.ZipIn
                 depth: int, manifest_code: set[str]) -> None:
     name = info.filename
     role = _torch_role(name) if flavor in ("torch", "torchscript") else "content"
-    if role in ("raw", "meta"):
+    if role in ("raw", "meta") or flavor in ("torch", "torchscript") and info.file_size == 0:
         w.item(member, "tensor-data" if role == "raw" else "torch-metadata", info.file_size)
         return
+    if role == "code" and flavor == "torchscript":
+        _torchscript_code(w, zf, info, member)
+        return
     if role == "code" or name in manifest_code:
-        kind = "torchscript code" if flavor == "torchscript" else "bundled Python source"
         w.item(member, "code", info.file_size)
-        w.add("medium", "bundled-code", member, None, name, f"{kind} {name!r} is stored in the archive")
+        w.add("medium", "bundled-code", member, None, name, f"bundled Python source {name!r} is stored in the archive")
         return
     with _open_member(zf, f, info) as handle:
         if flavor == "keras" and name == "config.json":
@@ -150,7 +159,18 @@ def _zip_member(w: Walker, zf: zipfile.ZipFile, f: BinaryIO, info: zipfile.ZipIn
             _keras_metadata(w, handle.read())
             return
         w.blob(member, handle, info.file_size, depth + 1, raw_ok=flavor in ("modelsafe", "keras"),
-               persistent_ok=flavor in ("torch", "torchscript"))
+               persistent_ok=flavor in ("torch", "torchscript"), container=flavor)
+
+
+def _torchscript_code(w: Walker, zf: zipfile.ZipFile, info: zipfile.ZipInfo, member: str) -> None:
+    """A TorchScript code member: what it calls (see :mod:`._torchscript`)."""
+    from modelsafe.security._torchscript import MAX_SOURCE, check_source
+
+    w.item(member, "torchscript-code", info.file_size)
+    with zf.open(info) as handle:
+        source = handle.read(MAX_SOURCE + 1)
+    for issue in check_source(source):
+        w.add("high", "torchscript-code", member, None, issue.subject, f"{member}: {issue.message}")
 
 
 def _keras_metadata(w: Walker, raw: bytes) -> None:
@@ -223,12 +243,26 @@ def _tar_member(w: Walker, tf: tarfile.TarFile, info: tarfile.TarInfo, member: s
         w.item(member, f"torch-tar-{info.name}", info.size)
         _legacy_records(w, member, handle, info.name)
     elif streaming:
-        w.item(member, "tar-member", info.size)
-        if not w.pickle_file(member, handle, tolerant=True):
-            w.add("medium", "unknown-format", member, 0, info.name, "a member of a compressed tar that is not a "
-                  "pickle is not analysed")
+        _spooled_member(w, handle, info, member, depth)
     else:
         w.blob(member, handle, info.size, depth + 1, persistent_ok=info.name == "pickle")
+
+
+def _spooled_member(w: Walker, handle: BinaryIO, info: tarfile.TarInfo, member: str, depth: int) -> None:
+    """A member of a compressed tar, which can only be read forward: copied to a temporary file
+    (in memory while small, on disk beyond :data:`_SPOOL_MEMORY`) so it is read like any file."""
+    import shutil
+    import tempfile
+
+    if info.size > MAX_SPOOL:
+        w.item(member, "not-read", info.size)
+        w.add("medium", "archive-limit", member, info.offset, info.name, f"tar member {info.name!r} holds "
+              f"{info.size} bytes, more than the {MAX_SPOOL} a compressed tar member may hold here")
+        return
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY) as spool:
+        shutil.copyfileobj(handle, spool, 1 << 20)
+        spool.seek(0)
+        w.blob(member, spool, info.size, depth + 1, persistent_ok=info.name == "pickle")  # type: ignore[arg-type]
 
 
 def _legacy_records(w: Walker, location: str, f: BinaryIO, role: str) -> None:

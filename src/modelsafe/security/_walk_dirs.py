@@ -1,4 +1,5 @@
-"""Folders for the scanner: modelsafe artifact folders, SavedModels, and plain folders.
+"""Folders for the scanner: modelsafe artifact folders, SavedModels (their graph checked op by op), and
+plain folders.
 
 Entries are walked without following symbolic links (a link is a finding), special
 files are never opened, and the walk stops at :data:`MAX_MEMBERS` entries.
@@ -12,6 +13,11 @@ import stat
 from pathlib import Path
 
 from modelsafe.security._walk import MAX_MEMBERS, Walker, open_path
+
+
+#: A SavedModel's own files, read as what they are: the graph (its ops are checked), Keras 2's layer configs.
+#: ``fingerprint.pb`` (hashes), ``variables/`` (the checkpoint) and ``assets/`` (vocabularies...) are data.
+_SAVEDMODEL_ROLES = {"saved_model.pb": "savedmodel-graph", "keras_metadata.pb": "keras-metadata"}
 
 
 def scan_directory(w: Walker, root: Path) -> None:
@@ -31,9 +37,6 @@ def scan_directory(w: Walker, root: Path) -> None:
             _directory_entry(w, full, rel, artifact, saved_model, code)
     if count == 0:
         w.add("medium", "unknown-format", "", None, "directory", "the directory is empty: there is no model in it")
-    if saved_model:
-        w.add("medium", "unknown-format", "saved_model.pb", None, "SavedModel", "TensorFlow SavedModel graphs "
-              "(saved_model.pb) are not analysed; their ops can read and write files")
 
 
 def _directory_entry(w: Walker, full: Path, rel: str, artifact: bool, saved_model: bool, code: set[str]) -> None:
@@ -56,9 +59,10 @@ def _directory_entry(w: Walker, full: Path, rel: str, artifact: bool, saved_mode
             w.item(rel, "unreadable", st.st_size)
             w.add("medium", "incomplete", rel, None, rel, f"{rel!r} could not be opened ({exc.strerror})")
             return
+        role = _SAVEDMODEL_ROLES.get(rel, "") if saved_model else ""
+        raw_ok = artifact or saved_model and (rel.startswith(("variables/", "assets/")) or rel == "fingerprint.pb")
         with handle:
-            w.blob(rel, handle, st.st_size, 1, raw_ok=artifact or saved_model and rel.startswith("variables/"),
-                   path=str(full))
+            w.blob(rel, handle, st.st_size, 1, raw_ok=raw_ok, path=str(full), role=role)
 
 
 def _directory_code(root: Path) -> set[str]:

@@ -72,6 +72,23 @@ class Window:
         self.soft_end = self._soft_end()
         return 0
 
+    def take(self, pos: int, n: int, keep: int) -> tuple[bytes, int]:
+        """The first ``keep`` bytes of the ``n``-byte payload at ``pos``, and the position after it."""
+        if pos + n <= len(self.buf):
+            return self.buf[pos : pos + min(n, keep)], pos + n
+        if self.file is None:
+            raise Truncated
+        head = self.buf[pos : pos + keep]
+        if len(head) < keep:
+            head += self.file.read(min(keep, n) - len(head))
+            if len(head) < min(keep, n):
+                raise Truncated
+        read = max(len(self.buf) - pos, len(head))
+        # The window's bytes after ``pos`` are consumed; so are the extra bytes read into head.
+        self.base += pos + read
+        self.buf, self.soft_end = b"", 0
+        return head, self.skip(0, n - read)
+
     def settle(self, pos: int) -> int:
         """Refill if ``pos`` is near the window's end; return the (possibly new) position."""
         if pos >= self.soft_end:
@@ -91,19 +108,29 @@ class Cursor:
     """What a value-mode hook may do at the reader's position: read a few bytes, skip
     raw data, or read a nested pickle stream (whose summary the reader merges)."""
 
-    def __init__(self, window: Window, pos: int, nested: Any) -> None:
+    def __init__(self, window: Window, pos: int, nested: Any, frame_end: int | None = None) -> None:
         self.window = window
         self.pos = pos
         self._nested = nested
+        self._frame_end = frame_end
         self.streams: list[Any] = []
+        #: Whether the hook read, skipped or nested anything (the reader then continues at ``pos``).
+        self.used = False
 
     @property
     def offset(self) -> int:
         """Absolute byte offset of the cursor in the stream."""
         return self.window.base + self.pos
 
+    def _use(self) -> None:
+        if not self.used and self._frame_end is not None and self.offset < self._frame_end:
+            raise ValueError(f"raw data at byte {self.offset} lies inside the frame that ends at byte "
+                             f"{self._frame_end}: unpicklers read such data after the frame, so the stream is not read")
+        self.used = True
+
     def read(self, n: int) -> bytes:
         """Read ``n`` (a few) bytes."""
+        self._use()
         if self.pos + n > len(self.window.buf):
             self.pos = self.window.refill(self.pos)
         data = self.window.buf[self.pos : self.pos + n]
@@ -116,10 +143,12 @@ class Cursor:
         """Skip ``n`` bytes of raw data."""
         if n < 0:
             raise ValueError(f"negative raw data length {n}")
+        self._use()
         self.pos = self.window.skip(self.pos, n)
 
     def nested_stream(self) -> Any:
         """Read the pickle stream that starts here; return its summary."""
+        self._use()
         summary, self.pos = self._nested(self.pos)
         self.streams.append(summary)
         return summary

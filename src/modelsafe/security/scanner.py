@@ -30,6 +30,7 @@ from modelsafe.artifact.location import is_url
 from modelsafe.errors import FormatError, UntrustedContentError
 from modelsafe.security import _walk_archives
 from modelsafe.security._findings import SEVERITIES, Finding, ItemRecord, StreamRecord
+from modelsafe.security._verdict import blocks
 from modelsafe.security._walk import Walker, open_path
 
 __all__ = ["scan", "ScanReport", "Finding"]
@@ -55,7 +56,7 @@ class ScanReport(Report):
 
     @property
     def ok(self) -> bool:
-        return not self.findings
+        return not any(blocks(f) for f in self.findings)
 
     def globals(self, verdict: str | None = None) -> list[str]:
         """Sorted names of the globals the file's pickle streams reference (optionally by verdict)."""
@@ -99,8 +100,9 @@ def scan(path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | N
     Raises
     ------
     FormatError
-        The path does not exist, is a symbolic-link loop, cannot be read, or is not a file
-        or folder.
+        The path does not exist, is a symbolic-link loop, cannot be read, is not a file or
+        folder, is not a model file at all (plain text, an image, an empty file), or is a zip
+        whose every member is encrypted.
 
     Examples
     --------
@@ -140,10 +142,33 @@ def scan(path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | N
 
 
 def _report(path: str, kind: str, walker: Walker) -> ScanReport:
+    _refuse_unreadable(path, kind, walker)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     findings = sorted(walker.findings, key=lambda f: (order.get(f.severity, 9), f.location, f.offset or 0))
     return ScanReport(path=path, kind=kind, findings=tuple(findings), streams=tuple(walker.streams),
                       items=tuple(walker.items), facts=dict(walker.facts))
+
+
+#: What a file that is not a model at all turns out to be.
+_NOT_MODELS = {"text": "a text file", "empty": "an empty file"}
+
+
+def _refuse_unreadable(path: str, kind: str, walker: Walker) -> None:
+    """A file that is not a model, or a zip that is entirely encrypted, is unreadable input (exit code 2):
+    no report could say anything about its safety."""
+    if kind in _NOT_MODELS or kind.startswith("media:"):
+        what = _NOT_MODELS.get(kind) or f"a {kind.split(':', 1)[1]}"
+        raise FormatError(
+            f"{path!r} is not a model file: it is {what}. modelsafe scans model files (pickle, joblib, torch, Keras, "
+            "npy/npz, safetensors, SavedModel, modelsafe artifacts, and archives of these), and nothing in this file "
+            "can be loaded as a model, so there is nothing to check. Pass the model file itself.", path=path,
+            kind=kind)
+    members = walker.items[1:]
+    if kind.startswith("zip") and members and all(i.kind == "encrypted" for i in members):
+        raise FormatError(
+            f"{path!r} is a password-protected zip: all {len(members)} member(s) are encrypted, so modelsafe can read "
+            "none of them and cannot say whether they are safe. Extract it with its password and scan the extracted "
+            "files.", path=path, kind=kind)
 
 
 def _stat(p: Path) -> os.stat_result:

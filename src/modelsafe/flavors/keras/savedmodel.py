@@ -9,11 +9,10 @@ with named signatures, so modelsafe keeps exactly that:
 * **Endpoint.** One signature serves predictions: the one asked for, else
   ``serving_default``, else ``serve``, else the only one. Several others and no choice is
   an error listing them.
-* **Audit.** Before TensorFlow loads anything, the graph is parsed as a protobuf and
-  every op that the endpoint, the load-time initializers or any object function could run
-  is compared with a list of ops that reach outside the model (files, Python callbacks,
-  remote calls). Those need ``trust_code=True``. The checkpoint save/restore functions
-  TensorFlow writes into every SavedModel are not run by loading and are not counted.
+* **Audit.** Before TensorFlow loads anything, the graph check ``scan`` also runs
+  (:mod:`modelsafe.security._savedmodel`) lists every op that the endpoint, the load-time
+  initializers or any object function could run and that reaches outside the model (files,
+  Python callbacks, remote calls). Those need ``trust_code=True``.
 * **Load.** ``tf.saved_model.load`` (which does not unpickle) from a private copy of the
   members that lives as long as the loaded object.
 """
@@ -41,24 +40,6 @@ PREFIX = "savedmodel"
 _PREFERRED = ("serving_default", "serve")
 _INIT_SIGNATURE = "__saved_model_init_op"
 _CHUNK = 8 << 20
-
-#: Ops that act outside the model's tensors: files, Python callbacks, remote calls, summaries.
-EFFECT_OPS = frozenset({
-    "ReadFile", "WriteFile", "MatchingFiles", "ImmutableConst", "Save", "SaveV2", "SaveSlices", "Restore",
-    "RestoreV2", "RestoreSlice", "MergeV2Checkpoints", "PyFunc", "PyFuncStateless", "EagerPyFunc",
-    "WholeFileReader", "WholeFileReaderV2", "TextLineReader", "TextLineReaderV2", "FixedLengthRecordReader",
-    "FixedLengthRecordReaderV2", "TFRecordReader", "TFRecordReaderV2", "IdentityReader", "IdentityReaderV2",
-    "LMDBReader", "ReaderReadV2", "ReaderReadUpToV2", "TFRecordDataset", "TFRecordDatasetV2", "TextLineDataset",
-    "FixedLengthRecordDataset", "FixedLengthRecordDatasetV2", "SaveDataset", "SaveDatasetV2", "LoadDataset",
-    "SnapshotDataset", "SnapshotDatasetV2", "CSVDataset", "CSVDatasetV2", "SqlDataset", "LMDBDataset",
-    "ExperimentalSqlDataset", "ExperimentalLMDBDataset", "ExperimentalCSVDataset", "CreateSummaryFileWriter",
-    "CreateSummaryDbWriter", "WriteSummary", "WriteScalarSummary", "WriteHistogramSummary", "WriteImageSummary",
-    "WriteAudioSummary", "WriteGraphSummary", "WriteRawProtoSummary", "ImportEvent", "FlushSummaryWriter",
-    "DebugIdentity", "DebugIdentityV2", "DebugIdentityV3", "DebugNanCount", "DebugNumericSummary",
-    "DebugNumericSummaryV2", "Rpc", "TryRpc", "GenerateVocabRemapping", "LoadAndRemapMatrix",
-    "DatasetToTFRecord", "ExperimentalDatasetToTFRecord", "DecodeProtoV2", "EncodeProto",
-})
-
 
 class SavedModelEndpoint(tf.Module):
     """One signature of a SavedModel, called with numpy and returning numpy.
@@ -149,48 +130,11 @@ def signature_specs(proto: Any, endpoint: str) -> tuple[dict[str, tuple[str, lis
     return inputs, sorted(signature.outputs)
 
 
-def effect_ops(proto: Any) -> dict[str, list[str]]:
-    """Ops from :data:`EFFECT_OPS` that loading or calling could run: ``{op: [where]}``."""
-    meta = proto.meta_graphs[0]
-    library = {f.signature.name: f for f in meta.graph_def.library.function}
-    saver = {meta.saver_def.save_tensor_name.split(":")[0], meta.saver_def.restore_op_name.split(":")[0]}
-    found: dict[str, list[str]] = {}
-    queue: list[str] = list(meta.object_graph_def.concrete_functions)
-    for node in meta.graph_def.node:
-        if node.name in saver:
-            continue
-        _note(node, "graph", found)
-        queue.extend(_called(node))
-    seen: set[str] = set()
-    while queue:
-        name = queue.pop()
-        if name in seen or name not in library:
-            continue
-        seen.add(name)
-        for node in library[name].node_def:
-            _note(node, name, found)
-            queue.extend(_called(node))
-    return found
+def gate_effects(graph: bytes, trust_code: bool, where: str) -> None:
+    """Refuse, unless ``trust_code``, a graph (``saved_model.pb``'s bytes) with effect ops: the check ``scan`` runs."""
+    from modelsafe.security._savedmodel import effect_ops
 
-
-def _note(node: Any, where: str, found: dict[str, list[str]]) -> None:
-    if node.op in EFFECT_OPS:
-        found.setdefault(node.op, []).append(f"{where}/{node.name}")
-    elif node.op == "PrintV2" and not node.attr["output_stream"].s.decode("utf-8", "replace").startswith(("std", "log")):
-        found.setdefault("PrintV2", []).append(f"{where}/{node.name}")
-
-
-def _called(node: Any) -> list[str]:
-    names = []
-    for value in node.attr.values():
-        if value.func.name:
-            names.append(value.func.name)
-        names.extend(f.name for f in value.list.func)
-    return names
-
-
-def gate_effects(proto: Any, trust_code: bool, where: str) -> None:
-    found = effect_ops(proto)
+    found = effect_ops(graph)
     if found and not trust_code:
         listed = "; ".join(f"{op} at {', '.join(places[:3])}" for op, places in sorted(found.items()))
         raise UntrustedContentError(
@@ -220,8 +164,9 @@ def open_directory(directory: str | os.PathLike[str], *, trust_code: bool, endpo
     """Audit a SavedModel directory, load it, and wrap its serving signature."""
     path = Path(directory)
     where = str(path)
-    proto = parse_saved_model((path / "saved_model.pb").read_bytes(), where)
-    gate_effects(proto, trust_code, where)
+    graph = (path / "saved_model.pb").read_bytes()
+    proto = parse_saved_model(graph, where)
+    gate_effects(graph, trust_code, where)
     chosen = choose_endpoint(signature_names(proto), endpoint, where)
     inputs, outputs = signature_specs(proto, chosen)
     try:
@@ -254,8 +199,9 @@ def save_endpoint(obj: SavedModelEndpoint, store: ComponentStore) -> SavedCompon
 
 def audit_endpoint(source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> None:
     where = f"{source.path}:{source.prefix}/{PREFIX}"
-    proto = parse_saved_model(source.read(f"{PREFIX}/saved_model.pb"), where)
-    gate_effects(proto, options.trust_code, where)
+    graph = source.read(f"{PREFIX}/saved_model.pb")
+    proto = parse_saved_model(graph, where)
+    gate_effects(graph, options.trust_code, where)
     choose_endpoint(signature_names(proto), data.get("endpoint"), where)
 
 
