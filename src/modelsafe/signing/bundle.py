@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from cryptography import exceptions as crypto_exceptions
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelsafe.signing.certificates import can_sign, verify_chain
 from modelsafe.signing.envelope import (
     BUNDLE_MEDIA_TYPE,
     PAYLOAD_TYPE,
@@ -33,6 +31,9 @@ from modelsafe.signing.envelope import (
 )
 from modelsafe.signing.keys import TrustedKeys, fingerprint, hash_for
 from modelsafe.signing.statement import SignatureProblem, validate_statement
+
+if TYPE_CHECKING:  # X.509 (and the chain checks) are imported in certificate mode only
+    from cryptography import x509
 
 __all__ = ["Verified", "sign_statement", "verify_bundle", "claimed_signer"]
 
@@ -60,6 +61,8 @@ def sign_statement(statement: Mapping[str, Any], key: ec.EllipticCurvePrivateKey
     assert algorithm is not None, "load_private_key refuses keys OMS cannot use"
     validate_statement(statement)
     if chain:
+        from modelsafe.signing.certificates import can_sign
+
         if fingerprint(chain[0].public_key()) != fingerprint(public):
             raise ValueError("the first certificate of the chain is not the certificate of the signing key")
         if not can_sign(chain[0]):
@@ -101,6 +104,10 @@ def _key_mode(envelope: Envelope, trusted: TrustedKeys) -> Verified:
 
 
 def _certificate_mode(envelope: Envelope, trusted: TrustedKeys) -> Verified:
+    from cryptography import x509
+
+    from modelsafe.signing.certificates import verify_chain
+
     try:
         chain = [x509.load_der_x509_certificate(der) for der in envelope.certificates]
     except ValueError:
@@ -138,6 +145,8 @@ def verify_bundle(envelope: Envelope, trusted: TrustedKeys) -> Verified:
 def claimed_signer(envelope: Envelope) -> tuple[str | None, str | None]:
     """``(fingerprint, certificate subject)`` the bundle claims, unverified (for ``inspect``)."""
     if envelope.mode == "certificate":
+        from cryptography import x509
+
         try:
             leaf = x509.load_der_x509_certificate(envelope.certificates[0])
         except ValueError:

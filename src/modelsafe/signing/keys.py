@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelsafe.errors import SigningError
+
+if TYPE_CHECKING:  # X.509 is imported only in certificate mode (it is most of cryptography's import time)
+    from cryptography import x509
 
 __all__ = ["CURVES", "PRIVATE_NAME", "PUBLIC_NAME", "TrustedKeys", "fingerprint", "hash_for", "keygen",
            "load_private_key", "load_certificates", "load_trusted"]
@@ -114,11 +117,13 @@ def load_certificates(sources: Iterable[Any]) -> list[x509.Certificate]:
     """Certificates from PEM files (each may hold several, in order), PEM bytes or certificate objects."""
     found: list[x509.Certificate] = []
     for source in sources:
-        if isinstance(source, x509.Certificate):
+        if _is_certificate(source):
             found.append(source)
             continue
         where = f"the certificate file {os.fspath(source)!r}" if isinstance(source, (str, os.PathLike)) else \
             "the certificate given"
+        from cryptography import x509
+
         try:
             found.extend(x509.load_pem_x509_certificates(_read_pem(source, where)))
         except ValueError:
@@ -127,15 +132,18 @@ def load_certificates(sources: Iterable[Any]) -> list[x509.Certificate]:
     return found
 
 
+def _is_certificate(value: Any) -> bool:
+    """Whether ``value`` is an X.509 certificate object (none can exist before cryptography.x509 is imported)."""
+    x509 = sys.modules.get("cryptography.x509")
+    return x509 is not None and isinstance(value, x509.Certificate)
+
+
 @dataclass(frozen=True)
 class TrustedKeys:
     """The public keys and certificates a caller trusts, each with a label (its file) for messages."""
 
     keys: tuple[tuple[Any, str], ...] = ()
     certificates: tuple[tuple[x509.Certificate, str], ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.keys or self.certificates)
 
     def fingerprints(self) -> list[str]:
         return [fingerprint(key) for key, _ in self.keys]
@@ -147,7 +155,7 @@ def load_trusted(sources: Iterable[Any]) -> TrustedKeys:
     keys: list[tuple[Any, str]] = []
     certificates: list[tuple[x509.Certificate, str]] = []
     for source in sources:
-        if isinstance(source, x509.Certificate):
+        if _is_certificate(source):
             certificates.append((source, source.subject.rfc4514_string()))
         elif isinstance(source, ec.EllipticCurvePublicKey):
             keys.append((source, f"key {fingerprint(source)[:16]}"))
@@ -171,6 +179,8 @@ def _add_pem(data: bytes, label: str, keys: list[tuple[Any, str]],
             "(and keep the private key where only the signer can read it).", reason="private key as trusted key",
             path=label)
     if b"-----BEGIN CERTIFICATE-----" in data:
+        from cryptography import x509
+
         certificates.extend((cert, label) for cert in x509.load_pem_x509_certificates(data))
         return
     try:
