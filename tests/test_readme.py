@@ -18,6 +18,6 @@ def test_readme_python_examples_run(fresh):
     for expected in ("sklearn 4 members", "verification of model.msafe: passed", "changed: Member",
                      "['ClipIncome']", "refused: ['__main__']", "missing column: age",
                      "connector (sqlite3.Connection): open database connections cannot be saved",
-                     "lock (_thread.lock)", "False ['posix.system']", "pickle True", "False (2, 2)",
+                     "lock (_thread.lock)", "False ['os.system']", "pickle True", "False (2, 2)",
                      "[np.str_('income'), np.str_('age')]", "resumed at step"):
         assert expected in out, f"{expected!r} missing from the README's output:\n{out}"
