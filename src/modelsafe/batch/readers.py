@@ -1,7 +1,7 @@
 """Tables read in chunks of rows, in order, with memory bounded by the chunk size, not the file size.
 
-Parquet (a file, a folder or a glob) is scanned with :mod:`pyarrow.dataset`, one row group
-ahead at most; CSV with pyarrow's streaming CSV reader and JSON lines with its streaming
+Parquet (a file, a folder or a glob) is read file by file with :class:`pyarrow.parquet.ParquetFile`,
+one batch at a time; CSV with pyarrow's streaming CSV reader and JSON lines with its streaming
 JSON reader, block by block. Every source yields :class:`pyarrow.RecordBatch` es of exactly
 ``batch_size`` rows (the last one shorter), so a chunk's row numbers follow from its place.
 """
@@ -100,14 +100,22 @@ def arrow_filesystem(location: Location) -> Any:
 
 
 def _parquet(location: Location, batch_size: int) -> tuple[Iterator["pa.RecordBatch"], int]:
-    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
 
-    files = list(location.files) or [location.path]
-    dataset = ds.dataset(files, format="parquet", filesystem=arrow_filesystem(location))
-    total = sum(f.metadata.num_rows for f in dataset.get_fragments())
-    # One batch and one file ahead at most: the scan's memory is a few chunks, whatever the file size.
-    batches = dataset.to_batches(batch_size=batch_size, batch_readahead=1, fragment_readahead=1)
-    return iter(batches), total
+    filesystem = arrow_filesystem(location)
+    # Each file pulled a batch at a time: a pyarrow.dataset scan reads ahead while the model is busy (its queue
+    # grows with the file), and pre_buffer reads ahead every row group; without both, memory holds one row
+    # group's pages and one batch, whatever the file's size.
+    files = [pq.ParquetFile(path, filesystem=filesystem, pre_buffer=False) for path in location.files or
+             [location.path]]
+    total = sum(f.metadata.num_rows for f in files)
+
+    def batches() -> Iterator["pa.RecordBatch"]:
+        for handle in files:
+            yield from handle.iter_batches(batch_size=batch_size)
+            handle.close()
+
+    return batches(), total
 
 
 @contextlib.contextmanager

@@ -67,7 +67,7 @@ class Sink:
         self._schema: pa.Schema | None = None
         self._temporary: Path | None = None
         if isinstance(location.target, RemotePath):
-            from modelsafe.artifact.remote_write import open_upload
+            from modelsafe.artifact.remote_upload import open_upload
 
             self._upload = open_upload(location.target)
             self._stream: Any = pa.PythonFile(_UploadFile(self._upload), mode="w")
