@@ -66,6 +66,9 @@ _VALUE_ACTIONS = {
     "EMPTY_DICT": A_EMPTY_DICT, "DICT": A_DICT, "SETITEM": A_SETITEMS, "SETITEMS": A_SETITEMS,
 }
 CONSTS = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
+#: String opcodes that are not UTF-8 (CPython decodes them otherwise, see ``_values.legacy_string``).
+LEGACY_STRINGS = frozenset(ord(op.code) for op in pickletools.opcodes
+                           if op.name in ("STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE"))
 #: Opcode bytes that build a tuple (value mode keeps small flat tuples as values).
 TUPLE_CODES = frozenset(ord(op.code) for op in pickletools.opcodes if op.name.startswith(("TUPLE", "EMPTY_TUPLE")))
 _SIGNED_LEN = {"BINSTRING", "LONG4"}

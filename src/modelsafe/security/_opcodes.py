@@ -26,9 +26,9 @@ from modelsafe.security._opcode_table import (
     A_BUILD, A_BYTES, A_CONST, A_DICT, A_DUP, A_EMPTY, A_EMPTY_DICT, A_EXT, A_FRAME, A_FROM_MARK,
     A_FROM_TOP, A_GENERIC, A_GET, A_GLOBAL, A_INST, A_INT, A_KEEP, A_MARK, A_MEMOIZE, A_NEWOBJ,
     A_NEWOBJ_EX, A_OBJ, A_PERSID, A_POP_MARK, A_PROTO, A_PUT, A_REDUCE, A_SETITEMS, A_STACK_GLOBAL,
-    A_STOP, A_STRING, ANY, CONSTS, FIXED, LINE, LINE2, MARK, NAMES, OPS, TUPLE_CODES, VALUE_OPS, pop_to_mark)
+    A_STOP, A_STRING, ANY, CONSTS, FIXED, LEGACY_STRINGS, LINE, LINE2, MARK, NAMES, OPS, TUPLE_CODES, VALUE_OPS, pop_to_mark)
 from modelsafe.security._summary import Embedded, Found, GlobalRef, PickleSummary, int_arg
-from modelsafe.security._values import UNKNOWN, TrackedDict, TrackedObject, make_tuple, text
+from modelsafe.security._values import UNKNOWN, TrackedDict, TrackedObject, legacy_string, make_tuple, text
 from modelsafe.security._window import Cursor, Truncated, Window
 
 __all__ = ["Embedded", "GlobalRef", "PickleSummary", "RawDataHook", "summarize_pickle"]
@@ -241,9 +241,9 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int,
                 elif pushes:
                     stack.extend([any_] * pushes)
             elif action == A_STRING:
-                if isinstance(arg, (bytes, bytearray)) and NAMES[code] == "STRING":
-                    arg = arg.strip()[1:-1]
-                stack.append(arg if arg is not None else any_)
+                if code in LEGACY_STRINGS and arg is not None:
+                    arg = legacy_string(NAMES[code], arg)  # type: ignore[arg-type]
+                stack.append(arg if arg is not None and arg is not UNKNOWN else any_)
             elif action == A_KEEP or action == A_SETITEMS:
                 if to_mark:
                     items = pop_mark()
@@ -313,7 +313,9 @@ def _summarize(src: Window, pos: int, raw_data: RawDataHook | None, depth: int,
                 marks.append(len(stack))
                 stack.append(mark)
             elif action == A_GLOBAL or action == A_INST:
-                module, qual = (text(x) or "" for x in arg)  # type: ignore[union-attr]
+                module, qual = (text(x) for x in arg)  # type: ignore[union-attr]
+                if module is None or qual is None:
+                    raise ValueError(f"{NAMES[code]} names a global that is not UTF-8")
                 glob = _Global(module, qual, src.base + at_pos)
                 if action == A_INST:
                     record(glob, True)

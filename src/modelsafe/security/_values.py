@@ -69,9 +69,33 @@ class TrackedObject(Box):
 
 
 def text(value: Any) -> str | None:
+    """The str a string value stands for (bytes of a UTF-8 string opcode are decoded as CPython does),
+    or None when it is not one, or CPython would refuse to decode it."""
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "replace")
+        try:
+            return bytes(value).decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return None
     return value if isinstance(value, str) else None
+
+
+def legacy_string(name: str, raw: bytes) -> Any:
+    """What CPython's unpickler pushes for a non-UTF-8 string opcode (Python 2 ``str``, protocol 0
+    ``unicode``), or UNKNOWN when it would refuse the bytes: ``STRING`` is quoted and escaped,
+    ``BINSTRING``/``SHORT_BINSTRING`` are decoded as ASCII (the unpickler's default encoding),
+    ``UNICODE`` is raw-unicode-escape."""
+    import codecs
+
+    try:
+        if name == "UNICODE":
+            return raw.decode("raw_unicode_escape")
+        if name == "STRING":
+            if len(raw) < 2 or raw[:1] != raw[-1:] or raw[:1] not in (b"'", b'"'):
+                return UNKNOWN
+            raw = codecs.escape_decode(raw[1:-1])[0]
+        return raw.decode("ascii")
+    except (UnicodeDecodeError, ValueError):
+        return UNKNOWN
 
 
 def plain_key(value: Any) -> Any:
