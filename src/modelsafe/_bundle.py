@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -49,6 +50,16 @@ class Route:
     def outputs(self, x: Any, check: bool = True) -> dict[str, Any]:
         """Every output recorded for verification (e.g. predict and predict_proba)."""
         return self.model_flavor.outputs(self.model, self.inputs(x, check))
+
+    def replay(self, x: Any) -> dict[str, Any]:
+        """:meth:`outputs` of the verification sample (at save and at load), inside each flavor's
+        ``replay_context``: a few rows start no worker pools (joblib threads for scikit-learn,
+        LightGBM's and torch's threads); the model's own settings are untouched."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.model_flavor.replay_context(self.model))
+            if self.pre_flavor is not None:
+                stack.enter_context(self.pre_flavor.replay_context(self.preprocess))
+            return self.outputs(x)
 
 
 class _ModelMethod:
@@ -183,7 +194,7 @@ class Bundle:
         if sample is None:
             return VerifyReport(path=str(self.path), skipped="no sample")
         environment = self.env_report.summary() if self.env_report is not None else ""
-        return replay(str(self.path), sample, self._route.outputs, self.code_changes, environment)
+        return replay(str(self.path), sample, self._route.replay, self.code_changes, environment)
 
     def close(self) -> None:
         """Release the artifact file (the loaded objects do not depend on it)."""

@@ -180,7 +180,7 @@ def _save_sample(state: _SaveState, writer: ArtifactWriter) -> None:
     schema = json.loads(json.dumps(state.schema)) if state.schema else None
     route = Route(state.obj, get_flavor(state.components["model"].flavor), state.preprocess, pre, schema)
     try:
-        outputs = route.outputs(inputs)
+        outputs = route.replay(inputs)
     except (ModelsafeError, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -205,7 +205,7 @@ def _save_sample(state: _SaveState, writer: ArtifactWriter) -> None:
                           "tolerance": default_tolerance(arr.dtype)}
     check_replays(inputs, spec_inputs, lambda name: npy_load(written[name]),
                   {name: as_arrays(value) for name, value in outputs.items()},
-                  {name: r["tolerance"] for name, r in recorded.items()}, route.outputs)
+                  {name: r["tolerance"] for name, r in recorded.items()}, route.replay)
     state.verification = {"inputs": spec_inputs, "outputs": recorded, "rows": _rows(inputs),
                           "members": list(store.members)}
 

@@ -201,6 +201,15 @@ class Flavor:
         """Reference outputs recorded for verification. Default: ``{"predict": predict(x)}``."""
         return {"predict": self.predict(obj, x)}
 
+    def replay_context(self, obj: Any) -> contextlib.AbstractContextManager[None]:
+        """Where the verification sample is replayed (a few rows, at save and at load): without the
+        worker pools ``obj`` would start for them (their start-up costs more than the prediction).
+
+        Never changes ``obj``'s own settings: a flavor sets a per-call or scoped option only.
+        Default: nothing to set.
+        """
+        return contextlib.nullcontext()
+
     def device_info(self, obj: Any) -> dict[str, Any]:
         """Device facts for the environment fingerprint (e.g. CUDA versions)."""
         return {}

@@ -8,7 +8,9 @@ subclass supplies the library-specific parts as small hooks.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+import contextlib
+import contextvars
+from typing import Any, ClassVar, Iterator, Mapping
 
 from modelsafe.errors import FormatError, UnsupportedModelError
 from modelsafe.flavors._base import (
@@ -31,6 +33,8 @@ from modelsafe.flavors.boosting.wrapper_state import (
 )
 
 KINDS = ("booster", "classifier", "regressor", "ranker")
+#: Set while the verification sample replays (per thread and task: other callers are unaffected).
+_ONE_THREAD: contextvars.ContextVar[bool] = contextvars.ContextVar("modelsafe_boosting_one_thread", default=False)
 
 
 class BoostingFlavor(Flavor):
@@ -80,7 +84,25 @@ class BoostingFlavor(Flavor):
 
     def run(self, obj: Any, x: Any) -> Any:
         """The model's ``predict`` on guarded input."""
-        return obj.predict(x)
+        return obj.predict(x, **self.call_options())
+
+    def call_options(self) -> dict[str, Any]:
+        """Keywords for this call of ``predict``/``predict_proba`` (see :meth:`replay_context`). Default: none."""
+        return {}
+
+    @contextlib.contextmanager
+    def replay_context(self, obj: Any) -> Iterator[None]:
+        """Calls inside it run on one thread where the library takes that per call (:meth:`call_options`)."""
+        token = _ONE_THREAD.set(True)
+        try:
+            yield
+        finally:
+            _ONE_THREAD.reset(token)
+
+    @staticmethod
+    def one_thread() -> bool:
+        """Whether the current call runs inside :meth:`replay_context`."""
+        return _ONE_THREAD.get()
 
     # -- the shared parts --------------------------------------------------------------------
     def known(self) -> dict[str, type]:
@@ -181,5 +203,5 @@ class BoostingFlavor(Flavor):
         x = self.guard(obj, x)
         outputs = {"predict": self.run(obj, x)}
         if self.kind(obj) == "classifier":
-            outputs["predict_proba"] = obj.predict_proba(x)
+            outputs["predict_proba"] = obj.predict_proba(x, **self.call_options())
         return outputs

@@ -83,6 +83,11 @@ class LightGBMFlavor(BoostingFlavor):
     wrappers = ("LGBMClassifier", "LGBMRegressor", "LGBMRanker")
     rebuilt_attributes = _REBUILT
 
+    def call_options(self) -> dict[str, Any]:
+        """``num_threads=1`` while a sample replays: LightGBM takes it per call, and its OpenMP threads cost
+        more than 32 rows (the model's own ``n_jobs`` / ``num_threads`` parameter is not changed)."""
+        return {"num_threads": 1} if self.one_thread() else {}
+
     def classes(self) -> tuple[type, type, type, type]:
         import lightgbm
 

@@ -7,6 +7,7 @@ through the restricted unpickler. Decision-tree node arrays are validated on loa
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any, Mapping
 
@@ -38,6 +39,13 @@ class SklearnFlavor(GraphFlavor):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Trying to unpickle estimator")
             return super().load(source, data, options)
+
+    def replay_context(self, obj: Any) -> contextlib.AbstractContextManager[None]:
+        """joblib's sequential backend: an estimator with ``n_jobs`` starts no threads for a few rows
+        (scikit-learn's Parallel follows joblib's configuration); ``n_jobs`` itself is untouched."""
+        import joblib
+
+        return joblib.parallel_config(backend="sequential")
 
     def outputs(self, obj: Any, x: Any) -> dict[str, Any]:
         if not hasattr(obj, "predict"):

@@ -28,7 +28,7 @@ module is not available).
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from modelsafe.errors import FormatError, SaveError, UnsupportedModelError
 from modelsafe.flavors._base import (
@@ -140,6 +140,9 @@ class TorchFlavor(Flavor):
     def outputs(self, obj: Any, x: Any) -> dict[str, Any]:
         return flatten_outputs(to_numpy(_run(obj, x)))
 
+    def replay_context(self, obj: Any) -> contextlib.AbstractContextManager[None]:
+        return _one_intra_op_thread()
+
     def device_info(self, obj: Any) -> dict[str, Any]:
         import torch
 
@@ -175,7 +178,8 @@ def _save_module(obj: Any, store: ComponentStore, options: Mapping[str, Any]) ->
     }
     sample = _head(options.get("sample"))
     if sample is not None:
-        _check_rebuild(model, arch, sample)
+        with _one_intra_op_thread():  # a few rows, like the verification replay
+            _check_rebuild(model, arch, sample)
     if options.get("export"):
         data["export"] = _export(model, sample, store)
     modules = {"torch"} | {m for m, _ in arch.refs}
@@ -231,6 +235,23 @@ def strip_prefixes(obj: Any) -> tuple[Any, str]:
                 {k[len(prefix):]: v for k, v in obj.items()}
             stripped += prefix
     return obj, stripped
+
+
+@contextlib.contextmanager
+def _one_intra_op_thread() -> Iterator[None]:
+    """One intra-op thread while a few sample rows run (the pool's hand-offs cost more than the work);
+    the previous count is restored after. torch sets it per process, not per call: another thread
+    running torch meanwhile runs on one thread for those milliseconds, and computes the same."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
 
 
 def _check_rebuild(model: Any, arch: Any, sample: Any) -> None:

@@ -1,0 +1,96 @@
+"""Benchmark: loading a multi-threaded model, where replaying the verification sample costs most.
+
+Workload: StandardScaler + RandomForestClassifier(200 trees, max_depth=12, ``n_jobs=2``, kept as
+fitted) on 20,000 x 20, saved with a 32-row sample. ``pickle.load`` is the peer. modelsafe's
+load replays the sample through ``predict`` and ``predict_proba``; with ``n_jobs=2`` each call
+starts joblib's worker threads, which costs more than the prediction of 32 rows itself.
+
+Rows, in interleaved rounds (``BENCH_ROUNDS``, default 15) in one process:
+
+* ``pickle.load``;
+* ``ms.load``: integrity (every member hashed: ``MODELSAFE_HASH_CACHE=0``), audit, environment,
+  verification replay; "own work" is the total minus the model's own prediction of the
+  sample as the model is configured (``predict`` + ``predict_proba`` with ``n_jobs=2``),
+  as bench_sklearn.py counts it;
+* the replay alone: ``Bundle.verify()`` on a loaded bundle, and the model's own prediction.
+
+Run: ``.venv/bin/python bench/bench_replay.py``. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
+
+
+def build() -> tuple[Any, np.ndarray]:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20_000, 20))
+    y = (X[:, :3].sum(axis=1) + rng.normal(scale=2.0, size=len(X)) > 0).astype(int)
+    model = make_pipeline(StandardScaler(), RandomForestClassifier(200, max_depth=12, random_state=0, n_jobs=2))
+    return model.fit(X, y), X
+
+
+def seconds(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    import modelsafe as ms
+
+    os.environ["MODELSAFE_HASH_CACHE"] = "0"
+    model, X = build()
+    sample = X[:32]
+    tmp = Path(tempfile.mkdtemp(prefix="modelsafe-bench-replay-"))
+    pkl, art = tmp / "m.pkl", tmp / "m.msafe"
+    with open(pkl, "wb") as f:
+        pickle.dump(model, f)
+    ms.save(model, art, sample=sample)
+    bundle = ms.load(art)
+
+    def pickle_load() -> None:
+        with open(pkl, "rb") as f:
+            pickle.load(f)
+
+    ops: dict[str, Callable[[], Any]] = {
+        "pickle.load": pickle_load,
+        "ms.load": lambda: ms.load(art).close(),
+        "model's own predict + predict_proba (n_jobs=2)": lambda: (model.predict(sample), model.predict_proba(sample)),
+        "Bundle.verify() (the replay alone)": bundle.verify,
+    }
+    for fn in ops.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in ops}
+    for _ in range(ROUNDS):
+        for name, fn in ops.items():
+            times[name].append(seconds(fn))
+    predict = times["model's own predict + predict_proba (n_jobs=2)"]
+    own = [t - p for t, p in zip(times["ms.load"], predict)]
+    print(f"\nRF(200, n_jobs=2) pipeline, 32-row sample; {ROUNDS} interleaved rounds, median (min-max) ms\n")
+    print("| what | ms |")
+    print("|---|---:|")
+    for name, ts in times.items():
+        print(f"| {name} | {statistics.median(ts) * 1e3:.1f} ({min(ts) * 1e3:.1f}-{max(ts) * 1e3:.1f}) |")
+    print(f"| ms.load, own work (total - the model's own prediction) | {statistics.median(own) * 1e3:.1f} |")
+    ratio = [t / p for t, p in zip(times["ms.load"], times["pickle.load"])]
+    print(f"\nms.load / pickle.load: {statistics.median(ratio):.2f}x (total), "
+          f"{statistics.median([o / p for o, p in zip(own, times['pickle.load'])]):.2f}x (own work)")
+
+
+if __name__ == "__main__":
+    main()

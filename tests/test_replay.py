@@ -1,0 +1,116 @@
+"""The verification sample replays without worker pools, and the model's own settings stay as they are.
+
+Timings are not asserted (bench/bench_replay.py measures them): each test records, from inside
+the model while the sample replays, which joblib backend, how many torch threads and which
+LightGBM call options were in force, at save and at load in a fresh process.
+"""
+
+from __future__ import annotations
+
+import json
+
+TRAIN_SKLEARN = """
+    import json, joblib, numpy as np, modelsafe as ms
+    from sklearn.base import BaseEstimator, TransformerMixin
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+
+    SEEN = []
+
+    class Spy(BaseEstimator, TransformerMixin):
+        def fit(self, X, y=None):
+            return self
+
+        def transform(self, X):
+            SEEN.append(type(joblib.parallel.get_active_backend()[0]).__name__)
+            return X
+
+    X = np.random.default_rng(0).normal(size=(300, 4))
+    model = make_pipeline(Spy(), RandomForestClassifier(20, random_state=0, n_jobs=2)).fit(X, X[:, 0] > 0)
+    SEEN.clear()
+    ms.save(model, "rf.msafe", sample=X[:16])
+    at_save = list(SEEN)
+    SEEN.clear()
+    model.predict(X[:16])
+    print(json.dumps({"save": at_save, "direct": SEEN, "n_jobs": model[-1].n_jobs}))
+"""
+
+
+def test_scikit_learn_replays_on_joblibs_sequential_backend(fresh, tmp_path):
+    saved = json.loads(fresh.script("train.py", TRAIN_SKLEARN).stdout.strip().splitlines()[-1])
+    assert set(saved["save"]) == {"SequentialBackend"} and saved["direct"] != ["SequentialBackend"]
+    assert saved["n_jobs"] == 2
+    loaded = json.loads(fresh("""
+        import json, sys, modelsafe as ms
+        bundle = ms.load("rf.msafe", trust_code=True)          # load replays the sample
+        spy = sys.modules[type(bundle.model[0]).__module__]
+        at_load = list(spy.SEEN)
+        spy.SEEN.clear()
+        bundle.predict(bundle.sample_inputs())                   # the user's own call: the model's settings
+        print(json.dumps({"load": at_load, "predict": spy.SEEN, "n_jobs": bundle.model[-1].n_jobs}))
+    """).stdout.strip().splitlines()[-1])
+    assert set(loaded["load"]) == {"SequentialBackend"} and loaded["predict"] != ["SequentialBackend"]
+    assert loaded["n_jobs"] == 2  # the model's own setting is untouched
+
+
+def test_torch_replays_on_one_intra_op_thread_and_restores_the_count(fresh, tmp_path):
+    out = fresh.script("train.py", """
+        import json, torch, modelsafe as ms
+
+        SEEN = []
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = torch.nn.Linear(4, 2)
+
+            def forward(self, x):
+                SEEN.append(torch.get_num_threads())
+                return self.fc(x)
+
+        torch.set_num_threads(2)
+        ms.save(Net(), "net.msafe", sample=torch.randn(8, 4))
+        print(json.dumps({"save": sorted(set(SEEN)), "after": torch.get_num_threads()}))
+    """).stdout.strip().splitlines()[-1]
+    assert json.loads(out) == {"save": [1], "after": 2}
+    loaded = fresh("""
+        import json, sys, torch, modelsafe as ms
+        torch.set_num_threads(2)
+        bundle = ms.load("net.msafe", trust_code=True)
+        seen = sys.modules[type(bundle.model).__module__].SEEN
+        at_load = sorted(set(seen))
+        seen.clear()
+        bundle.predict(torch.randn(3, 4).numpy())
+        print(json.dumps({"load": at_load, "after": torch.get_num_threads(), "predict": seen}))
+    """).stdout.strip().splitlines()[-1]
+    assert json.loads(loaded) == {"load": [1], "after": 2, "predict": [2]}
+
+
+def test_lightgbm_replays_with_one_thread_per_call(fresh, tmp_path):
+    out = fresh("""
+        import json, lightgbm, numpy as np, modelsafe as ms
+        from modelsafe.flavors import get_flavor
+
+        calls = []
+        real = lightgbm.Booster.predict
+
+        def spy(self, data, *args, **kwargs):
+            calls.append(kwargs.get("num_threads"))
+            return real(self, data, *args, **kwargs)
+
+        lightgbm.Booster.predict = spy
+        X = np.random.default_rng(0).normal(size=(300, 4))
+        model = lightgbm.LGBMClassifier(n_estimators=10, n_jobs=2, verbose=-1).fit(X, X[:, 0] > 0)
+        calls.clear()
+        ms.save(model, "lgb.msafe", sample=X[:16])
+        at_save = list(calls)
+        calls.clear()
+        bundle = ms.load("lgb.msafe")
+        at_load = list(calls)
+        calls.clear()
+        bundle.predict(X[:16])
+        print(json.dumps({"save": at_save, "load": at_load, "predict": calls, "n_jobs": bundle.model.n_jobs,
+                          "outside": get_flavor("lightgbm").call_options()}))
+    """).stdout.strip().splitlines()[-1]
+    # the wrapper passes its own n_jobs as num_threads; the replay passes 1 instead, per call
+    assert json.loads(out) == {"save": [1, 1], "load": [1, 1], "predict": [2], "n_jobs": 2, "outside": {}}
