@@ -83,12 +83,13 @@ def test_load_refuses_before_reading_any_member(artifact, fresh):
     proc = fresh(f"""
         import sys, modelsafe as ms
         try:
-            ms.load({str(artifact)!r}, signature="require", trusted_keys=["k.pem"], bogus=1)
+            ms.load({str(artifact)!r}, signatur="require", trusted_key=["k.pem"], bogus=1)
         except TypeError as exc:
-            print(type(exc).__name__, exc.keywords, exc.suggestions["trusted_keys"])
+            print(type(exc).__name__, exc.keywords, exc.suggestions["trusted_key"])
         print("sklearn" in sys.modules)
     """)
-    assert proc.stdout.splitlines() == ["UnknownKeywordError ['signature', 'trusted_keys', 'bogus'] trusted", "False"]
+    assert proc.stdout.splitlines() == ["UnknownKeywordError ['signatur', 'trusted_key', 'bogus'] trusted_keys",
+                                        "False"]
 
 
 def test_load_reads_the_options_of_embedded_components(tmp_path, fresh):
