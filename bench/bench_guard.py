@@ -5,6 +5,11 @@ For each model, in one run: the model called directly (``bundle.model.predict(df
 names, dtypes and value ranges checked on every call). Each is the median of many
 interleaved calls. Prints a markdown table with the guard's overhead in percent.
 
+Besides the numeric frames: a frame whose first two columns are categorical (a
+HistGradientBoosting model with ``categorical_features="from_dtype"``: the first wave's
+guard raised IndexError on it), and the numeric frames as polars DataFrames (read
+through Arrow).
+
 Run: ``.venv/bin/python bench/bench_guard.py``.
 """
 
@@ -63,17 +68,37 @@ def _frames() -> dict[str, pd.DataFrame]:
             "mixed, one block per column": fragmented}
 
 
+def _cases() -> list[tuple[str, str, Any, Any]]:
+    """(frame kind, model name, model, frame) for every row of the table."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    cases = [(kind, name, model, df) for kind, df in _frames().items() for name, model in _models().items()]
+    floats = _frames()["float"]
+    categorical = floats.assign(f18=pd.Categorical(np.where(floats["f18"] > 0, "up", "down")),
+                                f19=pd.Categorical((floats["f19"] * 3).round().clip(-3, 3).astype(str)))
+    categorical = categorical[["f18", "f19", *[f"f{i}" for i in range(18)]]]  # categories first
+    cases.append(("2 category + 18 float", "HistGradientBoosting(from_dtype)",
+                  HistGradientBoostingClassifier(categorical_features="from_dtype", max_iter=20), categorical))
+    try:
+        import polars as pl
+    except ImportError:
+        return cases
+    for kind, df in list(_frames().items())[:2]:
+        cases.append((f"polars, {kind}", "LogisticRegression", _models()["LogisticRegression"], pl.from_pandas(df)))
+    return cases
+
+
 def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="modelsafe-bench-guard-"))
     print(f"\nInput guard overhead, {ROWS} x {COLUMNS} DataFrame, median of {ROUNDS} interleaved calls\n")
     print("| columns | model | model.predict (µs) | predict(check=False) (µs) | predict (guarded) (µs) "
           "| guard overhead |")
     print("|---|---|---:|---:|---:|---:|")
-    for (kind, df), (name, model) in [(f, m) for f in _frames().items() for m in _models().items()]:
-        y = (df["f0"] + df["f1"] > 0).astype(int)
+    for kind, name, model, df in _cases():
+        y = (df["f0"] + df["f1"] > 0).to_numpy().astype(int)
         model.fit(df, y)
         path = folder / f"{len(list(folder.iterdir()))}.msafe"
-        ms.save(model, path, sample=df.iloc[:32], training_data=df)
+        ms.save(model, path, sample=df[:32], training_data=df)
         bundle = ms.load(path)
         times = _interleaved({
             "direct": lambda: bundle.model.predict(df),

@@ -86,8 +86,8 @@ class _ModelMethod:
             offers = [m for m in _METHODS if route.model_flavor.has_method(route.model, m)]
             raise MissingMethodError(
                 f"The model ({kind}) has no {self.name}, so the bundle has none either: it offers "
-                f"{', '.join(['predict', *offers])}. Call one of those, or save a model that has {self.name} "
-                f"(e.g. a classifier for predict_proba).", method=self.name, type_name=kind, available=offers)
+                f"{', '.join(['predict', *offers])}. Call one of those, or save {_WHO_HAS[self.name]}.",
+                method=self.name, type_name=kind, available=offers)
         name = self.name
 
         def method(x: Any, *, check: bool = True) -> Any:
@@ -100,6 +100,9 @@ class _ModelMethod:
 
 #: The model methods a Bundle offers besides predict, when the model has them.
 _METHODS = ("predict_proba", "decision_function", "transform")
+_WHO_HAS = {"predict_proba": "a classifier that estimates probabilities (SVC needs probability=True)",
+            "decision_function": "a model with decision scores (a linear model, an SVM, a boosting classifier)",
+            "transform": "a transformer (a scaler, an encoder, a Pipeline ending in one)"}
 
 
 class Bundle:

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import modelsafe as ms
+
 
 def _frame(rows: int = 120) -> pd.DataFrame:
     rng = np.random.default_rng(0)
@@ -21,7 +23,6 @@ def _frame(rows: int = 120) -> pd.DataFrame:
 
 
 def test_mixed_dtype_models_predict_and_verify_in_a_fresh_process(tmp_path, fresh):
-    import modelsafe as ms
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression

@@ -45,9 +45,11 @@ def decode_frame(spec: dict[str, Any], read: "ArrayReader", decode: "Decoder") -
     import pandas as pd
 
     names = [decode_label(col["name"]) for col in spec["columns"]]
-    # Series, not arrays: pandas 3 would read an object array of strings as its str dtype.
-    frame = pd.DataFrame({i: pd.Series(decode_column(col, read, decode), dtype=_dtype(col["dtype"]), copy=False)
-                          for i, col in enumerate(spec["columns"])}, columns=range(len(names)))
+    columns = {i: decode_column(col, read, decode) for i, col in enumerate(spec["columns"])}
+    for i, col in enumerate(spec["columns"]):
+        if col["dtype"] == "object":  # a Series: pandas 3 would read an object array of strings as its str dtype
+            columns[i] = pd.Series(columns[i], dtype=object, copy=False)
+    frame = pd.DataFrame(columns, columns=range(len(names)))
     if names and all(isinstance(n, tuple) for n in names) and len({len(n) for n in names}) == 1:
         frame.columns = pd.MultiIndex.from_tuples(names)
     else:
@@ -130,7 +132,3 @@ def decode_column(col: dict[str, Any], read: "ArrayReader", decode: "Decoder") -
         return values.astype(object)  # an object column of numbers (and None) stays an object column
     return values
 
-
-def _dtype(name: str) -> Any:
-    """The dtype to rebuild a column as: ``object`` kept, every other dtype as its values say."""
-    return object if name == "object" else None

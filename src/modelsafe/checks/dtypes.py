@@ -11,6 +11,7 @@ Nothing here imports pandas: extension dtypes are read through their attributes.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,8 @@ class DType:
 
 def describe_dtype(dtype: Any) -> DType:
     """The :class:`DType` of a numpy dtype, a pandas extension dtype, or a recorded dtype name."""
+    if isinstance(dtype, DType):
+        return dtype
     if isinstance(dtype, str):
         return _from_name(dtype)
     if isinstance(dtype, np.dtype):
@@ -80,6 +83,7 @@ def describe_dtype(dtype: Any) -> DType:
     return DType(name, family, nullable=family in _NUMBERS and not name.startswith("Sparse"))
 
 
+@functools.lru_cache(maxsize=1024)
 def _from_name(name: str) -> DType:
     """A dtype recorded as text (old manifests recorded no family)."""
     if name == "category":

@@ -1,20 +1,26 @@
 """Data frames the guard reads: pandas, and polars through Arrow.
 
-A polars DataFrame is read through the Arrow PyCapsule interface (``pyarrow.table``)
-into a pandas frame with nullable dtypes, so every check runs one code path; polars
-itself is never imported by modelsafe (a polars frame given to the guard means the
-caller has it). The model still receives the polars frame, realigned by name with its
-own ``select``.
+The guard reads a frame through a *view* (:func:`frame_view`): its column names, dtypes,
+missing-value counts and numeric values, by position. A pandas frame is read directly; a
+polars frame through the Arrow PyCapsule interface (``pyarrow.table``), zero-copy, with
+dtypes as Arrow types. polars itself is never imported by modelsafe (a polars frame given
+to it means the caller has it), and the model still receives the polars frame, realigned
+by name with its own ``select``. At save, a polars sample is recorded and stored through
+its pandas form (:func:`to_pandas`, nulls kept as missing values of nullable dtypes).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
+import numpy as np
+
+from modelsafe.checks.dtypes import DType, describe_dtype
 from modelsafe.errors import FlavorNotInstalledError, SchemaError
 
-__all__ = ["frame_library", "to_pandas", "frame_dtypes", "column_array", "duplicated", "refuse_duplicates"]
+__all__ = ["frame_library", "frame_view", "PandasView", "ArrowView", "to_pandas", "frame_dtypes", "column_array",
+           "duplicated", "refuse_duplicates"]
 
 _POLARS_HINT = "pip install 'modelsafe[polars]'"
 
@@ -28,18 +34,128 @@ def frame_library(x: Any) -> str | None:
     return root if root in ("pandas", "polars") else None
 
 
-def to_pandas(x: Any) -> Any:
-    """A polars DataFrame as a pandas one, through Arrow; nulls stay missing values of nullable dtypes."""
+def _pyarrow() -> Any:
     try:
-        import pyarrow as pa
+        import pyarrow
     except ImportError as exc:
         raise FlavorNotInstalledError(
             f"The input is a polars DataFrame, which modelsafe reads through Arrow, but pyarrow is not installed "
             f"here, so its columns cannot be checked. Install it with: {_POLARS_HINT}",
             flavor="polars", hint=_POLARS_HINT, name="pyarrow",
         ) from exc
-    table = pa.table(x)
-    return table.to_pandas(types_mapper=_nullable_types(pa).get)
+    return pyarrow
+
+
+def to_pandas(x: Any) -> Any:
+    """A polars DataFrame as a pandas one, through Arrow; nulls stay missing values of nullable dtypes."""
+    pa = _pyarrow()
+    return pa.table(x).to_pandas(types_mapper=_nullable_types(pa).get)
+
+
+class PandasView:
+    """A pandas frame as the guard reads it."""
+
+    def __init__(self, frame: Any) -> None:
+        self.frame = frame
+
+    def labels(self) -> list[Any]:
+        return list(self.frame.columns)
+
+    def same_labels(self, labels: list[Any], index: Callable[[], Any]) -> bool:
+        """Whether the columns are ``labels`` in this order (``index()``: them as a pandas Index)."""
+        columns = self.frame.columns
+        return len(columns) == len(labels) and bool(columns.equals(index()))
+
+    def take(self, order: list[int]) -> "PandasView":
+        return PandasView(self.frame.iloc[:, order])
+
+    def given(self, x: Any) -> Any:
+        """What the model receives: the frame as checked (realigned, converted)."""
+        return self.frame
+
+    def dtypes(self) -> list[Any]:
+        return frame_dtypes(self.frame)
+
+    def rows(self) -> int:
+        return len(self.frame)
+
+    def missing(self, position: int) -> int:
+        return int(self.frame.iloc[:, position].isna().sum())
+
+    def floats(self, position: int) -> np.ndarray:
+        return _floats(column_array(self.frame, position))
+
+    def numbers(self) -> np.ndarray | None:
+        """Every column as one numeric array, when they read as one (numpy ints and floats)."""
+        values = self.frame.to_numpy()
+        return values if values.dtype.kind in "iuf" else None
+
+    def cast(self, casts: dict[int, np.dtype]) -> "PandasView":
+        """The columns at ``casts``' positions converted (NA becomes NaN in float columns)."""
+        frame = self.frame.copy(deep=False)
+        for j, dtype in casts.items():
+            frame.isetitem(j, frame.iloc[:, j].to_numpy(dtype=dtype, na_value=np.nan if dtype.kind == "f" else None))
+        return PandasView(frame)
+
+
+class ArrowView:
+    """A frame of another library (polars) as the guard reads it: through its Arrow form."""
+
+    def __init__(self, table: Any, source: Any) -> None:
+        self.table = table
+        self.source = source
+
+    @classmethod
+    def of(cls, x: Any) -> "ArrowView":
+        return cls(_pyarrow().table(x), x)
+
+    def labels(self) -> list[Any]:
+        return list(self.table.column_names)
+
+    def same_labels(self, labels: list[Any], index: Callable[[], Any]) -> bool:
+        return self.labels() == labels
+
+    def take(self, order: list[int]) -> "ArrowView":
+        names = self.labels()
+        return ArrowView(self.table.select(order), self.source.select([names[i] for i in order]))
+
+    def given(self, x: Any) -> Any:
+        return self.source
+
+    def dtypes(self) -> list[DType]:
+        return [describe_dtype(f"{t}[pyarrow]") for t in self.table.schema.types]
+
+    def rows(self) -> int:
+        return int(self.table.num_rows)
+
+    def missing(self, position: int) -> int:
+        return int(self.table.column(int(position)).null_count)
+
+    def floats(self, position: int) -> np.ndarray:
+        return _floats(self.table.column(int(position)).to_numpy())
+
+    def numbers(self) -> np.ndarray | None:
+        return None
+
+    def cast(self, casts: dict[int, np.dtype]) -> "ArrowView":
+        return self  # the model gets the frame as given: a polars frame is not converted
+
+
+def frame_view(x: Any) -> PandasView | ArrowView | None:
+    """How the guard reads ``x``, or None when it is no DataFrame."""
+    library = frame_library(x)
+    if library == "pandas":
+        return PandasView(x)
+    if library == "polars":
+        return ArrowView.of(x)
+    return None
+
+
+def _floats(values: Any) -> np.ndarray:
+    """One column's values as float64, missing values as NaN."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64, copy=False)
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _nullable_types(pa: Any) -> dict[Any, Any]:

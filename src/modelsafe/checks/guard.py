@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from modelsafe.checks.dtypes import MISSING_IS_LOSSY, DType, conflict, describe_dtype
-from modelsafe.checks.frames import column_array, frame_dtypes, frame_library, refuse_duplicates, to_pandas
+from modelsafe.checks.frames import ArrowView, PandasView, frame_view, refuse_duplicates
 from modelsafe.checks.labels import decode_label, label_key, legacy_key, show_label
 from modelsafe.checks.ranges import RangeCheck, warn_input
 from modelsafe.errors import SchemaError
@@ -107,46 +107,48 @@ class _FrameGuard:
         self.saved_dtypes = [_as_dtype(d) for d in self.dtypes]
         self.ranges = RangeCheck.compile(self.labels, columns, schema)
         self.all_ranged = self.ranges is not None and len(self.ranges.index) == len(self.labels)
+        self.plain = _plain_numbers(self.saved_dtypes)
         self.index: Any = None  # the saved names as a pandas Index, built on first use
         self.warned_positions = False
 
     def check(self, x: Any) -> Any:
-        library = frame_library(x)
-        if library is None:
+        view = frame_view(x)
+        if view is None:
             return self._positions(x)
-        frame = to_pandas(x) if library == "polars" else x
-        if not self._same_columns(frame.columns):
-            labels = list(frame.columns)
-            order = self._order(labels)
-            frame = frame.iloc[:, order]
-            x = x.select([labels[i] for i in order]) if library == "polars" else frame
-        dtypes = frame_dtypes(frame)
-        if dtypes != self.saved_dtypes:
-            casts = self._check_dtypes(frame, dtypes)
+        if not view.same_labels(self.labels, self._index):
+            view = view.take(self._order(view.labels()))
+        dtypes = view.dtypes()
+        if dtypes == self.saved_dtypes:
+            dtypes = self.saved_dtypes  # the same: what is known of the saved dtypes holds
+        else:
+            casts = self._check_dtypes(view, dtypes)
             if casts:
-                frame = _cast(frame, casts)
-                x = frame if library == "pandas" else x
-                dtypes = frame_dtypes(frame)
+                view = view.cast(casts)
+                dtypes = view.dtypes()
         if self.ranges is not None:
-            self.ranges.check(self._values(frame, dtypes), show_label)
-        return x
+            self.ranges.check(self._values(view, dtypes), show_label)
+        return view.given(x)
 
-    def _same_columns(self, columns: Any) -> bool:
-        """Whether the input's names are the saved ones in the saved order (the usual case, checked fast)."""
+    def _index(self) -> Any:
+        """The saved names as a pandas Index (built on first use: comparing Indexes is fast)."""
         if self.index is None:
             import pandas as pd
 
             self.index = pd.Index(self.labels, tupleize_cols=True)
-        return bool(columns.equals(self.index)) and len(columns) == len(self.labels)
+        return self.index
 
-    def _values(self, frame: Any, dtypes: list[Any]) -> np.ndarray:
-        """The ranged columns as one array, found by position (the frame is in the saved order now)."""
-        if self.all_ranged and all(isinstance(d, np.dtype) and d.kind in "iuf" for d in dtypes):
-            values = frame.to_numpy()
-            if values.dtype.kind in "iuf":
+    def _values(self, view: PandasView | ArrowView, dtypes: list[Any]) -> np.ndarray:
+        """The ranged columns as one array, found by position (the view is in the saved order now)."""
+        if self.all_ranged and (self.plain if dtypes is self.saved_dtypes else _plain_numbers(dtypes)):
+            values = view.numbers()
+            if values is not None:
                 return values
         assert self.ranges is not None
-        return np.column_stack([_floats(column_array(frame, j)) for j in self.ranges.index])
+        picked = self.ranges.index
+        values = np.empty((view.rows(), len(picked)), dtype=np.float64, order="F")  # reduced column by column
+        for i, j in enumerate(picked):
+            values[:, i] = view.floats(j)
+        return values
 
     def _order(self, labels: list[Any]) -> list[int]:
         """Positions of the saved columns in the input, or SchemaError for duplicate or missing ones."""
@@ -164,7 +166,7 @@ class _FrameGuard:
             warn_input(f"Input has column(s) {extra} the model was not saved with; they are ignored.")
         return [where[k] for k in self.keys]
 
-    def _check_dtypes(self, frame: Any, dtypes: list[Any]) -> dict[int, np.dtype]:
+    def _check_dtypes(self, view: PandasView | ArrowView, dtypes: list[Any]) -> dict[int, np.dtype]:
         """Raise SchemaError for a lossy dtype; return the nullable columns to convert to the saved dtype."""
         casts: dict[int, np.dtype] = {}
         for j, (want, got) in enumerate(zip(self.infos, dtypes)):
@@ -175,18 +177,18 @@ class _FrameGuard:
             reason = conflict(want, have)
             if reason is not None:
                 raise SchemaError(
-                    f"Column {show_label(label)} has dtype {got} but the model was saved with {expected} ({reason}): "
-                    "converting it would change its values (e.g. fractions cut to integers, or text where numbers "
-                    f"belong). Pass the column as {expected}, or fix the upstream data.",
-                    column=label, expected=expected, actual=str(got))
+                    f"Column {show_label(label)} has dtype {have.name} but the model was saved with {expected} "
+                    f"({reason}): converting it would change its values (e.g. fractions cut to integers, or text "
+                    f"where numbers belong). Pass the column as {expected}, or fix the upstream data.",
+                    column=label, expected=expected, actual=have.name)
             if have.nullable and isinstance(self.saved_dtypes[j], np.dtype) and want.family in _NUMPY_TARGETS:
-                missing = int(frame.iloc[:, j].isna().sum())
+                missing = view.missing(j)
                 if missing and want.family in MISSING_IS_LOSSY:
                     raise SchemaError(
-                        f"Column {show_label(label)} has {missing} missing value(s) (dtype {got}) but the model was "
-                        f"saved with {expected}, which cannot hold them: they would become numbers (or fail) without "
-                        "a word. Fill them (df[col].fillna(...)) or drop those rows before predicting.",
-                        column=label, expected=expected, actual=str(got), missing=missing)
+                        f"Column {show_label(label)} has {missing} missing value(s) (dtype {have.name}) but the model "
+                        f"was saved with {expected}, which cannot hold them: they would become numbers (or fail) "
+                        "without a word. Fill them (df[col].fillna(...)) or drop those rows before predicting.",
+                        column=label, expected=expected, actual=have.name, missing=missing)
                 casts[j] = self.saved_dtypes[j]
         return casts
 
@@ -211,20 +213,9 @@ class _FrameGuard:
         return x
 
 
-def _floats(values: Any) -> np.ndarray:
-    """One column's values as float64, missing values as NaN."""
-    if isinstance(values, np.ndarray):
-        return values.astype(np.float64, copy=False)
-    return values.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _cast(frame: Any, casts: Mapping[int, np.dtype]) -> Any:
-    """``frame`` with the columns at ``casts``' positions converted (NA becomes NaN in float columns)."""
-    frame = frame.copy(deep=False)
-    for j, dtype in casts.items():
-        na = np.nan if dtype.kind == "f" else None
-        frame.isetitem(j, frame.iloc[:, j].to_numpy(dtype=dtype, na_value=na))
-    return frame
+def _plain_numbers(dtypes: list[Any]) -> bool:
+    """Whether every dtype is a numpy integer or float (the frame's values then read as one array)."""
+    return all(isinstance(d, np.dtype) and d.kind in "iuf" for d in dtypes)
 
 
 def _hint(missing: list[Any], extra: list[Any]) -> str:
