@@ -9,7 +9,7 @@ export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv old-venv demo test test-fast bench clean
+.PHONY: venv old-venv java demo test test-fast bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,12 +39,16 @@ old-venv: $(OLD_STAMP)
 demo: venv
 	$(PY) examples/demo.py
 
+# Java 17 for the Spark tests (pyspark 4 needs it): Debian's package, installed only when java is missing.
+java:
+	command -v java >/dev/null 2>&1 || (apt-get update && apt-get install -y openjdk-17-jre-headless)
+
 # One run of the whole suite, stress tests and the compatibility suite included.
-test: venv old-venv
+test: venv old-venv java
 	$(PY) -m pytest -n 2 --timeout=1200 -q
 
 # Everything but the stress tests, stopping at the first failure.
-test-fast: venv
+test-fast: venv java
 	$(PY) -m pytest -n 2 -m "not slow" --timeout=900 -q -x
 
 # The peers (skops, MLflow, picklescan, modelscan...) live in their own environment.

@@ -13,6 +13,7 @@ outlives (restarted by its nanny, a new Python worker) loads it once again.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -121,6 +122,9 @@ def clear() -> None:
     for slot in slots:
         if slot.bundle is not None:
             slot.bundle.close()
+
+
+atexit.register(clear)  # close the bundles while the interpreter can still run their close()
 
 
 def _check_keywords(verb: str, manifest: Any, load_kwargs: Mapping[str, Any]) -> None:
