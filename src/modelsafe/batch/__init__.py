@@ -15,4 +15,4 @@ from __future__ import annotations
 from modelsafe.batch.files import predict_file
 from modelsafe.batch.report import BatchReport
 
-__all__ = ["predict_file", "BatchReport"]
+__all__ = ["BatchReport", "predict_file"]

@@ -19,16 +19,17 @@ import json
 import os
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from modelsafe.artifact.location import is_url
 from modelsafe.errors import BatchError
 
-__all__ = ["ArtifactRef", "cache_info", "clear"]
+__all__ = ["ArtifactRef", "cache_info", "check_keywords", "clear", "manifest_digest"]
 
 _LOCK = threading.Lock()
-_BUNDLES: dict[tuple[str, str, str], "_Slot"] = {}
+_BUNDLES: dict[tuple[str, str, str], _Slot] = {}
 _COUNTS = {"loads": 0, "hits": 0}
 
 
@@ -49,7 +50,7 @@ class ArtifactRef:
     manifest: Any = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def prepare(cls, artifact: Any, verb: str, load_kwargs: Mapping[str, Any]) -> "ArtifactRef":
+    def prepare(cls, artifact: Any, verb: str, load_kwargs: Mapping[str, Any]) -> ArtifactRef:
         """On the client: read the manifest, check the keywords, and make a local path absolute."""
         from modelsafe._api import inspect
 
@@ -57,7 +58,7 @@ class ArtifactRef:
         if not is_url(location):
             location = os.path.abspath(location)
         manifest = inspect(location, storage_options=load_kwargs.get("storage_options"))
-        _check_keywords(verb, manifest, load_kwargs)
+        check_keywords(verb, manifest, load_kwargs)
         return cls(location, manifest_digest(manifest), dict(load_kwargs), manifest)
 
     def __reduce__(self) -> Any:  # the manifest stays on the client: tasks carry the key only
@@ -127,8 +128,9 @@ def clear() -> None:
 atexit.register(clear)  # close the bundles while the interpreter can still run their close()
 
 
-def _check_keywords(verb: str, manifest: Any, load_kwargs: Mapping[str, Any]) -> None:
-    """Refuse keywords load (and the artifact's flavors) would not read, on the client, before any task runs."""
+def check_keywords(verb: str, manifest: Any, load_kwargs: Mapping[str, Any], own: Any = frozenset()) -> None:
+    """Refuse keywords neither the verb (``own``) nor load (nor the artifact's flavors) read, before any row is
+    read or any task runs (UnknownKeywordError, with a did-you-mean among all of them)."""
     if not load_kwargs:
         return
     from modelsafe._api import load
@@ -136,5 +138,5 @@ def _check_keywords(verb: str, manifest: Any, load_kwargs: Mapping[str, Any]) ->
     from modelsafe.flavors import get_flavor
     from modelsafe.flavors.keywords import check_load_keywords
 
-    check_load_keywords(verb, load_kwargs, signature_names(load),
+    check_load_keywords(verb, load_kwargs, signature_names(load) | frozenset(own),
                         [(get_flavor(c.flavor), c.data) for c in manifest.components.values()])

@@ -73,7 +73,7 @@ def _score_partition(frame: Any, ref: ArtifactRef, method: str, partition_info: 
     number = (partition_info or {}).get("number")
     try:
         return scorer.score(frame)
-    except Exception as exc:  # noqa: BLE001 - the guard's and the model's errors, said of this partition
+    except Exception as exc:
         where = f"Partition {number} ({len(frame):,} rows)" if number is not None else f"A partition ({len(frame):,} rows)"
         raise chunk_error(exc, where, {"partition": number}) from exc
 

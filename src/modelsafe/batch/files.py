@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from modelsafe.batch.formats import Location, locate
 from modelsafe.batch.readers import DEFAULT_BATCH_ROWS, Source, open_source
@@ -19,7 +20,7 @@ from modelsafe.batch.scoring import ChunkScorer, Split, chunk_error, row_level
 from modelsafe.batch.writers import Sink, remove
 from modelsafe.errors import BatchError
 
-__all__ = ["predict_file", "METHODS", "rejects_location"]
+__all__ = ["METHODS", "predict_file", "rejects_location"]
 
 #: The methods a file can be scored with (where the model has them).
 METHODS = ("predict", "predict_proba", "decision_function", "transform")
@@ -83,7 +84,10 @@ def predict_file(artifact: Any, source: Any, destination: Any, *, method: str = 
     from modelsafe._api import inspect, load
 
     manifest = inspect(artifact, storage_options=storage_options)
-    _check_load_keywords(manifest, load_kwargs)
+    from modelsafe._keywords import declared, signature_names
+    from modelsafe.batch.cache import check_keywords
+
+    check_keywords("predict_file", manifest, load_kwargs, signature_names(predict_file) | declared("predict_file"))
     inputs = locate(source, "input", storage_options)
     output = locate(destination, "output", storage_options, reading=False)
     if inputs.files == () and os.path.abspath(inputs.path) == os.path.abspath(output.path) \
@@ -126,20 +130,6 @@ def _check_options(method: str, batch_size: int | None, on_error: str) -> None:
                          f"batch_size={batch_size!r}")
 
 
-def _check_load_keywords(manifest: Any, load_kwargs: Mapping[str, Any]) -> None:
-    """Refuse keywords neither predict_file nor load (nor the artifact's flavors) read, before any row is read."""
-    if not load_kwargs:
-        return
-    from modelsafe._api import load
-    from modelsafe._keywords import declared, signature_names
-    from modelsafe.flavors import get_flavor
-    from modelsafe.flavors.keywords import check_load_keywords
-
-    own = signature_names(predict_file) | declared("predict_file") | signature_names(load)
-    check_load_keywords("predict_file", load_kwargs, own,
-                        [(get_flavor(c.flavor), c.data) for c in manifest.components.values()])
-
-
 class _Run:
     """One pass over the input: chunks scored and written, rejected rows set aside, counts kept."""
 
@@ -180,14 +170,14 @@ class _Run:
             remove(self.rejects)  # a rejects file from an earlier run does not describe this one
         self.seconds = time.perf_counter() - started
 
-    def _chunk(self, batch: Any, sink: Sink, rejects: "_LazySink | None") -> None:
+    def _chunk(self, batch: Any, sink: Sink, rejects: _LazySink | None) -> None:
         first = self.rows_in
         frame = to_pandas(batch)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 found = Split(scored=[(0, self.scorer.score(frame))])
-            except Exception as exc:  # noqa: BLE001 - the guard's and the model's errors, said of these rows
+            except Exception as exc:
                 if self.on_error == "fail" or not row_level(exc):
                     raise self._error(exc, first, batch.num_rows) from exc
                 found = self.scorer.split(frame, 0, exc)

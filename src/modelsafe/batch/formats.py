@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from modelsafe.artifact.location import RemotePath, resolve
 from modelsafe.errors import BatchError
 
-__all__ = ["Location", "locate", "format_of", "FORMATS"]
+__all__ = ["FORMATS", "Location", "format_of", "locate"]
 
 #: File name suffix -> format.
 _SUFFIXES = {
@@ -58,7 +59,7 @@ class Location:
     def delimiter(self) -> str:
         return "\t" if self.path.lower().endswith(".tsv") else ","
 
-    def sibling(self, name: str) -> "Location":
+    def sibling(self, name: str) -> Location:
         """The file ``name`` beside this one, in the same format (the rejects file)."""
         if isinstance(self.target, RemotePath):
             return Location(self.target.sibling(name).url, self.format, self.target.sibling(name))

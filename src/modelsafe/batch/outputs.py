@@ -13,14 +13,15 @@ recorded at save (their dtype and shape) and the labels: the ``meta`` of a Dask 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from modelsafe.errors import BatchError
 
-__all__ = ["OutputSpec", "column_names", "to_frame", "class_labels", "recorded_width", "PREDICTION", "PER_CLASS"]
+__all__ = ["PER_CLASS", "PREDICTION", "OutputSpec", "class_labels", "column_names", "recorded_width", "to_frame"]
 
 PREDICTION = "prediction"
 #: Methods whose columns are the model's classes.
@@ -100,7 +101,7 @@ class OutputSpec:
     series: bool
 
     @classmethod
-    def recorded(cls, manifest: Any, method: str, labels: Sequence[Any] | None) -> "OutputSpec":
+    def recorded(cls, manifest: Any, method: str, labels: Sequence[Any] | None) -> OutputSpec:
         """From the output of ``method`` recorded with the verification sample at save."""
         outputs = (manifest.verification or {}).get("outputs") or {}
         spec = outputs.get(method)

@@ -9,7 +9,8 @@ JSON reader, block by block. Every source yields :class:`pyarrow.RecordBatch` es
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from modelsafe.batch.formats import Location
 from modelsafe.errors import BatchError
@@ -17,7 +18,7 @@ from modelsafe.errors import BatchError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["open_source", "Source", "rebatch", "DEFAULT_BATCH_ROWS"]
+__all__ = ["DEFAULT_BATCH_ROWS", "Source", "open_source", "rebatch"]
 
 #: Rows per chunk when ``batch_size`` is not given.
 DEFAULT_BATCH_ROWS = 65_536
@@ -32,14 +33,14 @@ _CSV_TYPES = {"float64": "float64", "float32": "float32", "int64": "int64", "int
 class Source:
     """A table read chunk by chunk: ``total_rows`` when known up front (Parquet metadata)."""
 
-    def __init__(self, location: Location, batches: Iterator["pa.RecordBatch"], total_rows: int | None,
+    def __init__(self, location: Location, batches: Iterator[pa.RecordBatch], total_rows: int | None,
                  closing: contextlib.ExitStack) -> None:
         self.location = location
         self.total_rows = total_rows
         self._batches = batches
         self._closing = closing
 
-    def __iter__(self) -> Iterator["pa.RecordBatch"]:
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
 
         try:
@@ -70,7 +71,7 @@ def open_source(location: Location, batch_size: int, schema: Mapping[str, Any] |
     return Source(location, rebatch(batches, batch_size), total, closing)
 
 
-def rebatch(batches: Iterator["pa.RecordBatch"], size: int) -> Iterator["pa.RecordBatch"]:
+def rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
     """``batches`` cut and joined into batches of exactly ``size`` rows (the last one shorter)."""
     import pyarrow as pa
 
@@ -99,7 +100,7 @@ def arrow_filesystem(location: Location) -> Any:
     return PyFileSystem(FSSpecHandler(location.fs))
 
 
-def _parquet(location: Location, batch_size: int) -> tuple[Iterator["pa.RecordBatch"], int]:
+def _parquet(location: Location, batch_size: int) -> tuple[Iterator[pa.RecordBatch], int]:
     import pyarrow.parquet as pq
 
     filesystem = arrow_filesystem(location)
@@ -110,7 +111,7 @@ def _parquet(location: Location, batch_size: int) -> tuple[Iterator["pa.RecordBa
              [location.path]]
     total = sum(f.metadata.num_rows for f in files)
 
-    def batches() -> Iterator["pa.RecordBatch"]:
+    def batches() -> Iterator[pa.RecordBatch]:
         for handle in files:
             yield from handle.iter_batches(batch_size=batch_size)
             handle.close()
@@ -130,9 +131,9 @@ def _open_binary(location: Location) -> Iterator[Any]:
             yield stream
 
 
-def _csv(stream: Any, location: Location, schema: Mapping[str, Any] | None) -> Iterator["pa.RecordBatch"]:
+def _csv(stream: Any, location: Location, schema: Mapping[str, Any] | None) -> Iterator[pa.RecordBatch]:
     import pyarrow as pa
-    import pyarrow.csv as csv
+    from pyarrow import csv
 
     types = {}
     if schema and schema.get("kind") == "dataframe":
@@ -146,7 +147,7 @@ def _csv(stream: Any, location: Location, schema: Mapping[str, Any] | None) -> I
     return iter(reader)
 
 
-def _jsonl(stream: Any) -> Iterator["pa.RecordBatch"]:
+def _jsonl(stream: Any) -> Iterator[pa.RecordBatch]:
     import pyarrow.json as pj
 
     return iter(pj.open_json(stream, read_options=pj.ReadOptions(block_size=_BLOCK_BYTES)))

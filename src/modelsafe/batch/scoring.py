@@ -12,13 +12,14 @@ of the wrong dtype fails every row, and stops the run whatever ``on_error`` says
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from modelsafe.batch.outputs import class_labels, to_frame
 from modelsafe.errors import BatchError, ModelsafeError, SchemaError
 
-__all__ = ["ChunkScorer", "Split", "row_level", "chunk_error"]
+__all__ = ["ChunkScorer", "Split", "chunk_error", "row_level"]
 
 
 @dataclass
@@ -86,7 +87,7 @@ class ChunkScorer:
         for part, start in ((frame.iloc[:middle], first), (frame.iloc[middle:], first + middle)):
             try:
                 found.scored.append((start, self.score(part)))
-            except Exception as exc:  # noqa: BLE001 - which rows fail is what is being found out
+            except Exception as exc:
                 if not row_level(exc):
                     raise
                 self._split(part, start, exc, found)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from modelsafe.batch.outputs import PER_CLASS, OutputSpec, class_labels, recorde
 from modelsafe.batch.scoring import ChunkScorer, chunk_error
 from modelsafe.errors import BatchError, FlavorNotInstalledError
 
-__all__ = ["udf", "ModelUDF", "spark_type"]
+__all__ = ["ModelUDF", "spark_type", "udf"]
 
 _HINT = "pip install 'modelsafe[spark]'"
 #: numpy dtype kind and size -> Spark SQL type name.
@@ -34,7 +35,7 @@ _TYPES = {"f8": "double", "f4": "float", "f2": "float", "i8": "bigint", "i4": "i
           "i1": "tinyint", "u4": "bigint", "u2": "int", "u1": "smallint", "b1": "boolean"}
 
 
-def udf(spark: Any, artifact: Any, *, method: str = "predict", result_type: Any = None, **load_kwargs: Any) -> "ModelUDF":
+def udf(spark: Any, artifact: Any, *, method: str = "predict", result_type: Any = None, **load_kwargs: Any) -> ModelUDF:
     """A Spark pandas UDF scoring rows with the artifact (loaded once per Python worker).
 
     Parameters
@@ -106,7 +107,7 @@ def _score_batches(ref: ArtifactRef, method: str, struct: bool, batches: Iterato
     for frame in batches:
         try:
             out = scorer.score(frame)
-        except Exception as exc:  # noqa: BLE001 - the guard's and the model's errors, said of these rows
+        except Exception as exc:
             where = f"Rows {first:,}-{first + len(frame) - 1:,} of a Spark partition (pid {os.getpid()})"
             raise chunk_error(exc, where, {"rows": (first, first + len(frame) - 1)}) from exc
         first += len(frame)

@@ -79,7 +79,7 @@ class Sink:
             self._temporary = Path(name)
             self._stream = pa.OSFile(name, "wb")
 
-    def write(self, table: "pa.Table") -> None:
+    def write(self, table: pa.Table) -> None:
         if self._schema is None:
             self._schema = table.schema
             self._writer = self._open_writer(table.schema)
@@ -91,19 +91,19 @@ class Sink:
             self._writer.write_table(table)
         self.rows += table.num_rows
 
-    def _open_writer(self, schema: "pa.Schema") -> Any:
+    def _open_writer(self, schema: pa.Schema) -> Any:
         if self.location.format == "parquet":
             import pyarrow.parquet as pq
 
             return pq.ParquetWriter(self._stream, schema)
         if self.location.format == "csv":
-            import pyarrow.csv as csv
+            from pyarrow import csv
 
             return csv.CSVWriter(self._stream, schema,
                                  write_options=csv.WriteOptions(delimiter=self.location.delimiter))
         return None
 
-    def _conform(self, table: "pa.Table") -> "pa.Table":
+    def _conform(self, table: pa.Table) -> pa.Table:
         """A later chunk in the first chunk's types (an all-null column, int predictions in a float column)."""
         import pyarrow as pa
 
@@ -155,7 +155,7 @@ def remove(location: Location) -> None:
         location.target.unlink(missing_ok=True)
 
 
-def _json_lines(table: "pa.Table") -> bytes:
+def _json_lines(table: pa.Table) -> bytes:
     text = table.to_pandas().to_json(orient="records", lines=True, date_format="iso")
     return (text if text.endswith("\n") else text + "\n").encode()
 

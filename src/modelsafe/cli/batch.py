@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import click
 
 from modelsafe import errors
-from modelsafe.cli._app import EXIT_FAILED, EXIT_OK, State, cli, emit, exit_code, json_option, rich_console, \
-    storage_option
+from modelsafe.cli._app import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    State,
+    cli,
+    emit,
+    exit_code,
+    json_option,
+    rich_console,
+    storage_option,
+)
 
 
 @cli.command()
@@ -52,9 +63,16 @@ def predict(state: State, artifact: str, source: str, destination: str, method: 
             emit(state, [{"artifact": artifact, "ok": False, "error": type(exc).__name__, "message": str(exc)}], [])
         else:
             click.echo(f"{source}: {type(exc).__name__}: {exc}", err=True)
-        sys.exit(exit_code(exc))
+        sys.exit(_exit_code(exc))
     emit(state, [report.to_dict()], [str(report)])
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+def _exit_code(exc: BaseException) -> int:
+    """2 for an input or output that cannot be read or written (a BatchError naming a ``path``), as for artifacts."""
+    if isinstance(exc, errors.BatchError) and hasattr(exc, "path"):
+        return EXIT_USAGE
+    return exit_code(exc)
 
 
 @contextmanager
@@ -63,7 +81,13 @@ def _progress(state: State) -> Iterator[Callable[[int, int | None], None] | None
     if not sys.stderr.isatty() or state.as_json:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     columns: list[Any] = [TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[speed]} rows/s"), TimeRemainingColumn()]
