@@ -15,13 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 from modelsafe.batch.cache import ArtifactRef
+from modelsafe.batch.extras import require
 from modelsafe.batch.outputs import PER_CLASS, OutputSpec, class_labels, recorded_width
 from modelsafe.batch.scoring import ChunkScorer, chunk_error
-from modelsafe.errors import FlavorNotInstalledError
 
 __all__ = ["predict"]
 
-_HINT = "pip install 'modelsafe[dask]'"
 
 
 def predict(artifact: Any, ddf: Any, *, method: str = "predict", meta: Any = None, **load_kwargs: Any) -> Any:
@@ -55,7 +54,7 @@ def predict(artifact: Any, ddf: Any, *, method: str = "predict", meta: Any = Non
     >>> len(scores.compute(scheduler="threads"))
     5
     """
-    _require()
+    require("dask", ("dask", "pyarrow", "pandas"))
     ref = ArtifactRef.prepare(artifact, "modelsafe.dask.predict", load_kwargs)
     if meta is None:
         labels = None
@@ -76,13 +75,3 @@ def _score_partition(frame: Any, ref: ArtifactRef, method: str, partition_info: 
     except Exception as exc:
         where = f"Partition {number} ({len(frame):,} rows)" if number is not None else f"A partition ({len(frame):,} rows)"
         raise chunk_error(exc, where, {"partition": number}) from exc
-
-
-def _require() -> None:
-    import importlib.util
-
-    missing = [name for name in ("dask", "pyarrow", "pandas") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise FlavorNotInstalledError(
-            f"modelsafe.dask needs {', '.join(missing)}, not installed here. Install them with: {_HINT}",
-            flavor="dask", hint=_HINT, missing=missing)

@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 
 from modelsafe.batch.cache import ArtifactRef
+from modelsafe.batch.extras import require
 from modelsafe.batch.outputs import PER_CLASS, OutputSpec, class_labels, recorded_width
 from modelsafe.batch.scoring import ChunkScorer, chunk_error
-from modelsafe.errors import BatchError, FlavorNotInstalledError
+from modelsafe.errors import BatchError
 
 __all__ = ["ModelUDF", "spark_type", "udf"]
 
-_HINT = "pip install 'modelsafe[spark]'"
 #: numpy dtype kind and size -> Spark SQL type name.
 _TYPES = {"f8": "double", "f4": "float", "f2": "float", "i8": "bigint", "i4": "int", "i2": "smallint",
           "i1": "tinyint", "u4": "bigint", "u2": "int", "u1": "smallint", "b1": "boolean"}
@@ -59,7 +59,7 @@ def udf(spark: Any, artifact: Any, *, method: str = "predict", result_type: Any 
     >>> score = modelsafe.spark.udf(spark, "/tmp/doc-model.msafe")      # doctest: +SKIP
     >>> df.withColumn("prediction", score("a", "b", "c"))                 # doctest: +SKIP
     """
-    _require()
+    require("spark", ("pyspark", "pyarrow", "pandas"))
     ref = ArtifactRef.prepare(artifact, "modelsafe.spark.udf", load_kwargs)
     labels = None
     if method in PER_CLASS and recorded_width(ref.manifest, method) > 1:
@@ -146,13 +146,3 @@ def _warn_local_path(spark: Any, location: str) -> None:
         warnings.warn(f"The artifact {location!r} is a local path and Spark runs on {master}: every executor must "
                       "read it at that path (a shared file system). Otherwise put it on a remote store "
                       "(s3://...) and pass that URL.", UserWarning, stacklevel=3)
-
-
-def _require() -> None:
-    import importlib.util
-
-    missing = [name for name in ("pyspark", "pyarrow", "pandas") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise FlavorNotInstalledError(
-            f"modelsafe.spark needs {', '.join(missing)}, not installed here. Install them with: {_HINT}",
-            flavor="spark", hint=_HINT, missing=missing)
