@@ -3,8 +3,10 @@
 An artifact names its classes (the model, its config, a tokenizer, a pipeline) as
 ``[module, qualname]``. At load each one must be either
 
-* **one of transformers' own classes**: defined in the ``transformers`` package itself (not in
-  ``transformers_modules``, where ``trust_remote_code`` puts downloaded code) and a subclass
+* **one of transformers' own classes**: recorded under the ``transformers`` package (not
+  ``transformers_modules``, where ``trust_remote_code`` puts downloaded code), resolved by the
+  name transformers exports (its public namespace is the allowlist; a class a model module
+  does not export is looked up in that module under ``transformers.models``), and a subclass
   of the base its role requires (``PreTrainedModel`` for a model, ``PretrainedConfig`` for its
   config...); or
 * **custom code** (a class from ``__main__``, a notebook or a local module): bundled at save by
@@ -124,17 +126,21 @@ def resolve_class(path: Any, role: str, options: "LoadOptions | None") -> type:
 
 
 def _own_class(transformers: Any, module: str, qualname: str, role: str) -> Any:
+    """Transformers' public name first (what the package exports is the allowlist); else, for a class of
+    a model's own module that transformers does not export, that module under ``transformers.models``."""
     from modelsafe.errors import EnvironmentMismatchError
 
-    try:
-        return _attribute(importlib.import_module(module), qualname)
-    except (ImportError, AttributeError):
-        found = getattr(transformers, qualname, None) if "." not in qualname else None
-        if found is not None:
-            return found  # moved to another module of transformers since saving: the public name still holds
+    found = getattr(transformers, qualname, None) if qualname.isidentifier() else None
+    if inspect.isclass(found):
+        return found
+    if module.startswith("transformers.models."):
+        try:
+            return _attribute(importlib.import_module(module), qualname)
+        except (ImportError, AttributeError):
+            pass
     raise EnvironmentMismatchError(
-        f"The {role} class {module}.{qualname} does not exist in transformers {transformers.__version__} installed "
-        "here: it was added or renamed in another version. Install the transformers version the model was saved "
+        f"The {role} class {module}.{qualname} is not one transformers {transformers.__version__} installed here "
+        "provides: it was added or renamed in another version. Install the transformers version the model was saved "
         "with (`modelsafe env` lists it).", modules=[module], role=role)
 
 

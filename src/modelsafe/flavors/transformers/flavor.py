@@ -65,12 +65,8 @@ def _type_name(obj: Any) -> str:
 class TransformersFlavor(Flavor):
     name = "transformers"
     version = 1
-
-    def load_keywords(self, data: Mapping[str, Any]) -> frozenset[str]:
-        """The load keywords of the torch flavor, which loads the weights nested in every model (``mmap=``)."""
-        from modelsafe.flavors import get_flavor
-
-        return self.load_options | get_flavor("torch").load_keywords({"kind": "state"})
+    #: Read by the torch flavor, which loads the weights nested in every model: mmap=False copies them.
+    load_options = frozenset({"mmap"})
 
     def can_embed(self, obj: Any) -> bool:
         return kind_of(obj) is not None
