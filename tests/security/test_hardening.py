@@ -275,3 +275,23 @@ def test_scan_keeps_numpy_arrays_clean(tmp_path):
     path = tmp_path / "arrays.pkl"
     path.write_bytes(pickle.dumps({"a": np.arange(10.0), "b": np.zeros((3, 3), dtype=np.int8)}, protocol=5))
     assert ms.scan(path).ok
+
+
+def _pyx_stream(reconstructor: str, type_name: str, state: bytes) -> bytes:
+    module = b"sklearn._loss._loss"
+    return (b"\x80\x02c" + module + b"\n" + reconstructor.encode() + b"\nc" + module + b"\n" + type_name.encode()
+            + b"\nK\x00" + state + b"\x87R.")
+
+
+def test_an_older_releases_cython_reconstructor_is_rebuilt_by_the_installed_type():
+    import sklearn._loss._loss as losses
+
+    assert not hasattr(losses, "__pyx_unpickle_CyHalfTweedieLoss")  # gone since scikit-learn 1.6
+    state = b"G" + struct.pack(">d", 1.5) + b"\x85"  # (1.5,)
+    loss = restricted_loads(_pyx_stream("__pyx_unpickle_CyHalfTweedieLoss", "CyHalfTweedieLoss", state))
+    assert isinstance(loss, losses.CyHalfTweedieLoss) and loss.power == 1.5
+    with pytest.raises(FormatError, match="cannot rebuild it from that state") as err:
+        restricted_loads(_pyx_stream("__pyx_unpickle_CyHalfTweedieLoss", "CyHalfTweedieLoss", b"X\x01\x00\x00\x00x\x85"))
+    assert "scikit-learn" in str(err.value) and err.value.type_name == "CyHalfTweedieLoss"
+    with pytest.raises(FormatError, match="called with"):  # the reconstructor rebuilds its own type only
+        restricted_loads(_pyx_stream("__pyx_unpickle_CyHalfTweedieLoss", "CyHalfBinomialLoss", b")"))

@@ -15,6 +15,7 @@ from typing import Any, Callable, Collection, Iterable, Mapping
 
 from modelsafe.errors import FormatError, UntrustedContentError
 from modelsafe.security._allowlist import is_allowed
+from modelsafe.security._cython import substitute
 from modelsafe.security._inert import summarize_buffer
 from modelsafe.security._opcodes import PickleSummary, summarize_pickle
 from modelsafe.security._validators import validating_standin
@@ -146,7 +147,7 @@ def resolve_global(module: str, name: str, *, trusted: tuple[str, ...], allowed_
         )
     if resolve is not None and module in allowed_modules:
         return resolve(module, name)
-    standin = validating_standin(f"{module}.{name}")
+    standin = validating_standin(f"{module}.{name}") or substitute(module, name)
     if standin is not None:
         return standin
     return default(current_numpy_module(module), name)

@@ -7,7 +7,7 @@ The parent fits each estimator and saves it; one fresh interpreter loads every a
 from __future__ import annotations
 
 import json
-import warnings
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,66 +15,10 @@ import pytest
 
 import modelsafe as ms
 
-METHODS = ("predict", "predict_proba", "decision_function", "transform")
-# Meta-estimators need sub-estimators; they are covered by the Pipeline tests.
-_NEEDS_ARGS = {"ClassifierChain", "ColumnTransformer", "FeatureUnion", "FixedThresholdClassifier",
-               "FrozenEstimator", "GridSearchCV", "HalvingGridSearchCV", "HalvingRandomSearchCV",
-               "MultiOutputClassifier", "MultiOutputRegressor", "OneVsOneClassifier", "OneVsRestClassifier",
-               "OutputCodeClassifier", "Pipeline", "RandomizedSearchCV", "RegressorChain", "RFE", "RFECV",
-               "SelectFromModel", "SelfTrainingClassifier", "SequentialFeatureSelector", "SparseCoder",
-               "StackingClassifier", "StackingRegressor", "TunedThresholdClassifierCV", "VotingClassifier",
-               "VotingRegressor", "TransformedTargetRegressor"}
+sys.path.insert(0, str(Path(__file__).parent))
 
-
-def _data(kind: str):
-    rng = np.random.default_rng(0)
-    X = np.abs(rng.normal(size=(60, 4))) + 0.1  # positive: some estimators need it
-    if kind == "classifier":
-        return X, (X[:, 0] > np.median(X[:, 0])).astype(int)
-    if kind == "regressor":
-        return X, X @ np.array([1.0, -2.0, 0.5, 0.0])
-    return X, None
-
-
-def _fit_all():
-    from sklearn.utils import all_estimators
-
-    fitted = []
-    for name, cls in all_estimators():
-        if name in _NEEDS_ARGS:
-            continue
-        kind = ("classifier" if "Classifier" in name or name.endswith("SVC") or name in ("LogisticRegression",)
-                else "regressor")
-        for kind in (kind, "transformer"):
-            X, y = _data(kind)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    est = cls()
-                    est.fit(X, y) if y is not None else est.fit(X)
-                break
-            except Exception:  # noqa: BLE001 - estimators that need other data are skipped
-                est = None
-        if est is not None:
-            fitted.append((name, est, X))
-    return fitted
-
-
-def _outputs(est, X):
-    out = {}
-    for method in METHODS:
-        if not hasattr(est, method):
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                value = getattr(est, method)(X)
-        except Exception:  # noqa: BLE001 - e.g. transform unavailable for this configuration
-            continue
-        if hasattr(value, "toarray"):
-            value = value.toarray()
-        out[method] = np.asarray(value)
-    return out
+from estimators import fit_all as _fit_all  # noqa: E402 - the zoo, shared with tests/compat
+from estimators import outputs as _outputs  # noqa: E402
 
 
 def test_every_estimator_round_trips_in_a_fresh_process(tmp_path: Path, fresh):
