@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 import zipfile
 
 import numpy as np
@@ -262,3 +263,55 @@ def test_a_feature_extractor_saved_on_its_own(tmp_path, fresh):
         values = bundle.predict(np.load("audio.npy"))["input_values"].numpy()
         assert values.shape == (3, 800) and abs(float(values.mean())) < 1e-3   # normalized per row
     """)
+
+
+def test_custom_config_and_model_from_a_local_module(tmp_path, fresh):
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "tinymodels.py").write_text(textwrap.dedent("""
+        import torch
+        from transformers import PretrainedConfig, PreTrainedModel
+
+        class TinyConfig(PretrainedConfig):
+            model_type = "tiny-local"
+
+            def __init__(self, width=8, **kwargs):
+                self.width = width
+                super().__init__(**kwargs)
+
+        class TinyModel(PreTrainedModel):
+            config_class = TinyConfig
+
+            def __init__(self, config):
+                super().__init__(config)
+                self.embed = torch.nn.Embedding(20, config.width)
+                self.out = torch.nn.Linear(config.width, 2)
+                self.post_init()
+
+            def forward(self, input_ids):
+                return {"logits": self.out(self.embed(input_ids).mean(dim=1))}
+    """))
+    fresh("""
+        import os
+        os.environ.setdefault("USE_TF", "0")
+        import torch, modelsafe as ms
+        from tinymodels import TinyConfig, TinyModel
+        torch.manual_seed(0)
+        ms.save(TinyModel(TinyConfig(width=6)).eval(), "../tiny.msafe", sample={"input_ids": torch.randint(0, 20, (3, 4))})
+    """, cwd=tmp_path / "project")
+    manifest = ms.inspect(tmp_path / "tiny.msafe")
+    assert manifest.components["model"].data["config_class"] == ["tinymodels", "TinyConfig"]
+    assert [r["module"] for r in manifest.code] == ["tinymodels"]
+    fresh("""
+        import modelsafe as ms                       # run from the project: its own tinymodels.py is used
+        bundle = ms.load("../tiny.msafe")
+        assert bundle.model.config.width == 6 and bundle.verify().ok
+    """, cwd=tmp_path / "project")
+    refused = fresh("""
+        import modelsafe as ms                       # elsewhere: only the bundled copy, behind the trust gate
+        try:
+            ms.load("tiny.msafe")
+        except ms.UntrustedContentError as exc:
+            print("refused", exc.modules)
+        print(type(ms.load("tiny.msafe", trust_code=True).model).__name__)
+    """)
+    assert "refused ['tinymodels']" in refused.stdout and "TinyModel" in refused.stdout
