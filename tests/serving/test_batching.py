@@ -76,7 +76,8 @@ def test_concat_and_take_rows_invert_each_other():
     assert concat([["x"], ["y", "z"]]) == ["x", "y", "z"]
 
 
-def test_a_lane_batches_concurrent_requests_up_to_the_limit(served, bundles):
+@pytest.mark.parametrize("latency", [0.0, 0.005], ids=["no wait when idle", "waits 5 ms for company"])
+def test_a_lane_batches_concurrent_requests_up_to_the_limit(served, bundles, latency):
     sizes = [1, 2, 3] * 14
     frames = _frames(sizes, 7)
     batches: list[int] = []
@@ -84,7 +85,7 @@ def test_a_lane_batches_concurrent_requests_up_to_the_limit(served, bundles):
     async def main():
         with ThreadPoolExecutor(2) as pool:
             model = served["linear"]
-            lane = Lane(lambda inputs, rows: run_requests(model, "predict", inputs, rows), pool, 16, 0.005,
+            lane = Lane(lambda inputs, rows: run_requests(model, "predict", inputs, rows), pool, 16, latency,
                         on_batch=batches.append)
             results = await asyncio.gather(*(lane.submit(f, n) for f, n in zip(frames, sizes)))
             await lane.close()

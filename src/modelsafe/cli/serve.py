@@ -24,8 +24,9 @@ from modelsafe.cli._app import State, cli, exit_code
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
 @click.option("--max-batch-size", default=1, show_default=True, type=click.IntRange(1),
               help="Above 1, concurrent requests are predicted together, up to this many rows.")
-@click.option("--max-latency-ms", default=5.0, show_default=True, type=click.FloatRange(0),
-              help="How long a request may wait for others to join its batch.")
+@click.option("--max-latency-ms", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="How long a request may wait for others to join its batch while the model is idle "
+                   "(requests arriving while it is busy are batched anyway).")
 @click.option("--max-body-mb", default=64.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Larger request bodies get 413.")
 @click.option("--max-rows", default=100_000, show_default=True, type=click.IntRange(1),

@@ -43,7 +43,7 @@ def load_models(artifacts: Any, **load_kwargs: Any) -> list[ServedModel]:
     return models
 
 
-def create_app(artifacts: Any, *, max_batch_size: int = 1, max_latency_ms: float = 5.0, token: str | None = None,
+def create_app(artifacts: Any, *, max_batch_size: int = 1, max_latency_ms: float = 0.0, token: str | None = None,
                env: str = "warn", trust_code: bool = False, trusted: Iterable[str] = (),
                max_body_bytes: int = 64 << 20, max_rows: int = 100_000, threads: int = 0,
                **load_kwargs: Any) -> Starlette:
@@ -61,7 +61,8 @@ def create_app(artifacts: Any, *, max_batch_size: int = 1, max_latency_ms: float
     max_batch_size
         Above 1, concurrent requests to one model are predicted together, up to this many rows.
     max_latency_ms
-        How long a request may wait for others to join its batch.
+        How long a request may wait for others to join its batch while the model is idle (0: not
+        at all; requests that arrive while the model is busy are batched anyway).
     token
         When given, every request but the health probes needs ``Authorization: Bearer <token>``.
     env, trust_code, trusted, **load_kwargs

@@ -6,9 +6,11 @@ ones concatenated, predicted once and split back by their row counts. When the m
 output does not have one row per input row, or the batch raises, every request is
 predicted on its own instead, so a batch never changes what a caller gets.
 
-:class:`Lane` gathers concurrent requests to one model and method: from the first
-request's arrival it waits at most ``max_latency`` for ``max_rows`` rows, then hands the
-batch to the thread pool; requests arriving meanwhile form the next batch.
+:class:`Lane` gathers concurrent requests to one model and method. A batch leaves for the
+thread pool when a prediction slot is free and either ``max_rows`` rows are waiting or the
+oldest request has waited ``max_latency`` (0, the default: at once). Requests that arrive
+while the slots are busy wait for the next batch, so under load batches form without any
+added wait, and a lone request is never held back.
 """
 
 from __future__ import annotations

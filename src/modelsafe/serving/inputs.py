@@ -32,6 +32,9 @@ class InputSpec:
         self.columns = schema.get("columns") or []
         self.labels = [decode_label(c["name"]) if exact else c["name"] for c in self.columns]
         self.by_text = {str(label): label for label in self.labels}
+        self._index: Any = None
+        self.dtype_names = [str(c.get("dtype")) for c in self.columns]
+        self.single = _single_dtype(self.columns)
         self.dtype = schema.get("dtype")
         self.shape = schema.get("shape")
         self.keys = list(schema.get("keys") or [])
@@ -50,8 +53,12 @@ class InputSpec:
             raise _malformed("'data' of dataframe_split", "a list of rows", data)
         if columns is None:
             return self.from_rows(data)
+        names = self._names(columns)
+        fast = self._numeric_frame(names, data) if index is None else None
+        if fast is not None:
+            return fast
         try:
-            frame = pd.DataFrame(data, columns=list(columns), index=index)
+            frame = pd.DataFrame(data, columns=names, index=index)
         except (ValueError, TypeError) as exc:
             raise _malformed("dataframe_split", f"rows of {len(columns)} value(s) matching 'columns'", data,
                              detail=str(exc)) from None
@@ -63,7 +70,13 @@ class InputSpec:
             raise _malformed("records", "a list of {column: value} objects", records)
         if self.kind == "dict":
             return self.from_columns({k: [r.get(k) for r in records] for k in _keys(records)})
-        return self.frame(_pandas().DataFrame.from_records(records))
+        keys = _keys(records)
+        names = self._names(keys)
+        if names is self._index and all(len(r) == len(keys) for r in records):
+            fast = self._numeric_frame(names, [[r[k] for k in keys] for r in records])
+            if fast is not None:
+                return fast
+        return self.frame(_pandas().DataFrame.from_records(records, columns=names))
 
     def from_columns(self, columns: Mapping[str, Any]) -> Any:
         """``{name: values}``: a DataFrame's columns, or the named inputs of a model taking a dict."""
@@ -74,7 +87,7 @@ class InputSpec:
         if not self.is_frame and len(columns) == 1:
             return self.from_rows(next(iter(columns.values())))
         try:
-            frame = _pandas().DataFrame({k: _column(v) for k, v in columns.items()})
+            frame = _pandas().DataFrame({k: _column(v) for k, v in columns.items()}, columns=self._names(columns))
         except (ValueError, TypeError) as exc:
             raise _malformed("columns", "columns of equal length", {k: _length(v) for k, v in columns.items()},
                              detail=str(exc)) from None
@@ -109,7 +122,7 @@ class InputSpec:
                    "'columns', or dataframe_records, to have columns matched by name.")
         pd = _pandas()
         frame = pd.DataFrame({j: _column(array[:, j].tolist()) for j in range(width)})
-        frame.columns = list(self.labels)
+        frame.columns = self._names(self.labels)
         return self.frame(frame)
 
     def array(self, values: Any) -> Any:
@@ -121,22 +134,61 @@ class InputSpec:
                              detail=str(exc)) from None
         return _exact_cast(array, self.dtype)
 
+    def _numeric_frame(self, names: Any, rows: Any) -> Any:
+        """Rows of plain JSON numbers for a model saved with one numeric dtype throughout, as a frame
+        of that dtype built in one step (else None: the general path infers and converts)."""
+        if self.single is None or names is not self._index or not isinstance(rows, list):
+            return None
+        allowed = (int, float) if self.single.kind == "f" else (int,)
+        width = len(self.labels)
+        for row in rows:
+            if type(row) is not list or len(row) != width or any(type(v) not in allowed for v in row):
+                return None
+        try:
+            values = np.array(rows, dtype=self.single)
+        except (OverflowError, ValueError):
+            return None
+        return _pandas().DataFrame(values.reshape(len(rows), width), columns=names, copy=False)
+
+    def _names(self, names: Any) -> Any:
+        """Column names as a pandas Index of Python objects, the recorded one reused when they match.
+
+        pandas 3 would build an Arrow string index for every request (about a millisecond for
+        a few names); the labels stay the same Python values either way.
+        """
+        names = list(names)
+        if names == self.labels:
+            if self._index is None:
+                self._index = _pandas().Index(self.labels, dtype=object)
+            return self._index
+        return _pandas().Index(names, dtype=object)
+
     # --- the recorded column dtypes --------------------------------------------------------
     def frame(self, frame: Any) -> Any:
         """``frame`` with text names mapped to the recorded labels (``"0"`` to ``0``) and columns
-        converted to the recorded dtypes where JSON could not carry them and no value changes."""
+        converted to the recorded dtypes where JSON could not carry it and no value changes."""
         if not self.is_frame:
             return frame
-        renames = {c: self.by_text[c] for c in frame.columns
-                   if isinstance(c, str) and c in self.by_text and c not in self.labels}
-        if renames:
-            frame = frame.rename(columns=renames)
-        present = set(frame.columns) if frame.columns.is_unique else set()
-        for label, column in zip(self.labels, self.columns):
-            if label in present:
-                converted = _convert(frame[label], column)
-                if converted is not None:
-                    frame[label] = converted
+        names = list(frame.columns)
+        if names != self.labels:
+            renames = {c: self.by_text[c] for c in names
+                       if isinstance(c, str) and c in self.by_text and c not in self.labels}
+            if renames:
+                frame = frame.rename(columns=renames)
+                names = list(frame.columns)
+            if len(set(map(repr, names))) != len(names):
+                return frame  # duplicate names: the guard says which
+        dtypes = [str(d) for d in frame.dtypes.tolist()]
+        if names == self.labels and dtypes == self.dtype_names:
+            return frame
+        where = {repr(label): i for i, label in enumerate(names)}
+        for label, column, want in zip(self.labels, self.columns, self.dtype_names):
+            i = where.get(repr(label))
+            if i is None or dtypes[i] == want:
+                continue
+            converted = _convert(frame.iloc[:, i], column)
+            if converted is not None:
+                frame.isetitem(i, converted)
         return frame
 
 
@@ -150,6 +202,18 @@ def rows_in(value: Any) -> int:
     if shape is not None:
         return int(shape[0]) if len(shape) else 1
     return len(value) if isinstance(value, list) else 1
+
+
+def _single_dtype(columns: Sequence[Mapping[str, Any]]) -> np.dtype | None:
+    """The one numpy number dtype of every recorded column, or None."""
+    names = {str(c.get("dtype")) for c in columns}
+    if len(names) != 1 or any(c.get("nullable") for c in columns):
+        return None
+    try:
+        dtype = np.dtype(names.pop())
+    except TypeError:
+        return None
+    return dtype if dtype.kind in "iuf" else None
 
 
 def _convert(series: Any, column: Mapping[str, Any]) -> Any:

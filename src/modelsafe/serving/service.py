@@ -34,7 +34,7 @@ class Limits:
     """What the server accepts and how it batches."""
 
     max_batch_size: int = 1
-    max_latency_ms: float = 5.0
+    max_latency_ms: float = 0.0
     max_body_bytes: int = 64 << 20
     max_rows: int = 100_000
     threads: int = 0  # 0: min(4, CPUs + 1)
