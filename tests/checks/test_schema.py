@@ -107,3 +107,20 @@ def test_training_data_gives_the_ranges(tmp_path):
     schema = ms.inspect(tmp_path / "m.msafe").schema
     assert schema["ranges_from"] == "training_data"
     assert schema["features"][0]["min"] == 0.0 and schema["features"][2]["max"] == 100.0
+
+
+def _total(inputs):
+    return inputs["a"].sum(axis=1) + inputs["b"].sum(axis=1)
+
+
+def test_inspect_shows_column_names_and_several_inputs_as_python_writes_them(tmp_path):
+    from sklearn.linear_model import LinearRegression
+
+    df = pd.DataFrame(np.ones((40, 3)), columns=pd.MultiIndex.from_tuples([("price", "usd"), ("qty", 1), ("x", 2.5)]))
+    ms.save(LinearRegression().fit(df, np.arange(40)), tmp_path / "frame.msafe", sample=df)
+    assert "input: dataframe [(price, usd):float64, (qty, 1):float64, (x, 2.5):float64]" in str(
+        ms.inspect(tmp_path / "frame.msafe"))
+
+    ms.save(_total, tmp_path / "keywords.msafe", sample={"a": np.ones((4, 3), "float32"), "b": np.ones((4, 2))})
+    assert ("input: dict [a: ndarray float32 shape (n, 3), b: ndarray float64 shape (n, 2)]"
+            in str(ms.inspect(tmp_path / "keywords.msafe")))

@@ -79,12 +79,34 @@ def _environment(env: Mapping[str, Any]) -> list[str]:
 def _schema(schema: Mapping[str, Any] | None) -> list[str]:
     if not schema:
         return []
+    return [f"  input: {_input(schema)}"]
+
+
+def _input(schema: Mapping[str, Any]) -> str:
+    """One input as ``dataframe [age:int64, …]``, ``ndarray float32 shape (n, 3)``, or its inputs in brackets."""
+    kind = schema.get("kind")
     columns = schema.get("columns")
     if columns:
-        cols = ", ".join(f"{c.get('name')}:{c.get('dtype')}" for c in columns[:12])
+        cols = ", ".join(f"{_label(c.get('name'))}:{c.get('dtype')}" for c in columns[:12])
         more = "" if len(columns) <= 12 else f", … ({len(columns)} columns)"
-        return [f"  input: {schema.get('kind')} [{cols}{more}]"]
-    return [f"  input: {schema.get('kind')} {schema.get('dtype', '')} shape {schema.get('shape', '')}"]
+        return f"{kind} [{cols}{more}]"
+    if kind == "positional":
+        return f"positional ({len(schema.get('inputs', []))} inputs) [{', '.join(map(_input, schema['inputs']))}]"
+    if kind == "dict" and "keys" in schema:
+        inputs = schema.get("inputs") or {}
+        return "dict [" + ", ".join(f"{k}: {_input(inputs[k]) if k in inputs else '?'}" for k in schema["keys"]) + "]"
+    shape = schema.get("shape")
+    shown = None if shape is None else f"shape ({', '.join('n' if d is None else str(d) for d in shape)})"
+    return " ".join(str(part) for part in (kind, schema.get("dtype"), shown) if part)
+
+
+def _label(name: Any) -> str:
+    """A column name as the schema stores it (see modelsafe.checks.labels), written as Python would."""
+    if isinstance(name, dict):
+        if "tuple" in name:
+            return "(" + ", ".join(_label(part) for part in name["tuple"]) + ")"
+        return str(next(iter(name.values()), ""))
+    return name if isinstance(name, str) else repr(name)
 
 
 def _source(source: Mapping[str, Any]) -> str:
