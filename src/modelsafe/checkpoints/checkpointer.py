@@ -103,7 +103,10 @@ class Checkpointer:
     async_save
         Copy the state to host memory and write in a background thread: ``save`` returns
         once the copy is made. At most one write is pending; errors surface on the next call.
-        The host buffers (one checkpoint's size) are kept for the next save until :meth:`close`.
+        The host buffers (one checkpoint's size) are kept for the next save until :meth:`close`;
+        in a directory that holds a checkpoint (a resumed run) they are made off the training
+        thread at once, the size of the latest one's members, so the first save copies into
+        memory already touched.
 
     Notes
     -----
@@ -160,6 +163,10 @@ class Checkpointer:
         self._pending: threading.Thread | None = None
         self._error: BaseException | None = None
         self._dir.repair_if_free()  # nobody writes here: remove what a crash left
+        latest = idx.latest(self._dir.entries()) if self.async_save else None
+        #: A resumed run's host buffers, made and touched off the training thread (see snapshot.preallocate).
+        self._prefetch = (None if latest is None
+                          else _snapshot().preallocate_like(self._buffers, self.directory / latest.file))
         _LIVE.add(self)
 
     def __repr__(self) -> str:
@@ -194,6 +201,7 @@ class Checkpointer:
                 write.write_now(path, capture)
                 self._dir.commit(entry)
             return CheckpointInfo.of(self.directory, self._dir.sized(entry))
+        self._join_prefetch()
         snap, prepared = write.snapshot(self._buffers, capture)
         self._pending = threading.Thread(target=self._write_in_background, args=(entry, snap, prepared),
                                          name=f"modelsafe-checkpoint-{step}", daemon=False)
@@ -220,6 +228,12 @@ class Checkpointer:
         except BaseException as exc:  # noqa: BLE001 - handed to the next call on the training thread
             self._error = exc
 
+    def _join_prefetch(self) -> None:
+        """Wait for the host buffers being made for a resumed run (only a snapshot or close needs them)."""
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            prefetch.join()
+
     def wait(self) -> None:
         """Wait for a pending background write; raise its error if it failed (once)."""
         pending = self._pending
@@ -236,6 +250,7 @@ class Checkpointer:
         try:
             self.wait()
         finally:
+            self._join_prefetch()
             self._buffers.clear()
             self._dir.release()
 
@@ -314,6 +329,11 @@ class Checkpointer:
 def _write() -> Any:
     from modelsafe.checkpoints import write as _checkpoint_write
     return _checkpoint_write
+
+
+def _snapshot() -> Any:
+    from modelsafe.checkpoints import snapshot as _checkpoint_snapshot
+    return _checkpoint_snapshot
 
 
 def _check_step(step: Any) -> int:

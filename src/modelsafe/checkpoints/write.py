@@ -14,17 +14,16 @@ Synchronous saves write members with :class:`~modelsafe.artifact.writer.Artifact
 from the live tensors (no copy). Asynchronous saves run the very same code against a
 :class:`HostSnapshot`, which copies every member's bytes into reusable host buffers as
 they are produced; a background thread later replays them into an ``ArtifactWriter``.
+The snapshot itself is :mod:`modelsafe.checkpoints.snapshot`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from modelsafe.artifact.manifest import (
     FORMAT_VERSION,
@@ -32,8 +31,8 @@ from modelsafe.artifact.manifest import (
     Manifest,
     MemberRecord,
 )
-from modelsafe.artifact.reader import check_member_name
-from modelsafe.artifact.writer import ArtifactWriter, byte_views
+from modelsafe.artifact.writer import ArtifactWriter
+from modelsafe.checkpoints.snapshot import HostSnapshot
 from modelsafe.errors import SaveError, UnsavableObjectError, UnsupportedModelError
 from modelsafe.flavors._base import ComponentStore, SavedComponent
 
@@ -42,170 +41,11 @@ if TYPE_CHECKING:
 
     from modelsafe.artifact.writer import WrittenMember
 
-#: Members at least this large are copied into a reusable buffer; smaller ones into bytes.
-_BUFFERED = 1 << 20
-#: Copies of at least this many bytes are shared by two threads, in chunks of _COPY_CHUNK bytes.
-_PARALLEL_COPY = 32 << 20
-_COPY_CHUNK = 16 << 20
 SUPPORTED_FLAVORS = ("torch", "keras")
 
 
 class CheckpointWarning(UserWarning):
     """A checkpoint was written, but with less than usual (e.g. weights only, no bundled code)."""
-
-
-# ---------------------------------------------------------------------------------------
-# the host-memory snapshot
-# ---------------------------------------------------------------------------------------
-
-
-class _CopyStream:
-    """Receives a member's bytes and copies them at once (into a buffer when the size is known)."""
-
-    def __init__(self, buffer: "np.ndarray | None") -> None:
-        self._buffer = buffer
-        self._pieces: list[bytes] = []
-        self.size = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        view = memoryview(data).cast("B")
-        self.write_pieces([view])
-        return len(view)
-
-    def write_pieces(self, pieces: list[bytes | bytearray | memoryview]) -> None:
-        """Copy buffers in order (the writer's stream interface; see _MemberStream.write_pieces).
-
-        Into the member's buffer, the copies are shared by two threads: one thread does not
-        reach the memory bandwidth, and this copy is what the training loop waits for.
-        """
-        import numpy as np
-
-        views = byte_views(pieces)
-        n = sum(len(view) for view in views)
-        if self._buffer is None or self._pieces or self.size + n > len(self._buffer):
-            if self._buffer is not None and not self._pieces:  # more than announced: keep what we have
-                self._pieces.append(bytes(self._buffer[: self.size]))
-            self._pieces.extend(bytes(view) for view in views)
-            self.size += n
-            return
-        copies = []
-        for view in views:
-            copies.append((self._buffer[self.size : self.size + len(view)], np.frombuffer(view, dtype=np.uint8)))
-            self.size += len(view)
-        _copy_in_two(copies, n)
-
-    def data(self) -> "np.ndarray | list[bytes]":
-        if self._buffer is not None and not self._pieces:
-            return self._buffer[: self.size]
-        return self._pieces
-
-
-def _large_copy() -> Callable[["np.ndarray", "np.ndarray"], None]:
-    """The copy for snapshot chunks: streaming stores when the C module was built.
-
-    The destination is read again only by the background writer, so there is no point in
-    the CPU reading each destination line before overwriting it, as ordinary stores do
-    (see _native.c). Without the module (installed without a C compiler), numpy.
-    """
-    try:
-        from modelsafe._native import stream_copy
-    except ImportError:
-        import numpy as np
-
-        return np.copyto
-    return stream_copy
-
-
-def _copy_in_two(copies: list[tuple["np.ndarray", "np.ndarray"]], total: int) -> None:
-    """Copy ``src`` into ``dst`` for every pair; a large copy on two threads, chunk by chunk.
-
-    Each thread takes the next chunk as soon as it is done with one, so both finish
-    together. (Halves finished up to 20 ms apart: the source pages of one half were slower
-    to read, and the training loop waited for the slower one.)
-    """
-    import numpy as np
-
-    from modelsafe.artifact.threads import pool
-
-    if total < _PARALLEL_COPY:
-        for dst, src in copies:
-            np.copyto(dst, src)
-        return
-    copy = _large_copy()
-    chunks = iter([(dst[at:at + _COPY_CHUNK], src[at:at + _COPY_CHUNK])
-                   for dst, src in copies for at in range(0, len(dst), _COPY_CHUNK)])
-    lock = threading.Lock()
-
-    def copy_chunks() -> None:
-        while True:
-            with lock:
-                pair = next(chunks, None)
-            if pair is None:
-                return
-            copy(*pair)
-
-    helper = pool("copy", 1).submit(copy_chunks)
-    try:
-        copy_chunks()
-    finally:
-        helper.result()
-
-
-class HostSnapshot:
-    """Stands in for an ArtifactWriter while the state is captured; :meth:`replay` writes it later.
-
-    ``buffers`` (member name -> uint8 array) is reused from one snapshot to the next, so
-    steady-state snapshots only copy memory, never allocate it.
-    """
-
-    def __init__(self, buffers: dict[str, "np.ndarray"]) -> None:
-        self._buffers = buffers
-        self._data: dict[str, Any] = {}
-        self._sizes: dict[str, int] = {}
-
-    @property
-    def nbytes(self) -> int:
-        return sum(self._sizes.values())
-
-    def add(self, name: str, buffers: Any, *, size: int | None = None) -> None:
-        """Capture one member (the ArtifactWriter interface ComponentStore writes through)."""
-        if isinstance(buffers, (bytes, bytearray, memoryview)):
-            size = memoryview(buffers).nbytes
-            buffers = (buffers,)
-        with self.open_member(name, size=size) as out:
-            out.write_pieces(list(buffers))
-
-    @contextlib.contextmanager
-    def open_member(self, name: str, *, size: int | None = None) -> Iterator[_CopyStream]:
-        check_member_name(name)
-        if name in self._data:
-            raise SaveError(f"Member {name!r} was written twice; this is a bug in the flavor that wrote it.",
-                            member=name)
-        stream = _CopyStream(self._buffer(name, size) if size is not None and size >= _BUFFERED else None)
-        yield stream
-        self._data[name] = stream.data()
-        self._sizes[name] = stream.size
-
-    def _buffer(self, name: str, size: int) -> "np.ndarray":
-        import numpy as np
-
-        buffer = self._buffers.get(name)
-        if buffer is None or len(buffer) < size or len(buffer) > 2 * size:
-            buffer = self._buffers[name] = np.empty(size, dtype=np.uint8)
-        return buffer
-
-    def release_unused(self) -> None:
-        """Drop buffers of members this snapshot did not write (the model changed)."""
-        for name in [n for n in self._buffers if n not in self._data]:
-            del self._buffers[name]
-
-    def replay(self, writer: ArtifactWriter) -> None:
-        """Write every captured member, in capture order, into ``writer`` (hashed while written)."""
-        for name, data in self._data.items():
-            if isinstance(data, list):
-                writer.add(name, data, size=self._sizes[name])
-            else:
-                writer.add(name, memoryview(data))
 
 
 # ---------------------------------------------------------------------------------------
