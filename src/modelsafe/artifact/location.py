@@ -26,6 +26,11 @@ from modelsafe.errors import FlavorNotInstalledError, FormatError
 __all__ = ["RemotePath", "is_url", "resolve", "REMOTE_EXTRA"]
 
 REMOTE_EXTRA = "modelsafe[remote]"
+#: Attempts s3fs makes per S3 request (its retry loop, with backoff), unless ``storage_options={"retries": N}``.
+#: s3fs's loop runs twice nested for a ranged read, and botocore's own retries (off unless configured) would
+#: multiply it again: with the default read timeout of 15 s, a store gone silent is reported within about a
+#: minute instead of after tens of minutes.
+S3_RETRIES = 2
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 #: The package each store needs, beyond fsspec itself (installed by modelsafe[remote] for s3).
 _PACKAGES = {
@@ -119,8 +124,11 @@ def _remote(url: str, scheme: str, options: dict[str, Any]) -> RemotePath:
         import fsspec.core
     except ImportError as exc:
         raise _missing(url, scheme, "fsspec") from exc
+    retries = _bounded_retries(options) if package == "s3fs" else None
     try:
         fs, inner = fsspec.core.url_to_fs(url, **options)
+        if retries is not None:
+            fs.retries = retries
     except ImportError as exc:
         raise _missing(url, scheme, package or getattr(exc, "name", None) or "fsspec") from exc
     except ValueError as exc:
@@ -138,6 +146,31 @@ def _remote(url: str, scheme: str, options: dict[str, Any]) -> RemotePath:
             f"{sorted(options)} ({exc}). Pass only options its filesystem accepts (for s3: key, secret, token, "
             "endpoint_url, client_kwargs, config_kwargs...).", path=url, scheme=scheme) from exc
     return RemotePath(fs, inner, url, scheme, options)
+
+
+def _bounded_retries(options: dict[str, Any]) -> int:
+    """How often s3fs tries each request (``options["retries"]``, taken out: s3fs reads it from the filesystem
+    instance, not its arguments). botocore's own retries are turned off unless the user configured them (the
+    storage options' ``config_kwargs``, ``AWS_MAX_ATTEMPTS`` or the AWS config file): s3fs retries already."""
+    retries = options.pop("retries", None)
+    config = dict(options.get("config_kwargs") or {})
+    if "retries" not in config and _aws_max_attempts() is None:
+        options["config_kwargs"] = {**config, "retries": {"max_attempts": 1}}
+    if retries is None:
+        return S3_RETRIES
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 1:
+        raise FormatError(f"Invalid storage option `retries`: expected an integer of at least 1 (attempts per "
+                          f"request). Received: retries={retries!r}", option="retries", value=retries)
+    return retries
+
+
+def _aws_max_attempts() -> Any:
+    """``max_attempts`` as the environment or the AWS config file set it, or None."""
+    try:
+        import botocore.session
+    except ImportError:
+        return None
+    return botocore.session.Session().get_config_variable("max_attempts")
 
 
 def _missing(url: str, scheme: str, package: str) -> FlavorNotInstalledError:

@@ -21,7 +21,6 @@ new artifact does not have before writing the new manifest.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 import zlib
 from concurrent.futures import Future
@@ -30,17 +29,21 @@ from typing import Any, Callable
 from modelsafe.artifact.location import RemotePath
 from modelsafe.artifact.manifest import MANIFEST_NAME
 from modelsafe.artifact.reader import SINGLE_FILE_SUFFIX
+from modelsafe.artifact.remote_upload import (
+    FileUpload,
+    S3Upload,
+    commit_upload,
+    open_upload,
+)
 from modelsafe.artifact.storage_errors import classify, storage_error
-from modelsafe.artifact.threads import pool
+from modelsafe.artifact.threads import pool, settle
 from modelsafe.artifact.zipwrite import StoredZipWriter, ZipEntry
 from modelsafe.errors import ModelsafeError, SaveError
 
-__all__ = ["open_upload", "put_object", "remote_target", "RemoteZipTarget", "RemoteDirTarget"]
+__all__ = ["remote_target", "RemoteZipTarget", "RemoteDirTarget"]
 
-#: Size of an upload part (S3 needs >= 5 MiB but the last); it doubles every 1000 parts (the limit is 10,000).
-PART_BYTES = 16 << 20
-#: Parts in flight at once (bounds the memory they hold).
-_IN_FLIGHT = 4
+#: Folder members whose upload is being completed at once (each may hold one part's memory).
+_COMPLETING = 4
 
 
 def _exists_error(url: str, racing: bool = False) -> SaveError:
@@ -48,140 +51,6 @@ def _exists_error(url: str, racing: bool = False) -> SaveError:
             else "already exists and overwrite=False")
     return SaveError(f"{url!r} {when}: saving would replace it, so nothing was written. Pass overwrite=True to "
                      "replace it, or choose a new path.", path=url, reason="exists")
-
-
-class _S3Upload:
-    """One object as an S3 multipart upload (a single PUT when it stays under one part)."""
-
-    def __init__(self, remote: RemotePath) -> None:
-        self.remote = remote
-        self.bucket, self.key, _ = remote.fs.split_path(remote.path)
-        self._part = bytearray(PART_BYTES)
-        self._fill = 0
-        self._upload_id: str | None = None
-        self._parts: list[Future[dict[str, Any]]] = []
-        self._workers = pool("remote-upload", _IN_FLIGHT)
-
-    def _call(self, method: str, **kwargs: Any) -> Any:
-        return self.remote.fs.call_s3(method, Bucket=self.bucket, Key=self.key, **kwargs)
-
-    def write(self, views: list[memoryview]) -> None:
-        for view in views:
-            done = 0
-            while done < view.nbytes:
-                n = min(len(self._part) - self._fill, view.nbytes - done)
-                self._part[self._fill : self._fill + n] = view[done : done + n]
-                self._fill += n
-                done += n
-                if self._fill == len(self._part):
-                    self._send()
-
-    def _send(self) -> None:
-        if self._upload_id is None:
-            self._upload_id = self._call("create_multipart_upload")["UploadId"]
-        number = len(self._parts) + 1
-        body = self._part if self._fill == len(self._part) else bytes(memoryview(self._part)[: self._fill])
-        if len(self._parts) >= _IN_FLIGHT:  # bound the memory held by parts in flight
-            self._parts[-_IN_FLIGHT].result()
-        self._parts.append(self._workers.submit(self._upload_part, number, body))
-        self._part = bytearray(PART_BYTES << (number // 1000))
-        self._fill = 0
-
-    def _upload_part(self, number: int, body: Any) -> dict[str, Any]:
-        out = self._call("upload_part", UploadId=self._upload_id, PartNumber=number, Body=body)
-        return {"PartNumber": number, "ETag": out["ETag"]}
-
-    def commit(self, *, if_none_match: bool = False, if_match: str | None = None) -> str | None:
-        """Make the object visible (conditionally); its new ETag."""
-        match = {"IfNoneMatch": "*"} if if_none_match else {"IfMatch": if_match} if if_match else {}
-        if self._upload_id is None:
-            out = self._call("put_object", Body=bytes(memoryview(self._part)[: self._fill]), **match)
-        else:
-            if self._fill:
-                self._send()
-            parts = [future.result() for future in self._parts]
-            out = self._call("complete_multipart_upload", UploadId=self._upload_id,
-                             MultipartUpload={"Parts": parts}, **match)
-            self._upload_id = None
-        self.remote.fs.invalidate_cache(self.remote.path)
-        return out.get("ETag")
-
-    def abort(self) -> None:
-        for future in self._parts:
-            future.cancel()
-        upload, self._upload_id = self._upload_id, None
-        if upload is not None:
-            with contextlib.suppress(Exception):  # the save already failed; its own error is the one to show
-                self._call("abort_multipart_upload", UploadId=upload)
-
-
-class _FileUpload:
-    """One object through fsspec's file interface, committed only at the end (other stores)."""
-
-    def __init__(self, remote: RemotePath) -> None:
-        self.remote = remote
-        fs = remote.fs
-        # The memory store commits on open: write beside the target and move it into place.
-        memory = "memory" in ((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol)
-        self._staged = remote.sibling(f".{remote.name}.tmp-upload") if memory else None
-        self._file = fs.open((self._staged or remote).path, "wb", autocommit=self._staged is not None)
-
-    def write(self, views: list[memoryview]) -> None:
-        for view in views:
-            self._file.write(view)
-
-    def commit(self, *, if_none_match: bool = False, if_match: str | None = None) -> str | None:
-        if if_none_match and self.remote.fs.exists(self.remote.path):
-            raise FileExistsError(self.remote.url)
-        if self._staged is not None:
-            self._file.close()
-            self.remote.fs.mv(self._staged.path, self.remote.path)
-        else:
-            self._file.commit()
-            self._file.close()
-        return None
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._staged is not None:
-                self.remote.fs.rm(self._staged.path)
-            else:
-                self._file.discard()
-
-
-def open_upload(remote: RemotePath) -> "_S3Upload | _FileUpload":
-    """A streaming upload to ``remote``: ``write(views)``, then ``commit()`` or ``abort()``."""
-    if remote.read_only:
-        raise SaveError(f"Cannot save to {remote.url!r}: {remote.scheme}:// is read-only in modelsafe (an HTTP "
-                        "server has no upload protocol fsspec could use). Save to a bucket (s3://, gs://, az://) "
-                        "or a local path.", path=remote.url, reason="read-only")
-    try:
-        return _S3Upload(remote) if remote.is_s3 else _FileUpload(remote)
-    except Exception as exc:
-        raise storage_error(exc, remote.url, writing=True) from exc
-
-
-def put_object(remote: RemotePath, data: bytes, *, if_none_match: bool = False,
-               if_match: str | None = None) -> str | None:
-    """Write one small object (conditionally); its new ETag. Raises FileExistsError when a condition failed."""
-    upload = open_upload(remote)
-    try:
-        upload.write([memoryview(data)])
-        return _commit(upload, if_none_match=if_none_match, if_match=if_match)
-    except BaseException:
-        upload.abort()
-        raise
-
-
-def _commit(upload: "_S3Upload | _FileUpload", **conditions: Any) -> str | None:
-    try:
-        return upload.commit(**conditions)
-    except FileExistsError:
-        raise
-    except Exception as exc:
-        if any(conditions.values()) and classify(exc) in ("changed", "exists"):
-            raise FileExistsError(upload.remote.url) from exc
-        raise storage_error(exc, upload.remote.url, writing=True) from exc
 
 
 def _warn_unconditional(remote: RemotePath) -> None:
@@ -265,7 +134,7 @@ class RemoteZipTarget:
         if not self._overwrite:
             _warn_unconditional(self.path)
         try:
-            _commit(self._upload, if_none_match=not self._overwrite)
+            commit_upload(self._upload, if_none_match=not self._overwrite)
         except FileExistsError:
             raise _exists_error(self.path.url, racing=True) from None
 
@@ -284,6 +153,7 @@ class RemoteDirTarget:
         self._overwrite = overwrite
         self._existing = existing
         self._written: list[str] = []
+        self._begun: list[S3Upload | FileUpload] = []
         self._uploads: list[Future[Any]] = []
         self._manifest: Any = None
         if MANIFEST_NAME in existing:  # the old artifact stops being one before any member changes
@@ -292,6 +162,7 @@ class RemoteDirTarget:
     def begin(self, name: str, size: int | None) -> Any:
         upload = open_upload(self.path.join(name))
         upload.member = name  # type: ignore[union-attr]
+        self._begun.append(upload)
         return upload
 
     def write(self, handle: Any, views: list[memoryview]) -> int:
@@ -306,7 +177,10 @@ class RemoteDirTarget:
             self._manifest = handle  # written last, by publish()
             return
         self._written.append(handle.member)
-        self._uploads.append(pool("remote-upload", _IN_FLIGHT).submit(_commit, handle))
+        if len(self._uploads) >= _COMPLETING:  # bound the memory of members not yet completed
+            self._uploads[-_COMPLETING].result()
+        # Completions run on a pool of their own: they wait for their parts, sent by "remote-upload".
+        self._uploads.append(pool("remote-complete", _COMPLETING).submit(commit_upload, handle))
 
     def finish(self, handle: Any, size: int, crc: int) -> None:
         pass
@@ -327,19 +201,14 @@ class RemoteDirTarget:
         if not self._overwrite:
             _warn_unconditional(self.path)
         try:
-            _commit(self._manifest, if_none_match=not self._overwrite)
+            commit_upload(self._manifest, if_none_match=not self._overwrite)
         except FileExistsError:
             raise _exists_error(self.path.url, racing=True) from None
 
     def abort(self) -> None:
-        for future in self._uploads:
-            future.cancel()
-        with contextlib.suppress(Exception):
-            for future in self._uploads:
-                if not future.cancelled():
-                    future.exception()
-        if self._manifest is not None:
-            self._manifest.abort()
+        settle(self._uploads)  # completions not started never start; running ones end first
+        for upload in self._begun:  # every multipart upload not completed is aborted (none is left billed)
+            upload.abort()
         _remove(self.path, self._written, quiet=True)  # members of a save that failed: not an artifact
 
 

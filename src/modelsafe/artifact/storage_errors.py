@@ -40,8 +40,9 @@ _FIX = {
     "not-found": "Check the URL: list the prefix with your store's tools to see what is there.",
     "access-denied": "Check that these credentials may read (and, to save, write) this bucket and prefix; "
                      "the store's policy or the key's permissions refused it.",
-    "connection": "Check that the endpoint is reachable and try again; the store's client already retried "
-                  "(storage_options={'retries': N} sets how often for S3).",
+    "connection": "Check that the endpoint is reachable and try again; the store's client already retried. For "
+                  "a slow or flaky store, give it more time: storage_options={'retries': N, 'config_kwargs': "
+                  "{'read_timeout': SECONDS, 'connect_timeout': SECONDS}} for S3 (defaults: 2 attempts, 15 s, 5 s).",
     "changed": "Another writer replaced the object meanwhile. Try again once the writer has finished.",
     "exists": "Pass overwrite=True to replace it, or choose a new path.",
     "store": "Check the URL, the storage options and the store's status.",

@@ -290,6 +290,8 @@ class ArtifactWriter:
         they must not change until :meth:`commit`. Any other iterable of buffers is streamed,
         as with :meth:`open_member` (``size``, if known, picks the zip form).
         """
+        with contextlib.suppress(TypeError):  # any buffer (a numpy array) is one, never iterated item by item
+            buffers = buffers if isinstance(buffers, list) else memoryview(buffers)  # type: ignore[arg-type]
         if not isinstance(buffers, (bytes, bytearray, memoryview, list)):
             with self.open_member(name, size=size) as out:
                 for buffer in buffers:

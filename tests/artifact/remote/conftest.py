@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from typing import Iterator
 
@@ -22,12 +23,22 @@ def free_port() -> int:
 
 
 class Proxy:
-    """Forwards 127.0.0.1:port to the server; counts server->client bytes; ``cut_after`` drops connections."""
+    """Forwards 127.0.0.1:port to the server and counts the server->client bytes.
+
+    ``cut_after``: once the server sent that many bytes, the connection is dropped (RST-free close), for
+    ``cuts`` connections (None: every one). ``stall_after``: once the server sent that many bytes, nothing
+    more is forwarded and the connection stays open (a peer gone silent, no FIN) until :meth:`reset`.
+    ``upload_delay``: seconds slept per client->server chunk (a slow uplink).
+    """
 
     def __init__(self, upstream: int) -> None:
         self.upstream = upstream
         self.sent = 0
         self.cut_after: int | None = None
+        self.cuts: int | None = None
+        self.stall_after: int | None = None
+        self.upload_delay = 0.0
+        self._released = threading.Event()
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -39,7 +50,9 @@ class Proxy:
 
     def reset(self) -> None:
         with self._lock:
-            self.sent, self.cut_after = 0, None
+            self.sent, self.cut_after, self.cuts, self.stall_after, self.upload_delay = 0, None, None, None, 0.0
+            self._released.set()  # stalled connections end
+            self._released = threading.Event()
 
     def _accept(self) -> None:
         while True:
@@ -54,15 +67,25 @@ class Proxy:
     def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
         try:
             while data := src.recv(1 << 16):
-                if counted:
-                    with self._lock:
-                        if self.cut_after is not None and self.sent + len(data) > self.cut_after:
-                            data = data[: max(0, self.cut_after - self.sent)]
-                            self.sent += len(data)
-                            dst.sendall(data)
-                            raise ConnectionAbortedError("cut by the test")
-                        self.sent += len(data)
+                if not counted:
+                    if self.upload_delay:
+                        time.sleep(self.upload_delay)
+                    dst.sendall(data)
+                    continue
+                with self._lock:
+                    stall = self._released if self.stall_after is not None else None
+                    limit = self.stall_after if stall else self.cut_after if self.cuts != 0 else None
+                    over = limit is not None and self.sent + len(data) > limit
+                    if over:
+                        data = data[: max(0, limit - self.sent)]  # type: ignore[operator]
+                        if stall is None and self.cuts is not None:
+                            self.cuts -= 1
+                    self.sent += len(data)
                 dst.sendall(data)
+                if over:
+                    if stall is not None:
+                        stall.wait(300)  # silent, the connection open, until reset()
+                    raise ConnectionAbortedError("cut by the test")
         except OSError:
             pass
         finally:
@@ -99,7 +122,8 @@ def s3(s3_server: dict[str, object]) -> dict[str, object]:
     bucket = f"b-{uuid.uuid4().hex[:12]}"
     fs = s3fs.S3FileSystem(**direct)
     fs.mkdir(bucket)
-    proxied = {"endpoint_url": proxy.url, "skip_instance_cache": True,
+    # botocore makes one attempt and s3fs two (its own retries, with backoff): a cut connection fails fast.
+    proxied = {"endpoint_url": proxy.url, "skip_instance_cache": True, "retries": 2,
                "config_kwargs": {"retries": {"max_attempts": 1}}}  # type: ignore[attr-defined]
     return {"bucket": bucket, "fs": fs, "options": direct, "proxied": proxied, "proxy": proxy,
             "server": s3_server["server"], "port": s3_server["port"]}

@@ -82,7 +82,7 @@ def test_a_missing_store_package_names_the_extra():
 
 
 def test_http_is_read_only(root):
-    from modelsafe.artifact.remote_write import open_upload
+    from modelsafe.artifact.remote_upload import open_upload
 
     with pytest.raises(ms.SaveError) as err:
         open_upload(resolve("http://127.0.0.1:9/m.msafe"))

@@ -1,5 +1,5 @@
-"""Artifacts on a real S3 API (moto's server on loopback): round trips, range reads, atomic and
-conditional writes, and every failure a ModelsafeError that leaves nothing behind."""
+"""Artifacts on a real S3 API (moto's server on loopback): round trips, range reads, conditional
+writes, store errors, the hash cache, scan, the CLI and convert (failures mid-transfer: test_s3_failures)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,7 @@ def test_round_trip_in_a_fresh_process(s3, fresh):
             bundle = ms.load(url, storage_options=opts)
             print(bundle.manifest.flavor, bundle.verify().ok, bundle.predict(np.zeros((1, 4))).tolist())
     """)
-    assert out.stdout.split() == ["sklearn", "True", "[1]", "sklearn", "True", "[1]"] or \
-        out.stdout.split()[:2] == ["sklearn", "True"] and out.stdout.count("sklearn True") == 2
+    assert out.stdout.splitlines() == [f"sklearn True {model.predict(np.zeros((1, 4))).tolist()}"] * 2
 
 
 def test_inspect_of_a_200_mb_artifact_reads_under_1_mib(s3):
@@ -95,71 +94,6 @@ def test_overwrite_replaces_only_an_artifact(s3):
         ms.save(model, f"s3://{s3['bucket']}/notes.msafe", overwrite=True, storage_options=s3["options"])
     assert err.value.reason == "not-an-artifact"
     assert s3["fs"].cat_file(f"{s3['bucket']}/notes.msafe") == b"not an artifact"
-
-
-def test_an_error_mid_upload_aborts_it_and_leaves_nothing(s3):
-    url = f"s3://{s3['bucket']}/aborted.msafe"
-    with pytest.raises(RuntimeError):
-        with ArtifactWriter(url, storage_options=s3["options"]) as writer:
-            writer.add("model/big.bin", np.ones(40 << 20, dtype=np.uint8))  # past one part: multipart started
-            raise RuntimeError("the save failed")
-    assert not s3["fs"].exists(f"{s3['bucket']}/aborted.msafe")
-    uploads = s3["fs"].call_s3("list_multipart_uploads", Bucket=s3["bucket"]).get("Uploads", [])
-    assert uploads == []
-
-
-def test_the_server_stopped_mid_upload_leaves_no_object(s3):
-    from moto.server import ThreadedMotoServer
-
-    url = f"s3://{s3['bucket']}/stopped.msafe"
-    options = {**s3["options"], "config_kwargs": {"connect_timeout": 1, "read_timeout": 2,
-                                                                  "retries": {"max_attempts": 1}}}
-    server = s3["server"]
-    try:
-        with pytest.raises(ms.SaveError) as err:
-            with ArtifactWriter(url, storage_options=options) as writer:
-                writer.add("model/a.bin", np.ones(20 << 20, dtype=np.uint8))  # one part sent
-                server.stop()
-                writer.add("model/b.bin", np.ones(20 << 20, dtype=np.uint8))
-                writer.commit(b"{}")
-        assert err.value.reason == "connection"
-    finally:
-        server._server = None
-        restarted = ThreadedMotoServer(ip_address="127.0.0.1", port=s3["port"], verbose=False)
-        restarted.start()
-        server.__dict__.update(restarted.__dict__)  # the session fixture stops it at the end
-    assert not s3["fs"].exists(f"{s3['bucket']}/stopped.msafe")
-
-
-def test_a_connection_cut_mid_download_is_a_clear_error(s3):
-    big = np.arange(24 << 20, dtype=np.uint8)
-    url = f"s3://{s3['bucket']}/cut.msafe"
-    ms.save({"weights": big}, url, storage_options=s3["options"])
-    proxy = s3["proxy"]
-    proxy.reset()
-    proxy.cut_after = 4 << 20
-    with pytest.raises(ms.FormatError) as err:
-        ms.load(url, storage_options=s3["proxied"], verify=False)
-    assert err.value.reason == "connection"
-    assert "Nothing from the artifact was used" in str(err.value)
-    proxy.reset()
-    assert ms.load(url, storage_options=s3["proxied"]).model["weights"].sum() == big.sum()
-
-
-def test_an_object_replaced_between_range_reads_is_refused(s3):
-    from modelsafe.artifact.integrity import check_member
-    from modelsafe.artifact.reader import open_artifact, read_manifest
-
-    model, X = _model()
-    url = f"s3://{s3['bucket']}/moving.msafe"
-    ms.save(model, url, sample=X[:8], storage_options=s3["options"])
-    with open_artifact(url, s3["options"]) as reader:
-        manifest = read_manifest(reader)
-        ms.save(model, url, sample=X[:4], overwrite=True, storage_options=s3["options"])  # a new version
-        name, record = next(iter(manifest.members.items()))
-        with pytest.raises(ms.IntegrityError) as err:
-            check_member(reader, name, record)
-    assert err.value.reason == "changed"
 
 
 def test_store_errors_name_what_happened(s3, fresh):
