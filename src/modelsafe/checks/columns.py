@@ -53,8 +53,7 @@ def decode_frame(spec: dict[str, Any], read: "ArrayReader", decode: "Decoder") -
     if names and all(isinstance(n, tuple) for n in names) and len({len(n) for n in names}) == 1:
         frame.columns = pd.MultiIndex.from_tuples(names)
     else:
-        frame.columns = pd.Index(names, dtype=object) if any(not isinstance(n, str) for n in names) \
-            else pd.Index(names)
+        frame.columns = pd.Index(names, tupleize_cols=False)
     if spec.get("library") == "polars":
         try:
             import polars
