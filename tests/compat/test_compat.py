@@ -9,10 +9,7 @@ loads in the other, always in a fresh process.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,8 +17,10 @@ import pytest
 import modelsafe as ms
 from modelsafe.checks.environment import Level
 
+sys.path.insert(0, str(Path(__file__).parent))
+from envs import run as _run  # noqa: E402 - one runner for the compat tests
+
 REPO = Path(__file__).resolve().parents[2]
-OLD_PYTHON = REPO / ".venv-old" / "bin" / "python"
 
 SAVE_IN_OLD = """
     import json, pickle, warnings
@@ -91,23 +90,6 @@ SAVE_IN_NEW = """
     X = df[["income"]].to_numpy()
     ms.save(DecisionTreeClassifier(random_state=0).fit(X, y), "new_tree.msafe", sample=X[:10])
 """
-
-
-def _run(python: Path, code: str, cwd: Path, *, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([str(python), "-c", textwrap.dedent(code)], cwd=str(cwd), env=env, capture_output=True,
-                          text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{python} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-@pytest.fixture(scope="session")
-def old_python() -> Path:
-    if not OLD_PYTHON.is_file():
-        pytest.fail(f"{OLD_PYTHON} is missing: the compatibility suite needs the old environment. "
-                    "Build it with `make old-venv` (`make test` does it first).")
-    return OLD_PYTHON
 
 
 @pytest.fixture(scope="session")

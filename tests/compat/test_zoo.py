@@ -13,16 +13,13 @@ load cleanly.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
-OLD_PYTHON = REPO / ".venv-old" / "bin" / "python"
+sys.path.insert(0, str(Path(__file__).parent))
+from envs import run  # noqa: E402 - one runner for the compat tests
+
 ESTIMATORS = REPO / "tests" / "flavors" / "sklearn"
 
 SAVE = """
@@ -79,20 +76,7 @@ LOAD = """
 
 
 def _run(python: Path, code: str, cwd: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([str(python), "-c", textwrap.dedent(code)], cwd=str(cwd), env=env, capture_output=True,
-                          text=True, timeout=1200)
-    if proc.returncode != 0:
-        raise AssertionError(f"{python} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc.stdout
-
-
-@pytest.fixture(scope="module")
-def old_python() -> Path:
-    if not OLD_PYTHON.is_file():
-        pytest.fail(f"{OLD_PYTHON} is missing: the compatibility suite needs the old environment. "
-                    "Build it with `make old-venv` (`make test` does it first).")
-    return OLD_PYTHON
+    return run(python, code, cwd).stdout
 
 
 def _zoo(saver: Path, loader: Path, folder: Path) -> tuple[dict, dict, dict]:

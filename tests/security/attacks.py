@@ -102,7 +102,7 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
-def _tar(members: dict[str, bytes]) -> bytes:
+def tar_bytes(members: dict[str, bytes]) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in members.items():
@@ -114,7 +114,7 @@ def _tar(members: dict[str, bytes]) -> bytes:
 
 def archives() -> Files:
     """Compressed tars (each crashed the scan), a zip holding one, and pickles hidden in values."""
-    tar = _tar({"model/weights.pkl": pickle.dumps([1.0, 2.0]), "model/extra.pkl": _system("tar")})
+    tar = tar_bytes({"model/weights.pkl": pickle.dumps([1.0, 2.0]), "model/extra.pkl": _system("tar")})
     expected = (["dangerous-global"], ["os.system"])
     inner = _system("embedded")
     return {

@@ -20,7 +20,6 @@ import pickle
 import shutil
 import struct
 import subprocess
-import tarfile
 import zipfile
 from pathlib import Path
 
@@ -125,13 +124,9 @@ def _legacy_tar() -> bytes:
     members = {"sys_info": pickle.dumps({"protocol_version": 1001, "little_endian": True}, protocol=2),
                "pickle": pickle.dumps({"weight": _system("torch_tar")}, protocol=2),
                "storages": storages, "tensors": tensors}
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), 0
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+    from attacks import tar_bytes
+
+    return tar_bytes(members)
 
 
 def joblib_and_numpy() -> None:

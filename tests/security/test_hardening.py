@@ -25,12 +25,6 @@ EXPECTED = json.loads((CORPUS / "EXPECTED.json").read_text())
 CANARY = "MODELSAFE_CANARY_"
 
 
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
-    assert not list(tmp_path.glob(f"{CANARY}*")), "a payload ran"
-
 
 @pytest.fixture(scope="module")
 def benign_files(tmp_path_factory):

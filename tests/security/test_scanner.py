@@ -25,13 +25,6 @@ EXPECTED = json.loads((CORPUS / "EXPECTED.json").read_text())
 CANARY = "MODELSAFE_CANARY_"
 
 
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    """Run in an empty folder, and fail if any payload left a canary there."""
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
-    assert not list(tmp_path.glob(f"{CANARY}*")), "a payload ran"
-
 
 def _model():
     from sklearn.ensemble import RandomForestClassifier
