@@ -9,7 +9,10 @@ In one run, on the same scikit-learn pipeline (StandardScaler + LogisticRegressi
 * micro-batching on (``--max-batch-size 64``) vs off, concurrency 64, on a RandomForest(100).
 
 modelsafe runs twice in the first table: with its defaults (no batching) and with
-``--max-batch-size 32``.
+``--max-batch-size 32``. All servers run at once; every (server, concurrency) is measured
+once per round, the servers taking turns, and the figures are medians over the rounds
+(``--rounds``, 3 by default), so that a shared machine's load drifting during the run
+hits every peer alike.
 
 Peers: ``mlflow models serve --env-manager local`` on the model logged with
 ``mlflow.sklearn.save_model``; a bare Starlette app on uvicorn that builds the DataFrame and
@@ -189,46 +192,71 @@ def _run(server: Server, frame: pd.DataFrame, concurrency: int, count: int, seed
     return asyncio.run(_load(server.port, _bodies(frame, count, seed), concurrency))
 
 
+def _interleaved(servers: dict[str, Server], frame: pd.DataFrame, levels: dict[int, int],
+                 rounds: int) -> dict[str, dict[Any, Any]]:
+    """Each (server, concurrency) measured once per round, servers taking turns, so that the load
+    of a shared machine drifting during the run hits every server alike; medians over the rounds."""
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+    for r in range(rounds):
+        for concurrency, count in levels.items():
+            for name, server in servers.items():
+                runs.setdefault((name, concurrency), []).append(
+                    _run(server, frame, concurrency, count, seed=1000 * r + concurrency))
+    results: dict[str, dict[Any, Any]] = {name: {"startup": server.startup} for name, server in servers.items()}
+    for (name, concurrency), figures in runs.items():
+        results[name][concurrency] = {k: statistics.median(f[k] for f in figures) for k in figures[0]}
+    return results
+
+
+def _start(commands: dict[str, list[str]], folder: Path) -> dict[str, Server]:
+    servers: dict[str, Server] = {}
+    try:
+        for name, command in commands.items():
+            port = _free_port()
+            servers[name] = Server(name, [*command, "--port", str(port)], port, folder)
+    except BaseException:
+        _stop(servers)
+        raise
+    return servers
+
+
+def _stop(servers: dict[str, Server]) -> None:
+    for server in servers.values():
+        server.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="fewer requests and one round (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    counts = {1: 300, 8: 1500, 64: 2000} if args.quick else {1: 1000, 8: 4000, 64: 5000}
+    levels = {1: 200, 8: 800, 64: 1000} if args.quick else {1: 500, 8: 2000, 64: 3000}
+    rounds = 1 if args.quick else args.rounds
     python, here = sys.executable, Path(sys.executable).parent
+    serve = [python, "-m", "modelsafe", "serve", "--log-level", "warning"]
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         folder = Path(tmp)
         frame = _models(folder)["frame"]
-        commands = {
-            "modelsafe serve": [python, "-m", "modelsafe", "serve", "pipe.msafe", "--log-level", "warning"],
-            "modelsafe serve, batching": [python, "-m", "modelsafe", "serve", "pipe.msafe", "--log-level", "warning",
-                                          "--max-batch-size", "32"],
+        os.environ["BARE_MODEL"] = str(folder / "pipe.pkl")  # bare.py reads it
+        servers = _start({
+            "modelsafe serve": [*serve, "pipe.msafe"],
+            "modelsafe serve, batching": [*serve, "pipe.msafe", "--max-batch-size", "32"],
             "mlflow models serve": [str(here / "mlflow"), "models", "serve", "-m", "mlflow-pipe", "--env-manager",
                                     "local", "--host", "127.0.0.1"],
             "bare Starlette": [python, "-m", "uvicorn", "--app-dir", str(folder), "bare:app", "--host", "127.0.0.1",
-                               "--log-level", "warning", "--no-access-log"],  # bare.py reads BARE_MODEL
-        }
-        os.environ["BARE_MODEL"] = str(folder / "pipe.pkl")
-        results: dict[str, dict[Any, Any]] = {}
-        for name, command in commands.items():
-            port = _free_port()
-            command = [*command, "--port", str(port)]
-            server = Server(name, command, port, folder)
-            try:
-                results[name] = {"startup": server.startup}
-                for concurrency, count in counts.items():
-                    results[name][concurrency] = _run(server, frame, concurrency, count, seed=concurrency)
-            finally:
-                server.stop()
-        batching = {}
-        for label, extra in (("off", ["--max-batch-size", "1"]), ("on", ["--max-batch-size", "64"])):
-            port = _free_port()
-            server = Server(f"forest-{label}", [python, "-m", "modelsafe", "serve", "forest.msafe", "--log-level",
-                                                "warning", "--port", str(port), *extra], port, folder)
-            try:
-                batching[label] = _run(server, frame, 64, counts[64] // 2, seed=99)
-            finally:
-                server.stop()
-    _report(results, batching)
+                               "--log-level", "warning", "--no-access-log"],
+        }, folder)
+        try:
+            results = _interleaved(servers, frame, levels, rounds)
+        finally:
+            _stop(servers)
+        forests = _start({"off": [*serve, "forest.msafe", "--max-batch-size", "1"],
+                          "on": [*serve, "forest.msafe", "--max-batch-size", "64"]}, folder)
+        try:
+            batching = _interleaved(forests, frame, {64: levels[64] // 2}, rounds)
+        finally:
+            _stop(forests)
+    _report(results, {label: figures[64] for label, figures in batching.items()})
     return 0
 
 

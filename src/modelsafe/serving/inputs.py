@@ -37,7 +37,6 @@ class InputSpec:
         self.single = _single_dtype(self.columns)
         self.dtype = schema.get("dtype")
         self.shape = schema.get("shape")
-        self.keys = list(schema.get("keys") or [])
         self.parts = [InputSpec(s) for s in schema.get("inputs", ())] if self.kind == "positional" else []
         self.named = {k: InputSpec(s) for k, s in (schema.get("inputs") or {}).items()} if self.kind == "dict" else {}
 
@@ -68,9 +67,9 @@ class InputSpec:
         """A list of ``{column: value}`` objects (``dataframe_records``, or ``instances`` of objects)."""
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise _malformed("records", "a list of {column: value} objects", records)
-        if self.kind == "dict":
-            return self.from_columns({k: [r.get(k) for r in records] for k in _keys(records)})
         keys = _keys(records)
+        if self.kind == "dict":
+            return self.from_columns({k: [r.get(k) for r in records] for k in keys})
         names = self._names(keys)
         if names is self._index and all(len(r) == len(keys) for r in records):
             fast = self._numeric_frame(names, [[r[k] for k in keys] for r in records])
