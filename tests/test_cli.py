@@ -91,20 +91,20 @@ def test_verbose_only_adds_tracebacks(cli, artifact, tmp_path):
     assert text.returncode == 2 and "passed" in text.stdout and f"{bad}: FormatError" in text.stdout
 
 
+#: A class defined in a script's __main__ (each script below defines it there).
+THRESHOLD = """
+class Threshold:
+    def __init__(self, t=0.5):
+        self.t = t
+
+    def predict(self, X):
+        return [x > self.t for x in X]
+"""
+
+
 def test_convert_of_a_main_class_pickle_says_what_doctor_says(cli, fresh, tmp_path):
-    fresh.script("train.py", """
-        import pickle
-
-        class Threshold:
-            def __init__(self, t=0.5):
-                self.t = t
-
-            def predict(self, X):
-                return [x > self.t for x in X]
-
-        with open("main.pkl", "wb") as f:
-            pickle.dump(Threshold(), f)
-    """)
+    fresh.script("train.py", THRESHOLD + "\nimport pickle\nwith open('main.pkl', 'wb') as f:\n"
+                                        "    pickle.dump(Threshold(), f)\n")
     doctor = cli("doctor", "--json", str(tmp_path / "main.pkl"))
     problem = next(p for p in json.loads(doctor.stdout)["problems"] if p["subject"] == "__main__.Threshold"
                    and "__main__ script" in p["what"])
@@ -115,18 +115,8 @@ def test_convert_of_a_main_class_pickle_says_what_doctor_says(cli, fresh, tmp_pa
         assert "incompatible" not in proc.stdout and "modelsafe env" not in proc.stdout
     assert not (tmp_path / "out.msafe").exists()
     # in a script that defines the class in its own __main__, convert reads it once trusted
-    fresh.script("convert.py", """
-        import modelsafe as ms
-
-        class Threshold:
-            def __init__(self, t=0.5):
-                self.t = t
-
-            def predict(self, X):
-                return [x > self.t for x in X]
-
-        ms.convert("main.pkl", "out.msafe", trusted=["__main__.Threshold"], sample=[0.2, 0.9], trust_code=True)
-    """)
+    fresh.script("convert.py", THRESHOLD + "\nimport modelsafe as ms\nms.convert('main.pkl', 'out.msafe', "
+                                          "trusted=['__main__.Threshold'], sample=[0.2, 0.9], trust_code=True)\n")
     assert ms.inspect(tmp_path / "out.msafe").code[0]["symbols"] == ["Threshold"]
 
 
