@@ -23,7 +23,7 @@ from typing import Any, Callable, Collection, Iterable, Mapping, TypeVar
 
 from modelsafe.errors import UnknownKeywordError
 
-__all__ = ["VERB_KEYWORDS", "INTERNAL", "check_keywords", "checked", "signature_names"]
+__all__ = ["VERB_KEYWORDS", "INTERNAL", "check_keywords", "checked", "declared", "signature_names"]
 
 #: Keywords a verb reads from its ``**options``, with what each is for. Names marked
 #: :data:`INTERNAL` are passed by modelsafe itself (the CLI, ``verify``, ``convert``): they
