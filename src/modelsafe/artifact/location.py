@@ -72,6 +72,18 @@ class RemotePath:
         return RemotePath(self.fs, f"{self.path.rstrip('/')}/{relname}", f"{self.url.rstrip('/')}/{relname}",
                           self.scheme, self.storage_options)
 
+    def __truediv__(self, relname: str) -> "RemotePath":  # as pathlib's: directory / "name"
+        return self.join(relname)
+
+    def exists(self) -> bool:
+        """True when an object or a prefix of this name exists (one request to the store)."""
+        from modelsafe.artifact.storage_errors import storage_error
+
+        try:
+            return bool(self.fs.exists(self.path))
+        except Exception as exc:
+            raise storage_error(exc, self.url) from exc
+
     def sibling(self, name: str) -> "RemotePath":
         """The object ``name`` beside this one (same parent prefix)."""
         parent, url_parent = posixpath.dirname(self.path.rstrip("/")), self.url.rstrip("/").rsplit("/", 1)[0]

@@ -2,7 +2,8 @@
 
 ``checkpointer``: the public class; ``write``: one checkpoint artifact (straight away or from a
 host snapshot); ``directory`` and ``index``: what a checkpoint folder holds, retention and the
-writer lock; ``state`` and ``keras``: the training state of PyTorch and Keras runs; ``restore``:
+writer lock; ``remote``: a directory on a remote store (conditional index writes instead of the
+lock); ``state`` and ``keras``: the training state of PyTorch and Keras runs; ``restore``:
 reading a checkpoint back into live objects.
 """
 

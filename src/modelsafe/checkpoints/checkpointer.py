@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from modelsafe._keywords import checked
 from modelsafe.checkpoints import index as idx
-from modelsafe.checkpoints.directory import CheckpointDirectory, Retention
+from modelsafe.checkpoints.remote import directory_at
 from modelsafe.errors import SaveError
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class MetricWarning(UserWarning):
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """One checkpoint on disk: its step, metrics, artifact path, save time and size in bytes."""
+    """One checkpoint: its step, metrics, artifact path (a RemotePath in a URL directory), save time and size."""
 
     step: int
     metrics: Mapping[str, float]
@@ -91,7 +91,7 @@ class Checkpointer:
     Parameters
     ----------
     directory
-        Where checkpoints go (created at the first save).
+        Where checkpoints go (created at the first save): a folder, or a URL (see :mod:`.checkpoints.remote`).
     monitor
         The metric (a key of ``metrics``) that ranks checkpoints; None keeps only the last ones, or,
         in a directory whose index records a monitor (and mode), ranks and keeps by that one.
@@ -107,6 +107,8 @@ class Checkpointer:
         in a directory that holds a checkpoint (a resumed run) they are made off the training
         thread at once, the size of the latest one's members, so the first save copies into
         memory already touched.
+    storage_options
+        Credentials and endpoint for a URL ``directory`` (``key``, ``secret``, ``endpoint_url``...).
 
     Notes
     -----
@@ -143,7 +145,8 @@ class Checkpointer:
 
     @checked("Checkpointer")
     def __init__(self, directory: str | os.PathLike[str], *, monitor: str | None = None, mode: str = "min",
-                 keep_best: int = 1, keep_last: int = 1, async_save: bool = False) -> None:
+                 keep_best: int = 1, keep_last: int = 1, async_save: bool = False,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"Invalid `mode`: expected 'min' or 'max'. Received: mode={mode!r}")
         for name, value in (("keep_best", keep_best), ("keep_last", keep_last)):
@@ -152,11 +155,11 @@ class Checkpointer:
                                  f"checkpoint are always kept). Received: {name}={value!r}")
         if monitor is not None and not isinstance(monitor, str):
             raise ValueError(f"Invalid `monitor`: expected a metric name (str) or None. Received: monitor={monitor!r}")
-        self.directory = Path(directory)
+        self._dir = directory_at(directory, storage_options, monitor, mode, keep_best, keep_last)
         self.monitor, self.mode = monitor, mode
         self.keep_best, self.keep_last = keep_best, keep_last
         self.async_save = bool(async_save)
-        self._dir = CheckpointDirectory(self.directory, Retention(monitor, mode, keep_best, keep_last))
+        self.directory = self._dir.path
         weakref.finalize(self, self._dir.release)
         self._context = _write().SaveContext()
         self._buffers: dict[str, np.ndarray] = {}

@@ -238,17 +238,26 @@ class CheckpointDirectory:
         return idx.Entry(entry.step, entry.seq, entry.file, entry.time, entry.metrics,
                          (self.path / entry.file).stat().st_size)
 
+    def retain(self, index: idx.Index, entry: idx.Entry) -> tuple[idx.Index, list[idx.Entry]]:
+        """``index`` listing the written checkpoint ``entry``, less what retention drops; and the dropped."""
+        r = self.retention
+        index = index.without({entry.seq}).with_entry(entry)
+        monitor, mode = self.ranking(index)  # recorded, so that Checkpointer(directory).best works anywhere
+        index = index.ranked_by(monitor, mode)
+        keep = {e.seq for e in idx.retained(list(index.entries), monitor=monitor, mode=mode,
+                                             keep_best=r.keep_best, keep_last=r.keep_last)}
+        dropped = [e for e in index.entries if e.seq not in keep]
+        return index.without({e.seq for e in dropped}), dropped
+
     def commit(self, entry: idx.Entry) -> None:
         """List the written checkpoint in the index (atomically), then delete what retention drops."""
-        r = self.retention
         with self.lock.index_lock:
-            index = self._read()[0].without({entry.seq}).with_entry(self.sized(entry))
-            monitor, mode = self.ranking(index)  # recorded, so that Checkpointer(directory).best works anywhere
-            index = index.ranked_by(monitor, mode)
-            keep = {e.seq for e in idx.retained(list(index.entries), monitor=monitor, mode=mode,
-                                                 keep_best=r.keep_best, keep_last=r.keep_last)}
-            dropped = [e for e in index.entries if e.seq not in keep]
-            idx.write_index(self.path, index.without({e.seq for e in dropped}))
+            index, dropped = self.retain(self._read()[0], self.sized(entry))
+            idx.write_index(self.path, index)
+        self.delete(dropped)
+
+    def delete(self, dropped: list[idx.Entry]) -> None:
+        """Start deleting the checkpoints retention dropped (the index no longer lists them)."""
         if dropped:
             self.finish_deleting()
             self._deleting = threading.Thread(target=self._delete, args=([self.path / e.file for e in dropped],),

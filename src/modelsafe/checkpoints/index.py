@@ -13,7 +13,8 @@ best one in any process.
 Each artifact also records the same facts in its manifest (``metadata["modelsafe.checkpoint"]``),
 so a complete artifact that a killed process renamed into place but did not get into the
 index yet is found and adopted at start-up (:func:`reconcile`), and temporaries of a
-killed write are removed.
+killed write are removed. A directory on a remote store has the same layout, without the
+lock file (see :mod:`modelsafe.checkpoints.remote`).
 """
 
 from __future__ import annotations
@@ -168,10 +169,19 @@ def read_index(directory: Path) -> Index | None:
     """The index, or None when the directory has none. Raises IndexDamaged for a damaged one."""
     path = directory / INDEX_NAME
     try:
-        raw = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise IndexDamaged(f"{path} cannot be read ({exc})") from exc
+    return parse_index(data, path)
+
+
+def parse_index(data: bytes, path: Any) -> Index:
+    """The index in ``data``, the bytes of the index file ``path`` (local or remote). Raises IndexDamaged."""
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IndexDamaged(f"{path} cannot be read ({exc})") from exc
     try:
         if raw.get("format") != INDEX_FORMAT or not isinstance(raw.get("checkpoints"), list):
@@ -194,12 +204,17 @@ def ranking(raw: Mapping[str, Any]) -> tuple[str | None, str]:
     return monitor, mode
 
 
-def write_index(directory: Path, index: Index) -> None:
-    """Replace the index atomically: temporary file in the same folder, fsync, rename, fsync the folder."""
+def index_bytes(index: Index) -> bytes:
+    """The index file's content."""
     body = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "next_seq": index.next_seq,
             "monitor": index.monitor, "mode": index.mode,
             "checkpoints": [e.to_json() for e in sorted(index.entries, key=lambda e: e.seq)]}
-    data = json.dumps(body, indent=1).encode("utf-8")
+    return json.dumps(body, indent=1).encode("utf-8")
+
+
+def write_index(directory: Path, index: Index) -> None:
+    """Replace the index atomically: temporary file in the same folder, fsync, rename, fsync the folder."""
+    data = index_bytes(index)
     tmp = directory / f".{INDEX_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     try:
         with open(tmp, "xb") as f:  # permissions from the umask, like any file the user writes
@@ -243,8 +258,9 @@ def remove_temporaries(directory: Path) -> list[str]:
     return removed
 
 
-def read_entry(path: Path) -> Entry | None:
-    """The index entry recorded in an artifact's manifest, or None when it is not a readable checkpoint."""
+def read_entry(path: Path, size: int | None = None) -> Entry | None:
+    """The index entry recorded in an artifact's manifest, or None when it is not a readable checkpoint.
+    ``size``: the artifact's size when already known (a remote listing gives it)."""
     from modelsafe.artifact.reader import manifest_of
     from modelsafe.errors import ModelsafeError
 
@@ -252,7 +268,8 @@ def read_entry(path: Path) -> Entry | None:
         manifest = manifest_of(path)
         facts = manifest.metadata.get(METADATA_KEY)
         return Entry(step=int(facts["step"]), seq=int(facts["seq"]), file=path.name, time=str(facts["time"]),
-                     metrics=decode_metrics(facts.get("metrics") or {}), size=path.stat().st_size)
+                     metrics=decode_metrics(facts.get("metrics") or {}),
+                     size=path.stat().st_size if size is None else size)
     except (ModelsafeError, OSError, KeyError, TypeError, ValueError):
         return None
 
@@ -268,23 +285,26 @@ def _recorded_ranking(path: Path) -> tuple[str | None, str]:
         return None, "min"
 
 
-def reconcile(directory: Path, index: Index | None, *, clean: bool) -> tuple[Index, Repair]:
+def reconcile(directory: Path, index: Index | None, *, clean: bool,
+              listing: Mapping[str, int] | None = None) -> tuple[Index, Repair]:
     """Bring the index in line with the folder after a crash.
 
     Entries whose file is gone are dropped; complete checkpoint artifacts missing from the
     index (renamed into place just before a crash) are adopted; with ``clean`` (only the
-    process holding the writer lock) temporaries are removed.
+    process holding the writer lock) temporaries are removed. ``listing`` (name -> size) is
+    what a remote directory holds; without it, the local folder is listed.
     """
     removed = remove_temporaries(directory) if clean else []
     rebuilt = index is None
     index = index or Index()
-    present = {p.name for p in directory.iterdir() if _ARTIFACT.match(p.name) and p.is_file()}
+    present = ({p.name for p in directory.iterdir() if _ARTIFACT.match(p.name) and p.is_file()} if listing is None
+               else {name for name in listing if _ARTIFACT.match(name)})
     lost = {e.seq for e in index.entries if e.file not in present}
     kept = index.without(lost)
     known = {e.file for e in kept.entries}
     adopted, unreadable = [], []
     for name in sorted(present - known):
-        entry = read_entry(directory / name)
+        entry = read_entry(directory / name, None if listing is None else listing[name])
         if entry is None or any(e.seq == entry.seq for e in kept.entries):
             unreadable.append(name)
             continue

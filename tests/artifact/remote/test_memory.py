@@ -111,3 +111,25 @@ def test_any_flipped_byte_of_any_member_is_caught(payloads, data):
     with pytest.raises(ms.IntegrityError) as err:
         ms.load(url, verify=False)
     assert err.value.member == name
+
+
+def test_a_checkpointer_where_the_store_has_no_conditional_write_says_so_once(root):
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Linear(2, 2)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with ms.Checkpointer(f"{root}/run", keep_last=2) as ck:
+            for step in range(3):
+                ck.save(step, model=model)
+            assert [c.step for c in ck.list()] == [1, 2] and ck.latest.step == 2
+    said = [w for w in seen if "no conditional write" in str(w.message)]
+    assert len(said) == 1 and "checkpoints.json" in str(said[0].message)
+    fresh = torch.nn.Linear(2, 2)
+    assert ms.Checkpointer(f"{root}/run").restore(model=fresh).step == 2
+    assert torch.equal(fresh.weight, model.weight)
+
+
+def test_a_read_only_store_is_refused_for_checkpoints():
+    with pytest.raises(ms.SaveError) as err:
+        ms.Checkpointer("https://example.invalid/run")
+    assert err.value.reason == "read-only"
