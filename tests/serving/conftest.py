@@ -2,7 +2,7 @@
 
 ``ServerProcess`` runs ``python -m modelsafe serve ...`` on a free loopback port, the way a
 user starts it, and waits until ``/v2/health/ready`` says ready. The shared server (one per
-test module) holds several models with micro-batching on.
+test session) holds several models with micro-batching on.
 """
 
 from __future__ import annotations
@@ -99,9 +99,9 @@ def bundles(artifacts: Path) -> dict[str, Any]:
     return {name: ms.load(artifacts / f"{name}.msafe") for name in ("pipe", "forest", "linear", "texts", "rf")}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(artifacts: Path):
-    """One server per module: five models, micro-batching on, small limits to test them."""
+    """One server for the session (per xdist worker): five models, micro-batching on, small limits to test them."""
     proc = ServerProcess(["pipe.msafe", "forest.msafe", "linear.msafe", "texts.msafe", "rf.msafe",
                           "--max-batch-size", "64", "--max-latency-ms", "2", "--max-body-mb", "1",
                           "--max-rows", "5000"], artifacts)

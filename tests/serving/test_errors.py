@@ -124,7 +124,7 @@ def test_unknown_paths_and_methods_are_json_too(client):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payload=st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(
         st.sampled_from(["dataframe_split", "dataframe_records", "instances", "inputs", "params", "columns",
                          "data", "income", "age", "score", "method"]), children, max_size=4),
