@@ -128,12 +128,15 @@ _LOAD = """
 """
 
 
-def test_folder_artifact_with_an_unreadable_member(tmp_path, cli):
+@pytest.mark.parametrize("what", ["member", "folder"])
+def test_folder_artifact_with_an_unreadable_member(tmp_path, cli, what):
     from sklearn.linear_model import LogisticRegression
 
     X = [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, 1.0]]
     ms.save(LogisticRegression().fit(X, [0, 1, 0, 1]), tmp_path / "model", sample=X)
     member = next(m for m in ms.inspect(tmp_path / "model").members if m.startswith("model/"))
+    if what == "folder":  # the component's folder cannot even be listed
+        member = "model"
     (tmp_path / "model" / member).chmod(0)
     result = _child(_LOAD, str(tmp_path / "model"), wrap=_without_override())
     assert result["type"] == "ArtifactReadError" and result["artifact_error"] and result["name"] == "EACCES"
@@ -143,3 +146,4 @@ def test_folder_artifact_with_an_unreadable_member(tmp_path, cli):
     proc = subprocess.run([*_without_override(), sys.executable, "-m", "modelsafe", "verify", str(tmp_path / "model")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "ArtifactReadError" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    (tmp_path / "model" / member).chmod(0o755)  # so that pytest can remove it

@@ -173,7 +173,9 @@ class DirArtifactReader(ArtifactReader):
         return self.path / name
 
     def _unlistable(self, exc: OSError) -> None:
-        raise read_error(exc, str(self.path), Path(exc.filename).relative_to(self.path).as_posix() or None)
+        """A folder of the artifact that cannot be listed (os.walk's onerror)."""
+        where = Path(exc.filename).relative_to(self.path).as_posix() if exc.filename else "."
+        raise read_error(exc, str(self.path), None if where == "." else where)
 
     def size(self, name: str) -> int:
         target = self._file(name)
