@@ -30,6 +30,7 @@ from modelsafe.errors import (
     InvalidSignatureError,
     MissingMethodError,
     ModelsafeError,
+    NoPortableMemberError,
     SaveError,
     SchemaError,
     SecurityError,
@@ -99,6 +100,7 @@ __all__ = [
     "FlavorNotInstalledError",
     "UnsupportedModelError",
     "MissingMethodError",
+    "NoPortableMemberError",
     "UnknownKeywordError",
 ]
 

@@ -117,16 +117,22 @@ class Bundle:
     """
 
     def __init__(self, path: Path, manifest: Manifest, model: Any, preprocess: Any,
-                 reader: ArtifactReader, env_report: "EnvReport | None", code_changes: tuple[str, ...] = ()) -> None:
+                 reader: ArtifactReader, env_report: "EnvReport | None", code_changes: tuple[str, ...] = (), *,
+                 runtime: str = "native", runner: Flavor | None = None,
+                 tolerances: Mapping[str, Any] | None = None) -> None:
         self.path = path
+        #: Which runtime runs the model: ``"native"`` (its framework) or ``"onnx"`` (the portable member,
+        #: run by onnxruntime: ``runner`` then runs it, and ``tolerances`` are the ones recorded for it).
+        self.runtime = runtime
+        self._tolerances = dict(tolerances) if tolerances is not None else None
         #: Local modules used at load whose source differs from the copy bundled at save.
         self.code_changes = code_changes
         self.manifest = manifest
         self.env_report = env_report
         self._reader = reader
         pre_flavor = (get_flavor(manifest.components["preprocess"].flavor)
-                      if "preprocess" in manifest.components else None)
-        self._route = Route(model, get_flavor(manifest.components["model"].flavor), preprocess, pre_flavor,
+                      if "preprocess" in manifest.components and runner is None else None)
+        self._route = Route(model, runner or get_flavor(manifest.components["model"].flavor), preprocess, pre_flavor,
                             manifest.schema)
 
     @property
@@ -148,7 +154,8 @@ class Bundle:
         self._route.preprocess = value
 
     def __repr__(self) -> str:
-        return f"<modelsafe.Bundle {str(self.path)!r} flavor={self.manifest.flavor!r}>"
+        runtime = "" if self.runtime == "native" else f" runtime={self.runtime!r}"
+        return f"<modelsafe.Bundle {str(self.path)!r} flavor={self.manifest.flavor!r}{runtime}>"
 
     def predict(self, x: Any, *, check: bool = True) -> Any:
         """Preprocess (if any) -> model -> outputs.
@@ -181,7 +188,8 @@ class Bundle:
         return Sample(
             inputs=decode(spec["inputs"], source.read_array),
             outputs={name: source.read_array(o["member"]) for name, o in spec["outputs"].items()},
-            tolerances={name: o.get("tolerance") for name, o in spec["outputs"].items()},
+            tolerances={name: self._tolerances[name] if self._tolerances is not None else o.get("tolerance")
+                        for name, o in spec["outputs"].items()},
             rows=int(spec.get("rows", 0)),
         )
 

@@ -19,6 +19,7 @@ __all__ = ["export", "EXPORTERS"]
 #: ``(path, destination, **options)`` and returns the path it wrote.
 EXPORTERS: dict[str, tuple[str, str]] = {
     "huggingface": ("modelsafe.flavors.transformers.export:export_pretrained", "transformers"),
+    "onnx": ("modelsafe.portable.export:export_onnx", "onnx"),
 }
 
 

@@ -35,12 +35,15 @@ VERB_KEYWORDS: dict[str, dict[str, str]] = {
         "progress": INTERNAL,  # a callback counting the bytes written (the CLI's progress bar)
         "source": INTERNAL,  # where ms.convert read the model from (the manifest's provenance)
         "provenance": "what produced the model (git commit, datasets, free-form fields): modelsafe.signing",
+        "portable": "'onnx' or 'try-onnx': add an ONNX member, checked on the sample with onnxruntime (modelsafe.portable)",
     },
     "load": {
         "progress": INTERNAL,  # a callback counting the bytes hashed
         "hash_cache": INTERNAL,  # False: hash every member again (ms.verify)
         "signature": "'auto', 'require' or 'ignore': check the signature beside the artifact (modelsafe.signing)",
         "trusted_keys": "the public keys (or root certificates) whose signatures are trusted (modelsafe.signing)",
+        "runtime": "'native', 'onnx' or 'auto': run the framework, the portable ONNX member, or the member when the "
+                   "framework cannot load here (modelsafe.portable)",
     },
     # predict_file, modelsafe.dask.predict and modelsafe.spark.udf pass the rest of their keywords to load,
     # checked against load's and the artifact's flavors' before any row is read (modelsafe.batch).

@@ -18,13 +18,14 @@ from modelsafe._bundle import Bundle
 from modelsafe.artifact.location import resolve
 from modelsafe.artifact.manifest import Manifest
 from modelsafe.artifact.reader import ArtifactReader, open_artifact, read_manifest
-from modelsafe.errors import EnvironmentMismatchError, ModelsafeError, SecurityError
+from modelsafe.errors import EnvironmentMismatchError, FlavorNotInstalledError, ModelsafeError, SecurityError
 from modelsafe.flavors import get_flavor
 from modelsafe.flavors._base import ComponentSource, LoadOptions
 
 PathLike = str | os.PathLike[str]
 _ENV_MODES = ("strict", "warn", "ignore")
 _CODE_MODES = ("auto", "bundled", "current")
+_RUNTIMES = ("native", "onnx", "auto")
 
 
 @dataclass
@@ -40,6 +41,11 @@ class _LoadState:
     sources: dict[str, ComponentSource] = field(default_factory=dict)
     integrity: Any = None
     bundle: Bundle | None = None
+    #: ``runtime="onnx"``: the portable record and its audited graph; ``lenient``: a fallback of
+    #: ``runtime="auto"``, whose keywords the native path accepted (or could not check).
+    portable: Any = None
+    graph: Any = None
+    lenient: bool = False
 
     def source(self, key: str) -> ComponentSource:
         """The component's member reader, shared by the audit and deserialize steps."""
@@ -74,7 +80,12 @@ def load(path: PathLike, *, verify: bool = True, env: str = "warn", device: str 
     **extra
         ``signature="auto"|"require"|"ignore"`` and ``trusted_keys=[...]`` (default: the paths in
         ``MODELSAFE_TRUSTED_KEYS``): the OMS signature at ``path + ".sig"`` is checked before any
-        member is read (see :mod:`modelsafe.signing.gate`). Options of the artifact's flavors.
+        member is read (see :mod:`modelsafe.signing.gate`). ``runtime="native"|"onnx"|"auto"``:
+        the model's framework (default), the portable ONNX member run by onnxruntime (never
+        imports the framework; ``trusted`` may name custom operator domains), or native with a
+        fallback to the member, and one RuntimeFallbackWarning, when the native load is refused
+        for environment reasons (see :mod:`modelsafe.portable`); ``bundle.runtime`` says which
+        runs. Options of the artifact's flavors.
 
     Examples
     --------
@@ -84,11 +95,19 @@ def load(path: PathLike, *, verify: bool = True, env: str = "warn", device: str 
     """
     _check_choice("env", env, _ENV_MODES)
     _check_choice("code", code, _CODE_MODES)
+    runtime = extra.pop("runtime", "native")
+    _check_choice("runtime", runtime, _RUNTIMES)
     options = LoadOptions(trusted=tuple(trusted), trust_code=trust_code, device=device, code=code,
                           strict=strict, extra=extra)
     state = _LoadState(path=resolve(path, storage_options), options=options, env=env, verify=verify)  # type: ignore[arg-type]
+    if runtime == "auto":
+        return _load_auto(state)
+    return _run(state, _LOAD_STEPS if runtime == "native" else _PORTABLE_STEPS)
+
+
+def _run(state: _LoadState, steps: tuple[Callable[[_LoadState], None], ...]) -> Bundle:
     try:
-        for step in _LOAD_STEPS:
+        for step in steps:
             step(state)
     except BaseException:
         if state.integrity is not None:
@@ -98,6 +117,27 @@ def load(path: PathLike, *, verify: bool = True, env: str = "warn", device: str 
         raise
     assert state.bundle is not None
     return state.bundle
+
+
+def _load_auto(state: _LoadState) -> Bundle:
+    """``runtime="auto"``: native; the portable member when the native load is refused because the environment
+    differs or the framework is missing (never for integrity or security failures), with one warning."""
+    options = state.options
+    try:
+        return _run(state, _LOAD_STEPS)
+    except (EnvironmentMismatchError, FlavorNotInstalledError) as exc:
+        if state.manifest is None or not state.manifest.portable:
+            raise
+        native = exc
+    fallback = _LoadState(path=state.path, options=options, env=state.env, verify=state.verify, lenient=True)
+    try:
+        bundle = _run(fallback, _PORTABLE_STEPS)
+    except ModelsafeError as exc:
+        raise exc from native
+    from modelsafe.portable.fallback import warn_fallback
+
+    warn_fallback(state.path, native, stacklevel=3)
+    return bundle
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -213,6 +253,66 @@ def _step_warn(state: _LoadState) -> None:
     if state.env == "warn" and state.env_report is not None:
         warn_environment(state.env_report, stacklevel=3)
 
+
+# -- runtime="onnx": the portable member, run by onnxruntime; the model's framework is never imported ---------
+
+
+def _step_portable_manifest(state: _LoadState) -> None:
+    from modelsafe.portable.load import portable_spec
+
+    state.reader = open_artifact(state.path)
+    state.manifest = read_manifest(state.reader)
+    state.portable = portable_spec(state.manifest, state.path)
+    if state.options.extra and not state.lenient:  # no flavor runs, so only load's own keywords are read
+        from modelsafe._keywords import check_keywords, declared, signature_names
+
+        check_keywords("load", state.options.extra, {*signature_names(load), *declared("load")})
+
+
+def _step_portable_integrity(state: _LoadState) -> None:
+    """Every member's size and hash, as natively (a changed native member is a changed artifact too)."""
+    from modelsafe.artifact.integrity import MemberChecks
+
+    assert state.reader is not None and state.manifest is not None
+    state.integrity = MemberChecks(state.reader, state.manifest.members, progress=state.options.extra.get("progress"),
+                                   keep=[], cache=state.options.extra.get("hash_cache", True))
+    state.reader.gate = state.integrity.wait
+
+
+def _step_portable_audit(state: _LoadState) -> None:
+    """The graph: external data inside the artifact only, operator domains standard or trusted."""
+    from modelsafe.portable import PREFIX
+    from modelsafe.portable.load import audit
+
+    state.graph = audit(state.source(PREFIX), state.portable, state.options.trusted)
+
+
+def _step_portable_environment(state: _LoadState) -> None:
+    from modelsafe.portable.load import runtime_environment
+
+    state.env_report = runtime_environment(state.portable, state.env)
+
+
+def _step_portable_deserialize(state: _LoadState) -> None:
+    from modelsafe.portable.load import build
+
+    assert state.reader is not None and state.manifest is not None
+    model, runner, tolerances = build(state.graph, state.portable)
+    state.bundle = Bundle(state.path, state.manifest, model, None, state.reader, state.env_report,
+                          runtime="onnx", runner=runner, tolerances=tolerances)
+
+
+_PORTABLE_STEPS: tuple[Callable[[_LoadState], None], ...] = (
+    _step_portable_manifest,     # manifest + format version + the portable record
+    _step_signature,             # who signed the manifest, before any member is read
+    _step_portable_integrity,    # sizes and hashes of every member
+    _step_portable_audit,        # the graph's external data and operator domains
+    _step_integrity_done,        # every hash checked before anything is built
+    _step_portable_environment,  # onnxruntime, numpy and Python: saved vs current
+    _step_portable_deserialize,  # the onnxruntime session
+    _step_verify,                # replay the sample against the recorded ONNX tolerance
+    _step_warn,                  # environment differences, once everything succeeded
+)
 
 _LOAD_STEPS: tuple[Callable[[_LoadState], None], ...] = (
     _step_manifest,       # manifest + format version

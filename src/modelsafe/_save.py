@@ -49,6 +49,11 @@ class _SaveState:
     code_records: list[dict[str, Any]] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] | None = None
+    #: ``portable=``: None, "onnx" or "try-onnx"; the sample's inputs and native outputs it is checked on.
+    portable: str | None = None
+    sample_inputs: Any = None
+    sample_outputs: dict[str, Any] | None = None
+    portable_record: dict[str, Any] | None = None
 
 
 def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None, code: Iterable[Any] = (),
@@ -105,12 +110,14 @@ def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None
                        metadata=dict(metadata or {}), options=options)
     _check_metadata(state.metadata)
     state.provenance = _record_provenance(options.pop("provenance", None))
+    state.portable = _portable_choice(options.pop("portable", None))
     state.schema = _capture_schema(sample, training_data, _takes_positional(obj, preprocess))
     with saving_to(str(state.path)), ArtifactWriter(state.path, overwrite=overwrite,
                                                     progress=options.pop("progress", None)) as writer:
         _save_components(state, writer)
         writer.start_sync()  # the components go to disk while the sample runs
         _save_sample(state, writer)
+        _save_portable(state, writer)
         _save_code(state, writer)
         _capture_environment(state)
         manifest = _build_manifest(state, writer)
@@ -208,6 +215,33 @@ def _save_sample(state: _SaveState, writer: ArtifactWriter) -> None:
                   {name: r["tolerance"] for name, r in recorded.items()}, route.replay)
     state.verification = {"inputs": spec_inputs, "outputs": recorded, "rows": _rows(inputs),
                           "members": list(store.members)}
+    state.sample_inputs, state.sample_outputs = inputs, {name: as_arrays(value) for name, value in outputs.items()}
+
+
+def _portable_choice(portable: Any) -> str | None:
+    from modelsafe.portable.save import CHOICES
+
+    if portable is not None and portable not in CHOICES:
+        raise ValueError(f"Invalid `portable`: expected one of {', '.join(map(repr, CHOICES))} or None. "
+                         f"Received: portable={portable!r}")
+    return portable
+
+
+def _save_portable(state: _SaveState, writer: ArtifactWriter) -> None:
+    """``portable="onnx"|"try-onnx"``: the model as an ONNX graph, run with onnxruntime on the sample through the
+    input guard ``predict`` uses, and stored only when it predicts what the model does (see modelsafe.portable)."""
+    if state.portable is None:
+        return
+    from modelsafe._bundle import Route
+    from modelsafe.portable import PREFIX
+    from modelsafe.portable.save import save_portable
+
+    schema = json.loads(json.dumps(state.schema)) if state.schema else None
+    state.portable_record = save_portable(
+        state.portable, state.obj, get_flavor(state.components["model"].flavor), schema, state.sample_inputs,
+        state.sample_outputs, ComponentStore(writer, PREFIX),
+        replay=lambda model, runner: Route(model, runner, None, None, schema).replay,
+        has_preprocess=state.preprocess is not None)
 
 
 def _takes_positional(obj: Any, preprocess: Any) -> bool:
@@ -271,6 +305,7 @@ def _build_manifest(state: _SaveState, writer: ArtifactWriter) -> Manifest:
         metadata=state.metadata,
         source=state.options.get("source"),
         provenance=state.provenance,
+        portable=state.portable_record,
     )
 
 

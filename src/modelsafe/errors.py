@@ -31,7 +31,8 @@ The hierarchy::
     ├─ FlavorError
     │  ├─ FlavorNotInstalledError(ImportError)
     │  ├─ UnsupportedModelError(TypeError)
-    │  └─ MissingMethodError(AttributeError)
+    │  ├─ MissingMethodError(AttributeError)
+    │  └─ NoPortableMemberError
     └─ UnknownKeywordError(TypeError)
 
 The two I/O errors keep :class:`OSError` among their bases (with ``errno``, ``strerror``
@@ -69,6 +70,7 @@ __all__ = [
     "FlavorNotInstalledError",
     "UnsupportedModelError",
     "MissingMethodError",
+    "NoPortableMemberError",
     "UnknownKeywordError",
 ]
 
@@ -242,6 +244,11 @@ class UnsupportedModelError(FlavorError, TypeError):
 class MissingMethodError(FlavorError, AttributeError):
     """Raised by ``bundle.predict_proba`` (``decision_function``, ``transform``) when the model has no such
     method; ``hasattr(bundle, name)`` is then False. Attributes: ``method``, ``type_name``, ``available``."""
+
+
+class NoPortableMemberError(FlavorError):
+    """Raised by ``load(runtime="onnx")`` for an artifact saved without ``portable=``: it has no ONNX
+    member to run. Attributes: ``path``, ``flavor`` (the native flavor)."""
 
 
 class UnknownKeywordError(ModelsafeError, TypeError):

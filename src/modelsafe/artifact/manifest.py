@@ -63,6 +63,8 @@ class Manifest:
     source: Mapping[str, Any] | None = None
     #: What produced the model (``save(provenance=...)``): git commit, datasets, free-form fields.
     provenance: Mapping[str, Any] | None = None
+    #: The portable ONNX member (``save(portable="onnx")``): graph, inputs, outputs with their tolerance.
+    portable: Mapping[str, Any] | None = None
 
     @property
     def flavor(self) -> str:
@@ -101,6 +103,7 @@ class Manifest:
             "metadata": dict(self.metadata),
             "source": None if self.source is None else dict(self.source),
             "provenance": None if self.provenance is None else dict(self.provenance),
+            **({} if self.portable is None else {"portable": dict(self.portable)}),
         }
 
     def to_json(self) -> bytes:
@@ -150,6 +153,7 @@ class Manifest:
             metadata=reader.get(data, "metadata", dict, default={}),
             source=reader.get(data, "source", dict, default=None),
             provenance=reader.get(data, "provenance", dict, default=None),
+            portable=reader.get(data, "portable", dict, default=None),
         )
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from modelsafe.artifact.reader import ArtifactReader
     from modelsafe.artifact.writer import ArtifactWriter
+    from modelsafe.flavors.onnx_graph import OnnxGraph
 
 
 class ComponentStore:
@@ -213,6 +214,20 @@ class Flavor:
     def device_info(self, obj: Any) -> dict[str, Any]:
         """Device facts for the environment fingerprint (e.g. CUDA versions)."""
         return {}
+
+    def to_onnx(self, obj: Any, schema: Mapping[str, Any] | None, sample: Any) -> "OnnxGraph":
+        """For ``save(portable="onnx")``: ``obj`` as an ONNX graph fed from the input recorded as ``schema``
+        (see :mod:`modelsafe.flavors.onnx_graph`); ``sample`` is the verification sample's inputs.
+
+        Each framework's converter lives in its own folder. Default: there is none.
+        """
+        from modelsafe.errors import UnsupportedModelError
+
+        kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        raise UnsupportedModelError(
+            f"The {self.name} flavor has no ONNX converter, so {kind} cannot get a portable member. ONNX converters "
+            "exist for scikit-learn, XGBoost, LightGBM, PyTorch and Keras models. Save it without portable=.",
+            type_name=kind, flavor=self.name)
 
     def diagnose_file(self, path: str, report: Any) -> Any:
         """For ``ms.doctor``: why a non-modelsafe file of this framework won't load here.

@@ -15,7 +15,7 @@ import os
 import struct
 from typing import Any, BinaryIO, Protocol
 
-from modelsafe.security import _walk_leaves, _walk_pickles
+from modelsafe.security import _onnx, _walk_leaves, _walk_pickles
 from modelsafe.security._compressed import ExpansionLimit
 from modelsafe.security._findings import Finding, ItemRecord, StreamRecord, message
 from modelsafe.security._joblib import FORMAT_GLOBALS
@@ -146,6 +146,8 @@ class Walker:
             kind = text_kind(f.read(HEAD))
             f.seek(0)
             self.items[-1] = ItemRecord(location, kind, size)
+        if kind in ("unknown", "text") and _onnx.scan_onnx(self, location, f, size):
+            return  # an ONNX model (a protobuf, with no magic of its own): see security._onnx
         readers = {"npy": _walk_leaves.npy, "safetensors": _walk_leaves.safetensors,
                    "savedmodel-graph": _walk_leaves.savedmodel_graph, "keras-metadata": _walk_leaves.keras_metadata,
                    "json": _walk_leaves.json_doc, "torch-legacy": _walk_pickles.torch_legacy}

@@ -191,6 +191,12 @@ class BoostingFlavor(Flavor):
             saved=saved, current=current,
         )
 
+    def to_onnx(self, obj: Any, schema: Mapping[str, Any] | None, sample: Any) -> Any:
+        """The model as an ONNX graph, by onnxmltools (see :mod:`modelsafe.flavors.boosting.onnx`)."""
+        from modelsafe.flavors.boosting.onnx import to_onnx
+
+        return to_onnx(self.name, self.kind(obj), obj, schema)
+
     def predict(self, obj: Any, x: Any) -> Any:
         return self.run(obj, self.guard(obj, x))
 

@@ -130,6 +130,12 @@ class KerasFlavor(Flavor):
             _check_input_names(obj, x)
         return obj.predict(x, verbose=0)
 
+    def to_onnx(self, obj: Any, schema: Mapping[str, Any] | None, sample: Any) -> Any:
+        """The model as an ONNX graph, by Keras 3's own export (see :mod:`modelsafe.flavors.keras.onnx`)."""
+        from modelsafe.flavors.keras.onnx import to_onnx
+
+        return to_onnx(obj, schema, sample)
+
     def outputs(self, obj: Any, x: Any) -> dict[str, Any]:
         result = self.predict(obj, x)
         if isinstance(result, dict):

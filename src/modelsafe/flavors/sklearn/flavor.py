@@ -47,6 +47,12 @@ class SklearnFlavor(GraphFlavor):
 
         return joblib.parallel_config(backend="sequential")
 
+    def to_onnx(self, obj: Any, schema: Mapping[str, Any] | None, sample: Any) -> Any:
+        """The model as an ONNX graph, by skl2onnx (see :mod:`modelsafe.flavors.sklearn.onnx`)."""
+        from modelsafe.flavors.sklearn.onnx import to_onnx
+
+        return to_onnx(obj, schema, sample)
+
     def outputs(self, obj: Any, x: Any) -> dict[str, Any]:
         if not hasattr(obj, "predict"):
             if not hasattr(obj, "transform"):

@@ -143,6 +143,13 @@ class TorchFlavor(Flavor):
     def replay_context(self, obj: Any) -> contextlib.AbstractContextManager[None]:
         return _one_intra_op_thread()
 
+    def to_onnx(self, obj: Any, schema: Mapping[str, Any] | None, sample: Any) -> Any:
+        """The module as an ONNX graph, by torch.onnx's dynamo exporter (see :mod:`modelsafe.flavors.torch.onnx`)."""
+        from modelsafe.flavors.torch.onnx import to_onnx
+
+        with _one_intra_op_thread():
+            return to_onnx(obj, schema, sample)
+
     def device_info(self, obj: Any) -> dict[str, Any]:
         import torch
 
