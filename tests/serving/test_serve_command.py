@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -133,7 +134,8 @@ def test_sigterm_drains_the_request_in_flight_then_exits_0(start_server, artifac
             break
         thread.join(0.05)
     assert marker.exists(), server.stderr()
-    assert server.terminate() == 0  # sent while the model sleeps on the request
+    server.process.send_signal(signal.SIGTERM)  # while the model sleeps on the request
+    assert server.wait_exit() == 0
     thread.join(60)
     assert answers and answers[0].status_code == 200 and answers[0].json() == {"predictions": [6.0]}
     assert "Shutting down" in server.stderr() and "Finished server process" in server.stderr()

@@ -76,6 +76,13 @@ def serve(state: State, artifacts: tuple[str, ...], host: str, port: int, worker
         except (errors.ModelsafeError, OSError, ValueError) as exc:
             _fail(state, getattr(exc, "artifact", "serve"), exc)
         server = uvicorn.Server(uvicorn.Config(app, **settings))
+        stop = server.handle_exit
+
+        def drain(sig: int, frame: Any) -> None:  # readiness false from the signal on, while requests finish
+            app.state.service.draining = True
+            stop(sig, frame)
+
+        server.handle_exit = drain  # type: ignore[method-assign]
         # uvicorn drains in-flight requests on SIGTERM, then raises the signal again; this handler
         # takes that second one, so a drained server exits 0.
         signal.signal(signal.SIGTERM, lambda *_: None)
