@@ -22,12 +22,14 @@ from modelsafe.errors import (
     ArtifactReadError,
     ArtifactWriteError,
     BatchError,
+    EnvironmentBuildError,
     EnvironmentMismatchError,
     FlavorError,
     FlavorNotInstalledError,
     FormatError,
     IntegrityError,
     InvalidSignatureError,
+    IsolatedWorkerError,
     MissingMethodError,
     ModelsafeError,
     NoPortableMemberError,
@@ -64,6 +66,7 @@ __all__ = [
     "sign",
     "verify_signature",
     "predict_file",
+    "recreate_env",
     # results
     "Bundle",
     "Manifest",
@@ -89,6 +92,8 @@ __all__ = [
     "SignatureMismatchError",
     "SigningError",
     "EnvironmentMismatchError",
+    "EnvironmentBuildError",
+    "IsolatedWorkerError",
     "VerificationError",
     "SchemaError",
     "BatchError",
@@ -127,6 +132,7 @@ _LAZY = {
     "SignatureReport": "modelsafe.signing.report:SignatureReport",
     "predict_file": "modelsafe.batch.files:predict_file",
     "BatchReport": "modelsafe.batch.report:BatchReport",
+    "recreate_env": "modelsafe.envs.recreate:recreate_env",
 }
 
 if TYPE_CHECKING:

@@ -44,6 +44,8 @@ VERB_KEYWORDS: dict[str, dict[str, str]] = {
         "trusted_keys": "the public keys (or root certificates) whose signatures are trusted (modelsafe.signing)",
         "runtime": "'native', 'onnx' or 'auto': run the framework, the portable ONNX member, or the member when the "
                    "framework cannot load here (modelsafe.portable)",
+        "isolate": "True, or an environment's path: the model runs in a worker process inside the environment "
+                   "recreated from the artifact's recorded requirements (modelsafe.envs)",
     },
     # predict_file, modelsafe.dask.predict and modelsafe.spark.udf pass the rest of their keywords to load,
     # checked against load's and the artifact's flavors' before any row is read (modelsafe.batch).

@@ -9,6 +9,7 @@ before this) -> every hash checked -> environment check -> deserialize -> verifi
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,13 @@ def load(path: PathLike, *, verify: bool = True, env: str = "warn", device: str 
     """
     _check_choice("env", env, _ENV_MODES)
     _check_choice("code", code, _CODE_MODES)
+    isolate = extra.pop("isolate", False)
+    if isolate is not False and isolate is not None:
+        # The model runs in a worker inside the recreated environment. modelsafe.envs sits above the verbs (its
+        # worker calls load there): it is reached by its import path, as ms.export reaches its exporters.
+        envs = importlib.import_module("modelsafe.envs.isolated")
+        return envs.load_isolated(path, isolate, verify=verify, env=env, device=device, trust_code=trust_code,
+                                  trusted=trusted, code=code, strict=strict, storage_options=storage_options, **extra)
     runtime = extra.pop("runtime", "native")
     _check_choice("runtime", runtime, _RUNTIMES)
     options = LoadOptions(trusted=tuple(trusted), trust_code=trust_code, device=device, code=code,

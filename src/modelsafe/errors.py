@@ -20,6 +20,8 @@ The hierarchy::
     │     ├─ InvalidSignatureError
     │     └─ SignatureMismatchError
     ├─ EnvironmentMismatchError
+    ├─ EnvironmentBuildError
+    ├─ IsolatedWorkerError
     ├─ VerificationError
     ├─ SchemaError(ValueError)
     ├─ BatchError
@@ -59,6 +61,8 @@ __all__ = [
     "SignatureMismatchError",
     "SigningError",
     "EnvironmentMismatchError",
+    "EnvironmentBuildError",
+    "IsolatedWorkerError",
     "VerificationError",
     "SchemaError",
     "BatchError",
@@ -176,6 +180,26 @@ class SigningError(ModelsafeError, ValueError):
 class EnvironmentMismatchError(ModelsafeError):
     """Raised under ``env="strict"`` when a relevant package differs beyond a patch
     release. Attribute: ``report`` (an :class:`modelsafe.EnvReport`)."""
+
+
+class EnvironmentBuildError(ModelsafeError):
+    """Raised when ``recreate_env`` (or ``load(isolate=True)``) cannot build the recorded environment:
+    the recorded Python is not on this machine, a recorded version is no longer on the index, it has
+    no wheel for this platform, the index cannot be reached, or the installer failed otherwise.
+
+    Attributes: ``reason`` (``"python"``, ``"version-missing"``, ``"no-wheel"``, ``"network"``,
+    ``"constraint"``, ``"destination"``, ``"installer"``), ``package`` and ``version`` (when one
+    distribution is to blame), ``python`` (the recorded minor version), ``installer`` and ``output``
+    (the installer's last lines).
+    """
+
+
+class IsolatedWorkerError(ModelsafeError):
+    """Raised when the worker process of an isolated bundle (``load(isolate=True)``) died or cannot
+    answer: the call did not complete; the next call starts a new worker. Also raised when a value
+    cannot cross the process boundary without pickle. Attributes: ``pid``, ``python``, ``returncode``,
+    ``operation`` and ``output`` (the worker's last lines on stderr).
+    """
 
 
 class VerificationError(ModelsafeError):

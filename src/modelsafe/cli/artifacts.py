@@ -72,11 +72,22 @@ def verify(state: State, paths: tuple[str, ...], env: str, trust_code: bool, tru
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--strict", is_flag=True, help="Exit 1 on any difference beyond a patch release.")
+@click.option("--recreate", "recreate", is_flag=False, flag_value="", default=None, metavar="[DIR]",
+              help="Build the saved environment (in DIR, or the user cache) and load and verify the artifact in it. "
+                   "Put it after ARTIFACT.")
+@click.option("--installer", type=click.Choice(["auto", "uv", "pip"]), default="auto", show_default=True,
+              help="With --recreate: uv, or venv + pip.")
+@click.option("--trust-code", is_flag=True, help="With --recreate: allow the self-check to import bundled code.")
 @json_option
 @storage_option
 @click.pass_obj
-def env(state: State, paths: tuple[str, ...], strict: bool) -> None:
-    """Compare the environment an artifact was saved in with this one."""
+def env(state: State, paths: tuple[str, ...], strict: bool, recreate: str | None, installer: str,
+        trust_code: bool) -> None:
+    """Compare the environment an artifact was saved in with this one; --recreate builds it."""
+    if recreate is not None:
+        from modelsafe.cli.recreate import recreate_each
+
+        recreate_each(state, paths, recreate or None, installer, trust_code)
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
         report = ms.check_env(path, storage_options=state.storage_options)

@@ -35,6 +35,8 @@ from modelsafe.cli._app import State, cli, exit_code
               help="Prediction threads per process (0: min(4, CPUs + 1)).")
 @click.option("--env", "env", type=click.Choice(["strict", "warn", "ignore"]), default="warn", show_default=True)
 @click.option("--trust-code", is_flag=True, help="Allow importing code bundled in the artifacts.")
+@click.option("--isolate", is_flag=True, help="Run each model in a worker process inside its recreated environment "
+                                               "(built on first use, then cached).")
 @click.option("--trusted", multiple=True, metavar="MODULE.NAME", help="Extra global the unpickler may resolve.")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), help="Require this bearer token.")
 @click.option("--log-level", default="info", show_default=True,
@@ -42,7 +44,7 @@ from modelsafe.cli._app import State, cli, exit_code
 @click.pass_obj
 def serve(state: State, artifacts: tuple[str, ...], host: str, port: int, workers: int, max_batch_size: int,
           max_latency_ms: float, max_body_mb: float, max_rows: int, threads: int, env: str, trust_code: bool,
-          trusted: tuple[str, ...], token_file: str | None, log_level: str) -> None:
+          trusted: tuple[str, ...], token_file: str | None, log_level: str, isolate: bool) -> None:
     """Serve artifacts over MLflow's scoring protocol and the Open Inference Protocol v2.
 
     Each ARTIFACT is a path (or URL), named by its file stem, or NAME=PATH. Every one is
@@ -54,7 +56,7 @@ def serve(state: State, artifacts: tuple[str, ...], host: str, port: int, worker
     options: dict[str, Any] = {
         "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms, "env": env,
         "trust_code": trust_code, "trusted": list(trusted), "max_body_bytes": int(max_body_mb * (1 << 20)),
-        "max_rows": max_rows, "threads": threads}
+        "max_rows": max_rows, "threads": threads, **({"isolate": True} if isolate else {})}
     try:
         require_serve_extra()
         token = read_token(token_file) if token_file else None
@@ -91,7 +93,8 @@ def serve(state: State, artifacts: tuple[str, ...], host: str, port: int, worker
     from modelsafe.serving.app import load_models
 
     try:  # every check once here, so that a failing artifact stops the command, not N workers one by one
-        for model in load_models(list(artifacts), env=env, trust_code=trust_code, trusted=trusted):
+        for model in load_models(list(artifacts), env=env, trust_code=trust_code, trusted=trusted,
+                                 **({"isolate": True} if isolate else {})):
             model.bundle.close()
     except (errors.ModelsafeError, OSError, ValueError) as exc:
         _fail(state, getattr(exc, "artifact", "serve"), exc)
