@@ -116,14 +116,15 @@ def s3(s3_server: dict[str, object]) -> dict[str, object]:
     """A new bucket; ``options`` reach the server directly, ``proxied`` through the counting proxy."""
     import s3fs
 
-    direct = {"endpoint_url": f"http://127.0.0.1:{s3_server['port']}", "skip_instance_cache": True}
+    # Filesystem instances are cached by fsspec as for any user (a new S3 client costs most of a second).
+    direct = {"endpoint_url": f"http://127.0.0.1:{s3_server['port']}"}
     proxy = s3_server["proxy"]
     proxy.reset()  # type: ignore[attr-defined]
     bucket = f"b-{uuid.uuid4().hex[:12]}"
-    fs = s3fs.S3FileSystem(**direct)
+    fs = s3fs.S3FileSystem(use_listings_cache=False, **direct)  # the tests' own view: never a stale listing
     fs.mkdir(bucket)
     # botocore makes one attempt and s3fs two (its own retries, with backoff): a cut connection fails fast.
-    proxied = {"endpoint_url": proxy.url, "skip_instance_cache": True, "retries": 2,
+    proxied = {"endpoint_url": proxy.url, "retries": 2,
                "config_kwargs": {"retries": {"max_attempts": 1}}}  # type: ignore[attr-defined]
     return {"bucket": bucket, "fs": fs, "options": direct, "proxied": proxied, "proxy": proxy,
             "server": s3_server["server"], "port": s3_server["port"]}

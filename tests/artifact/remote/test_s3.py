@@ -17,21 +17,6 @@ def _model():
     return LogisticRegression().fit(X, (X[:, 0] > 0).astype(int)), X
 
 
-def test_round_trip_in_a_fresh_process(s3, fresh):
-    model, X = _model()
-    url = f"s3://{s3['bucket']}/models/model.msafe"
-    ms.save(model, url, sample=X[:8], storage_options=s3["options"])
-    ms.save(model, url.replace(".msafe", "-dir"), sample=X[:8], storage_options=s3["options"])
-    out = fresh(f"""
-        import numpy as np, modelsafe as ms
-        opts = {s3['options']!r}
-        for url in ({url!r}, {url.replace('.msafe', '-dir')!r}):
-            bundle = ms.load(url, storage_options=opts)
-            print(bundle.manifest.flavor, bundle.verify().ok, bundle.predict(np.zeros((1, 4))).tolist())
-    """)
-    assert out.stdout.splitlines() == [f"sklearn True {model.predict(np.zeros((1, 4))).tolist()}"] * 2
-
-
 def test_inspect_of_a_200_mb_artifact_reads_under_1_mib(s3):
     big = np.random.default_rng(1).integers(0, 255, size=200 << 20, dtype=np.uint8)
     url = f"s3://{s3['bucket']}/big.msafe"
