@@ -9,7 +9,7 @@ export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv old-venv java demo test test-fast bench clean
+.PHONY: venv old-venv portable-venv java demo test test-fast bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,21 @@ $(OLD_STAMP): tests/compat/requirements-old.txt pyproject.toml
 
 old-venv: $(OLD_STAMP)
 
+# The portable runtime's environment: modelsafe's core, numpy and onnxruntime, and no framework (no
+# scikit-learn, XGBoost, LightGBM, torch, TensorFlow, pandas). tests/portable/test_minimal_env.py loads
+# artifacts there through their ONNX member (load(runtime="auto")).
+PORTABLE_VENV := .venv-portable
+PORTABLE_STAMP := $(PORTABLE_VENV)/.modelsafe-installed
+
+$(PORTABLE_STAMP): tests/portable/requirements-runtime.txt pyproject.toml
+	test -x $(PORTABLE_VENV)/bin/python || $(PYTHON) -m venv $(PORTABLE_VENV)
+	$(PORTABLE_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(PORTABLE_VENV)/bin/python -m pip install --quiet -r tests/portable/requirements-runtime.txt
+	$(PORTABLE_VENV)/bin/python -m pip install --quiet -e .
+	touch $(PORTABLE_STAMP)
+
+portable-venv: $(PORTABLE_STAMP)
+
 demo: venv
 	$(PY) examples/demo.py
 
@@ -44,7 +59,7 @@ java:
 	command -v java >/dev/null 2>&1 || (apt-get update && apt-get install -y openjdk-17-jre-headless)
 
 # One run of the whole suite, stress tests and the compatibility suite included.
-test: venv old-venv java
+test: venv old-venv portable-venv java
 	$(PY) -m pytest -n 2 --timeout=1200 -q
 
 # Everything but the stress tests, stopping at the first failure.
@@ -66,4 +81,4 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/run.py
 
 clean:
-	rm -rf $(VENV) $(OLD_VENV) $(BENCH_VENV) .pytest_cache build dist src/*.egg-info
+	rm -rf $(VENV) $(OLD_VENV) $(PORTABLE_VENV) $(BENCH_VENV) .pytest_cache build dist src/*.egg-info

@@ -47,6 +47,8 @@ class _LoadState:
     portable: Any = None
     graph: Any = None
     lenient: bool = False
+    #: Frames between the caller of ``load`` and the step functions, less one (for warnings' stacklevel).
+    depth: int = 1
 
     def source(self, key: str) -> ComponentSource:
         """The component's member reader, shared by the audit and deserialize steps."""
@@ -130,7 +132,7 @@ def _run(state: _LoadState, steps: tuple[Callable[[_LoadState], None], ...]) -> 
 def _load_auto(state: _LoadState) -> Bundle:
     """``runtime="auto"``: native; the portable member when the native load is refused because the environment
     differs or the framework is missing (never for integrity or security failures), with one warning."""
-    options = state.options
+    options, state.depth = state.options, 2
     try:
         return _run(state, _LOAD_STEPS)
     except (EnvironmentMismatchError, FlavorNotInstalledError) as exc:
@@ -144,7 +146,7 @@ def _load_auto(state: _LoadState) -> Bundle:
         raise exc from native
     from modelsafe.portable.fallback import warn_fallback
 
-    warn_fallback(state.path, native, stacklevel=3)
+    warn_fallback(state.path, native, bundle.env_report, stacklevel=3)
     return bundle
 
 
@@ -258,8 +260,8 @@ def _step_warn(state: _LoadState) -> None:
     """Under env="warn", say how the environment differs, now that the model has loaded."""
     from modelsafe.checks.environment import warn_environment
 
-    if state.env == "warn" and state.env_report is not None:
-        warn_environment(state.env_report, stacklevel=3)
+    if state.env == "warn" and state.env_report is not None and not state.lenient:  # a fallback says it once
+        warn_environment(state.env_report, stacklevel=3 + state.depth)
 
 
 # -- runtime="onnx": the portable member, run by onnxruntime; the model's framework is never imported ---------

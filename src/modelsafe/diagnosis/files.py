@@ -23,7 +23,7 @@ __all__ = ["diagnose_path"]
 
 
 def diagnose_path(path: Path) -> DoctorReport:
-    from modelsafe.diagnosis import checks, frameworks
+    from modelsafe.diagnosis import checks, frameworks, onnx_files
     from modelsafe.security.scanner import scan
 
     report = scan(path)
@@ -34,6 +34,7 @@ def diagnose_path(path: Path) -> DoctorReport:
     problems += checks.recorded_versions(path, report, facts)
     problems += frameworks.torch_checks(path, report, facts)
     problems += frameworks.keras_checks(path, report, facts)
+    problems += onnx_files.onnx_checks(path, report, facts)
     problems += checks.artifact_checks(path, report)
     problems += _flavor_checks(path, report)
     problems += _folder_checks(path, report, facts)

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from modelsafe.artifact.manifest import Manifest
-from modelsafe.errors import FormatError, NoPortableMemberError, UnsafeArchiveError, UntrustedContentError
+from modelsafe.errors import (
+    EnvironmentMismatchError,
+    FlavorNotInstalledError,
+    FormatError,
+    NoPortableMemberError,
+    UnsafeArchiveError,
+    UntrustedContentError,
+)
 from modelsafe.flavors._base import ComponentSource
 from modelsafe.flavors.onnx_graph import GraphInput
 from modelsafe.portable import PREFIX
@@ -111,7 +118,25 @@ def build(found: AuditedGraph, spec: Mapping[str, Any]) -> tuple[OnnxModel, Onnx
     """The onnxruntime-backed model, its runner, and the recorded tolerance of each output."""
     outputs = {name: {k: v for k, v in o.items() if k in ("graph", "dtype", "shape")}
                for name, o in spec["outputs"].items()}
-    model = OnnxModel(create_session(found.graph, found.external),
-                      [GraphInput.from_dict(i) for i in spec["inputs"]], outputs, spec.get("classes"))
+    model = OnnxModel(_session(found, spec), [GraphInput.from_dict(i) for i in spec["inputs"]], outputs,
+                      spec.get("classes"))
     tolerances = {name: o.get("tolerance") for name, o in spec["outputs"].items()}
     return model, OnnxRunner(), tolerances
+
+
+def _session(found: AuditedGraph, spec: Mapping[str, Any]) -> Any:
+    """The onnxruntime session; EnvironmentMismatchError when this onnxruntime cannot run the graph."""
+    from modelsafe.checks.environment import installed_version
+
+    try:
+        return create_session(found.graph, found.external)
+    except FlavorNotInstalledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own error, named with both versions
+        saved = ((spec.get("environment") or {}).get("packages", {}).get("onnxruntime") or {}).get("version", "?")
+        current = installed_version("onnxruntime") or "?"
+        raise EnvironmentMismatchError(
+            f"onnxruntime {current} cannot run the portable graph (saved with onnxruntime {saved}, opsets "
+            f"{spec.get('opsets', {})}): {type(exc).__name__}: {str(exc).strip()[:400]}. An older runtime lacks "
+            f"newer operators. Install onnxruntime=={saved} or newer (`modelsafe env` lists the saved versions).",
+            packages=["onnxruntime"], saved=saved, current=current) from exc

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from modelsafe.errors import ModelsafeError, SaveError, UnsupportedModelError
+from modelsafe.errors import FlavorNotInstalledError, ModelsafeError, SaveError, UnsupportedModelError
 from modelsafe.flavors._base import ComponentStore, Flavor
 from modelsafe.flavors.onnx_graph import OnnxGraph
 from modelsafe.portable import GRAPH, HINT, PortableWarning
@@ -108,9 +108,11 @@ def _check_and_write(graph: OnnxGraph, recorded: Mapping[str, np.ndarray], input
     outputs = {name: {"graph": graph.outputs[name], "dtype": str(value.dtype),
                       "shape": [None, *value.shape[1:]]} for name, value in recorded.items()}
     external = {k: v for k, v in members.items() if k != GRAPH}
-    model = OnnxModel(create_session(members[GRAPH], external), graph.inputs, outputs, graph.classes)
     try:
+        model = OnnxModel(create_session(members[GRAPH], external), graph.inputs, outputs, graph.classes)
         actual = replay(model, OnnxRunner())(inputs)
+    except FlavorNotInstalledError as exc:
+        raise SaveError(f"The graph could not be checked: {exc}", step="run") from exc
     except ModelsafeError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own failure, as the save's

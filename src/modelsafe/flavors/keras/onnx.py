@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -57,11 +58,14 @@ def _graph_input(value: Any, position: int | None) -> GraphInput:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """tf2onnx logs every step at INFO; keep its errors only."""
+    """tf2onnx logs every step at INFO; keep its errors only (and no deprecation notices)."""
     logger = logging.getLogger("tf2onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():  # numpy's notices about tf2onnx's aliases, nothing a user can act on
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
     finally:
         logger.setLevel(level)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from typing import Any, Iterator, Mapping
 
 from modelsafe.errors import UnsupportedModelError
@@ -83,13 +84,17 @@ def _graph_input(name: str, tensor: Any, position: int | None, key: str | None) 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The exporter logs its progress (and optional torchvision ops) at INFO and WARNING; keep errors only."""
+    """The exporter logs its progress (and optional torchvision ops) at INFO and WARNING; keep errors only
+    (and no deprecation notices)."""
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "torch._dynamo")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():  # the exporter's own deprecation notices, nothing a user can act on
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
