@@ -53,7 +53,7 @@ def substitute(module: str, name: str) -> Callable[..., Any] | None:
 
 
 def _incompatible(module: str, target: str, detail: str) -> FormatError:
-    from modelsafe.checks.environment import distribution_for_module
+    from modelsafe.security._versions import installed as distribution_for_module
 
     found = distribution_for_module(module)
     dist, version = found if found is not None else (module.split(".")[0], "installed")

@@ -48,7 +48,7 @@ def _version_changes(names: list[str], environment: Mapping[str, Any] | None) ->
     """(distribution, saved, installed) for each package of ``names`` whose recorded version differs."""
     if not environment:
         return []
-    from modelsafe.checks.environment import distribution_for_module
+    from modelsafe.security._versions import installed as distribution_for_module
 
     recorded = environment.get("packages", {})
     out: list[tuple[str, str, str]] = []

@@ -19,6 +19,7 @@ from modelsafe.security import _onnx, _walk_leaves, _walk_pickles
 from modelsafe.security._compressed import ExpansionLimit
 from modelsafe.security._findings import Finding, ItemRecord, StreamRecord, message
 from modelsafe.security._joblib import FORMAT_GLOBALS
+from modelsafe.security._members import SliceFile, join
 from modelsafe.security._opcodes import PickleSummary
 from modelsafe.security._sniff import HEAD, sniff, text_kind
 from modelsafe.security._window import Truncated
@@ -33,42 +34,6 @@ MAX_MEMBERS = 100_000
 READ_ERRORS = (EOFError, ExpansionLimit, OSError, Truncated, ValueError, struct.error)
 #: Content that is harmless wherever it sits: images, documents, audio (never a pickle, see _sniff).
 _MEDIA = "media:"
-
-
-def join(parent: str, name: str) -> str:
-    """Location of ``name`` inside ``parent`` (nested containers joined with ``!``)."""
-    return f"{parent}!{name}" if parent else name
-
-
-class SliceFile(io.RawIOBase):
-    """A read-only, seekable window ``[start, start + size)`` of a seekable file."""
-
-    def __init__(self, raw: BinaryIO, start: int, size: int) -> None:
-        self._raw, self._start, self._size, self._pos = raw, start, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, b: Any) -> int:
-        n = max(0, min(len(b), self._size - self._pos))
-        if not n:
-            return 0
-        self._raw.seek(self._start + self._pos)
-        data = self._raw.read(n)
-        b[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
 
 
 class Archives(Protocol):

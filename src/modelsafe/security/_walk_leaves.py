@@ -10,15 +10,16 @@ from __future__ import annotations
 import io
 import json
 import struct
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from modelsafe.security._compressed import Decompressed, available
 from modelsafe.security._findings import ItemRecord
 from modelsafe.security._keras_config import check_config
+from modelsafe.security._members import SliceFile, join
 from modelsafe.security._sniff import HEAD, sniff
 
-if TYPE_CHECKING:
-    from modelsafe.security._walk import Walker
+#: The scan's walker (:class:`._walk.Walker`), which imports this module.
+Walker = Any
 
 MAX_NPY_HEADER = 1 << 20
 MAX_GRAPH = 2 << 30
@@ -29,8 +30,6 @@ def npy(w: Walker, location: str, f: BinaryIO, size: int) -> None:
     import ast
 
     import numpy as np
-
-    from modelsafe.security._walk import SliceFile, join
 
     head = f.read(10)
     major = head[6] if len(head) > 6 else 0
@@ -80,8 +79,6 @@ def safetensors(w: Walker, location: str, f: BinaryIO, size: int) -> None:
 
 def hdf5(w: Walker, location: str, source: Any) -> None:
     """HDF5: a Keras model config (attributes only; no dataset is read)."""
-    from modelsafe.security._walk import join
-
     try:
         import h5py
     except ImportError:

@@ -10,7 +10,7 @@ values) is decoded and read too, and its globals are reported under the location
 from __future__ import annotations
 
 import pickle
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
 
 from modelsafe.security._bounds import MAX_EMBEDDED, decode_embedded
 from modelsafe.security._findings import GlobalRecord, ItemRecord, StreamRecord
@@ -19,8 +19,8 @@ from modelsafe.security._opcodes import PickleSummary, summarize_pickle
 from modelsafe.security._streams import StreamReader
 from modelsafe.security._verdict import judge_global
 
-if TYPE_CHECKING:
-    from modelsafe.security._walk import Walker
+#: The scan's walker (:class:`._walk.Walker`), which imports this module.
+Walker = Any
 
 #: Consecutive pickle streams read from one file, and how deep pickles nest inside values.
 MAX_STREAMS = 10_000
