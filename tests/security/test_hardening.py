@@ -227,6 +227,7 @@ def test_torchscript_code_is_checked(tmp_path):
     report = ms.scan(scripted)
     assert report.ok and report.kind == "zip:torchscript"
     assert any(i.kind == "torchscript-code" for i in report.items)
+    assert ms.doctor(scripted).ok  # __torch__ names are TorchScript classes, not Python modules to import
     with zipfile.ZipFile(scripted) as zin, zipfile.ZipFile(tmp_path / "custom.pt", "w") as zout:
         for info in zin.infolist():
             data = zin.read(info)

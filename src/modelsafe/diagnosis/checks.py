@@ -59,6 +59,8 @@ def globals_here(report: "ScanReport") -> list[Problem]:
     seen: dict[str, str] = {}
     for stream in report.streams:
         for g in stream.globals:
+            if report.kind == "zip:torchscript" and g.module.startswith("__torch__"):
+                continue  # the archive's own TorchScript classes, compiled from its code: never Python modules
             if g.verdict != "dangerous" and g.module:
                 seen[g.name] = g.module
     out: list[Problem] = []
