@@ -22,6 +22,14 @@ def export(state: State, artifact: str, destination: str, to: str, trust_code: b
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
         written = ms.export(path, destination, to=to, trust_code=trust_code)
-        return {"path": path, "ok": True, "to": to, "destination": str(written)}, f"exported {path} -> {written} ({to})", True
+        record = {"path": path, "ok": True, "to": to, "destination": str(written)}
+        text = f"exported {path} -> {written} ({to})"
+        if to == "onnx":  # what a caller of the graph needs: its inputs, and the tolerance it was checked to
+            from modelsafe.portable.export import describe
+
+            spec = dict(ms.inspect(path).portable or {})
+            record["inputs"], record["outputs"] = spec.get("inputs"), spec.get("outputs")
+            text += "".join(f"\n  {line}" for line in describe(spec))
+        return record, text, True
 
     run_each(state, (artifact,), work)

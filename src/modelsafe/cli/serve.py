@@ -34,6 +34,9 @@ from modelsafe.cli._app import State, cli, exit_code
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0),
               help="Prediction threads per process (0: min(4, CPUs + 1)).")
 @click.option("--env", "env", type=click.Choice(["strict", "warn", "ignore"]), default="warn", show_default=True)
+@click.option("--runtime", type=click.Choice(["native", "onnx", "auto"]), default="native", show_default=True,
+              help="The model's framework, its portable ONNX member (onnxruntime), or the member where the framework "
+                   "cannot load.")
 @click.option("--trust-code", is_flag=True, help="Allow importing code bundled in the artifacts.")
 @click.option("--isolate", is_flag=True, help="Run each model in a worker process inside its recreated environment "
                                                "(built on first use, then cached).")
@@ -43,8 +46,8 @@ from modelsafe.cli._app import State, cli, exit_code
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.pass_obj
 def serve(state: State, artifacts: tuple[str, ...], host: str, port: int, workers: int, max_batch_size: int,
-          max_latency_ms: float, max_body_mb: float, max_rows: int, threads: int, env: str, trust_code: bool,
-          trusted: tuple[str, ...], token_file: str | None, log_level: str, isolate: bool) -> None:
+          max_latency_ms: float, max_body_mb: float, max_rows: int, threads: int, env: str, runtime: str,
+          trust_code: bool, trusted: tuple[str, ...], token_file: str | None, log_level: str, isolate: bool) -> None:
     """Serve artifacts over MLflow's scoring protocol and the Open Inference Protocol v2.
 
     Each ARTIFACT is a path (or URL), named by its file stem, or NAME=PATH. Every one is
@@ -56,7 +59,8 @@ def serve(state: State, artifacts: tuple[str, ...], host: str, port: int, worker
     options: dict[str, Any] = {
         "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms, "env": env,
         "trust_code": trust_code, "trusted": list(trusted), "max_body_bytes": int(max_body_mb * (1 << 20)),
-        "max_rows": max_rows, "threads": threads, **({"isolate": True} if isolate else {})}
+        "max_rows": max_rows, "threads": threads, **({"isolate": True} if isolate else {}),
+        **({"runtime": runtime} if runtime != "native" else {})}
     try:
         require_serve_extra()
         token = read_token(token_file) if token_file else None
@@ -94,7 +98,8 @@ def serve(state: State, artifacts: tuple[str, ...], host: str, port: int, worker
 
     try:  # every check once here, so that a failing artifact stops the command, not N workers one by one
         for model in load_models(list(artifacts), env=env, trust_code=trust_code, trusted=trusted,
-                                 **({"isolate": True} if isolate else {})):
+                                 **({"isolate": True} if isolate else {}),
+                                 **({"runtime": runtime} if runtime != "native" else {})):
             model.bundle.close()
     except (errors.ModelsafeError, OSError, ValueError) as exc:
         _fail(state, getattr(exc, "artifact", "serve"), exc)

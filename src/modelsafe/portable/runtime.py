@@ -106,7 +106,7 @@ def _as_recorded(value: Any, spec: Mapping[str, Any]) -> Any:
         if array.shape != target and array.size == int(np.prod(target)):
             array = array.reshape(target)
     dtype = np.dtype(spec.get("dtype", array.dtype))
-    if array.dtype != dtype and not (array.dtype.kind == "O" and dtype.kind in "OU"):
+    if array.dtype != dtype and not (array.dtype.kind == "O" and dtype.kind == "O"):
         array = array.astype(dtype)
     return array
 

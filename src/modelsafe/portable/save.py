@@ -169,7 +169,9 @@ def _serialize(model: Any) -> tuple[dict[str, bytes], Any]:
         path = Path(folder) / GRAPH
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=EXTERNAL_DATA, size_threshold=1024)
-        members = {GRAPH: path.read_bytes(), EXTERNAL_DATA: (Path(folder) / EXTERNAL_DATA).read_bytes()}
+        members = {GRAPH: path.read_bytes()}
+        if (Path(folder) / EXTERNAL_DATA).is_file():  # a graph whose tensors are all small keeps them inline
+            members[EXTERNAL_DATA] = (Path(folder) / EXTERNAL_DATA).read_bytes()
     return members, read_model(members[GRAPH])
 
 

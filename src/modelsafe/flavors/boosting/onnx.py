@@ -32,10 +32,11 @@ def to_onnx(library: str, kind: str, obj: Any, schema: Mapping[str, Any] | None)
             f"{name} is a {kind}: modelsafe converts {library}'s scikit-learn classifiers and regressors to ONNX "
             f"(onnxmltools), not raw boosters or rankers. Train and save the wrapper ({library}.XGBClassifier, "
             "LGBMRegressor...), or save without portable=.", type_name=name, kind=kind)
+    indexed = _indexed_features(obj) if library == "xgboost" else obj
     inputs = graph_inputs(schema, per_column=False)
     initial = [(inputs[0].name, FloatTensorType(list(inputs[0].shape)))]
     if library == "xgboost":
-        model = onnxmltools.convert_xgboost(_indexed_features(obj), initial_types=initial, target_opset=TARGET_OPSET)
+        model = onnxmltools.convert_xgboost(indexed, initial_types=initial, target_opset=TARGET_OPSET)
     else:
         extra = {"zipmap": False} if kind == "classifier" else {}
         model = onnxmltools.convert_lightgbm(obj, initial_types=initial, target_opset=TARGET_OPSET, **extra)
