@@ -19,5 +19,6 @@ def test_readme_python_examples_run(fresh):
                      "['ClipIncome']", "refused: ['__main__']", "missing column: age",
                      "connector (sqlite3.Connection): open database connections cannot be saved",
                      "lock (_thread.lock)", "False ['os.system']", "pickle True", "False (2, 2)",
-                     "[np.str_('income'), np.str_('age')]", "resumed at step"):
+                     "[np.str_('income'), np.str_('age')]", "resumed at step", "onnx True [", "clipped: True",
+                     "skl2onnx {'rtol': 0.0001220703125"):
         assert expected in out, f"{expected!r} missing from the README's output:\n{out}"

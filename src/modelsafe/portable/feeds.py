@@ -44,8 +44,10 @@ def _column(frame: Any, name: Any) -> np.ndarray:
 
 
 def _array(spec: GraphInput, value: Any) -> np.ndarray:
-    if spec.dtype == "str":
-        array = np.asarray(value).astype(str).astype(object)
+    if spec.dtype == "str":  # onnxruntime takes Python str objects; text columns mostly hold them already
+        array = np.asarray(value)
+        if array.dtype != object or not all(type(v) is str for v in array.flat):
+            array = array.astype(str).astype(object)
     else:
         try:
             array = np.asarray(value, dtype=spec.dtype)
