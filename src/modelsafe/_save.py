@@ -87,8 +87,11 @@ def save(obj: Any, path: PathLike, *, sample: Any = None, preprocess: Any = None
         ``training_data=X`` records the input ranges from ``X`` instead of the sample, so
         the input guard knows what the model saw in training. ``provenance={"git": True,
         "datasets": [...], ...}`` records what produced the model in the manifest (and so in
-        its signature: see :mod:`modelsafe.signing.provenance`). Other options go to the
-        model's flavor (e.g. ``init_args=`` for PyTorch).
+        its signature: see :mod:`modelsafe.signing.provenance`). ``portable="onnx"`` adds the model as
+        an ONNX graph, checked with onnxruntime on the sample (labels exact, scores within a
+        float32-derived tolerance) and refused with SaveError when it predicts differently;
+        ``portable="try-onnx"`` warns instead (see :mod:`modelsafe.portable`). Other options go
+        to the model's flavor (e.g. ``init_args=`` for PyTorch).
 
     Returns
     -------

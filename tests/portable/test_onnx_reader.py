@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
-from modelsafe.security._onnx import _FIELDS, OnnxUnreadable, looks_like_onnx, read_model, refusals, unsafe_location
+from modelsafe.security._onnx import (
+    _FIELDS,
+    OnnxUnreadable,
+    looks_like_onnx,
+    read_model,
+    refusals,
+    unsafe_location,
+)
 
 
 def test_the_field_subset_matches_onnx_proto():

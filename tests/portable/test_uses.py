@@ -125,3 +125,11 @@ def test_serve_runs_the_member(pipeline):
     finally:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=60)
+
+
+def test_inspect_and_verify_name_the_member(pipeline, cli):
+    path, _, _ = pipeline
+    assert "portable: ONNX graph by skl2onnx" in str(ms.inspect(path))
+    assert "inputs income:float32, age:int64, city:str" in cli("inspect", str(path)).stdout
+    report = ms.verify(path, runtime="onnx")
+    assert report.ok and "rtol=0.00012207" in str(report)

@@ -43,6 +43,10 @@ def describe(manifest: Any, path: str = "", *, max_members: int | None = None,
         lines.append(f"  verification: {manifest.verification.get('rows')} sample row(s); outputs {outputs}")
     else:
         lines.append("  verification: not possible (saved without a sample)")
+    if manifest.portable:
+        inputs = ", ".join(f"{i.get('name')}:{i.get('dtype')}" for i in manifest.portable.get("inputs", ()))
+        lines.append(f"  portable: ONNX graph by {manifest.portable.get('converter', '?')} (inputs {inputs}); "
+                     "runs with load(runtime='onnx')")
     for record in manifest.code:
         lines.append(f"  bundled code: {record.get('module')} ({record.get('member')})")
     if manifest.source:

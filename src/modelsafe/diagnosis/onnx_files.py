@@ -22,7 +22,7 @@ __all__ = ["onnx_checks"]
 _HINT = "pip install 'modelsafe[onnx]'"
 
 
-def onnx_checks(path: Path, report: "ScanReport", facts: dict[str, Any]) -> list[Problem]:
+def onnx_checks(path: Path, report: ScanReport, facts: dict[str, Any]) -> list[Problem]:
     from modelsafe.security._onnx import WHY_FIX
 
     graphs = [item for item in report.items if item.kind == "onnx"]
@@ -48,7 +48,7 @@ def onnx_checks(path: Path, report: "ScanReport", facts: dict[str, Any]) -> list
     return problems
 
 
-def _portable_fallback(path: Path, report: "ScanReport") -> list[Problem]:
+def _portable_fallback(path: Path, report: ScanReport) -> list[Problem]:
     """An artifact whose framework is missing here, but whose portable member runs."""
     if not (report.kind.startswith("zip:modelsafe") or report.kind == "modelsafe-directory"):
         return []

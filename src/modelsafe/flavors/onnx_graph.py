@@ -13,8 +13,9 @@ Nothing here imports onnx or a framework.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from modelsafe.errors import UnsupportedModelError
 
@@ -22,8 +23,6 @@ __all__ = ["GraphInput", "OnnxGraph", "graph_inputs", "onnx_dtype"]
 
 #: Column families fed to a graph as numbers (as float, or as int64 for integer columns).
 _NUMERIC = ("float", "int", "uint", "bool")
-#: Column families fed as ONNX strings.
-_TEXT = ("string", "category", "other")
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class GraphInput:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "GraphInput":
+    def from_dict(cls, data: Mapping[str, Any]) -> GraphInput:
         return cls(name=str(data["name"]), dtype=str(data["dtype"]), shape=tuple(data["shape"]),
                    columns=tuple(int(c) for c in data.get("columns", ())), position=data.get("position"),
                    key=data.get("key"))

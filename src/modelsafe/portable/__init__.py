@@ -22,7 +22,7 @@ graph), :mod:`.runtime` (the onnxruntime-backed model), :mod:`.load` (the load s
 
 from __future__ import annotations
 
-__all__ = ["PREFIX", "GRAPH", "PortableWarning", "RuntimeFallbackWarning", "HINT"]
+__all__ = ["GRAPH", "HINT", "PREFIX", "PortableWarning", "RuntimeFallbackWarning"]
 
 #: Members of the portable component live under this prefix.
 PREFIX = "portable"

@@ -10,10 +10,11 @@ tolerance it was checked to.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-__all__ = ["export_onnx", "describe"]
+__all__ = ["describe", "export_onnx"]
 
 
 def export_onnx(path: str | os.PathLike[str], destination: str | os.PathLike[str], **options: Any) -> Path:

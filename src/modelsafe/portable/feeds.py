@@ -8,7 +8,8 @@ as ONNX strings; one column becomes a ``[rows, 1]`` tensor.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

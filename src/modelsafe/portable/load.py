@@ -6,8 +6,9 @@ Nothing here imports the model's framework: only numpy, protobuf (to audit the g
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from modelsafe.artifact.manifest import Manifest
 from modelsafe.errors import (
@@ -23,7 +24,7 @@ from modelsafe.flavors.onnx_graph import GraphInput
 from modelsafe.portable import PREFIX
 from modelsafe.portable.runtime import OnnxModel, OnnxRunner, create_session
 
-__all__ = ["AuditedGraph", "portable_spec", "audit_graph", "read_graph", "runtime_environment", "build"]
+__all__ = ["AuditedGraph", "audit_graph", "build", "portable_spec", "read_graph", "runtime_environment"]
 
 
 @dataclass
@@ -132,7 +133,7 @@ def _session(found: AuditedGraph, spec: Mapping[str, Any]) -> Any:
         return create_session(found.graph, found.external)
     except FlavorNotInstalledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's own error, named with both versions
+    except Exception as exc:
         saved = ((spec.get("environment") or {}).get("packages", {}).get("onnxruntime") or {}).get("version", "?")
         current = installed_version("onnxruntime") or "?"
         raise EnvironmentMismatchError(

@@ -9,7 +9,8 @@ adapter for ``Bundle``'s route (input guard -> model). Only onnxruntime and nump
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -11,17 +11,23 @@ large for one protobuf message), with its record for the manifest.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
-from modelsafe.errors import FlavorNotInstalledError, ModelsafeError, SaveError, UnsupportedModelError
+from modelsafe.errors import (
+    FlavorNotInstalledError,
+    ModelsafeError,
+    SaveError,
+    UnsupportedModelError,
+)
 from modelsafe.flavors._base import ComponentStore, Flavor
 from modelsafe.flavors.onnx_graph import OnnxGraph
 from modelsafe.portable import GRAPH, HINT, PortableWarning
 from modelsafe.portable.runtime import OnnxModel, OnnxRunner, create_session
 
-__all__ = ["CHOICES", "save_portable", "onnx_tolerance", "EXTERNAL_DATA_ABOVE"]
+__all__ = ["CHOICES", "EXTERNAL_DATA_ABOVE", "onnx_tolerance", "save_portable"]
 
 CHOICES = ("onnx", "try-onnx")
 #: float32 keeps 24 significant bits. A converted graph computes in float32 where the native
@@ -85,7 +91,7 @@ def _convert(obj: Any, flavor: Flavor, schema: Mapping[str, Any] | None, inputs:
                         type_name=getattr(exc, "type_name", kind)) from exc
     except ModelsafeError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a converter's own failure, named with the converter
+    except Exception as exc:
         raise SaveError(
             f"The {flavor.name} model ({kind}) could not be converted to ONNX: {type(exc).__name__}: {exc}. The "
             "converter does not support something in it; simplify that part, or save without portable=.",
@@ -115,7 +121,7 @@ def _check_and_write(graph: OnnxGraph, recorded: Mapping[str, np.ndarray], input
         raise SaveError(f"The graph could not be checked: {exc}", step="run") from exc
     except ModelsafeError:
         raise
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's own failure, as the save's
+    except Exception as exc:
         raise SaveError(f"onnxruntime failed on the verification sample with the converted graph "
                         f"({graph.converter}): {type(exc).__name__}: {exc}. Save without portable=.",
                         step="run") from exc

@@ -21,13 +21,22 @@ from __future__ import annotations
 
 import functools
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterable
+from typing import Any, BinaryIO
 
 from modelsafe.security._findings import Finding, ItemRecord
 
-__all__ = ["OnnxFacts", "OnnxUnreadable", "STANDARD_DOMAINS", "looks_like_onnx", "read_model", "refusals",
-           "unsafe_location", "scan_onnx"]
+__all__ = [
+    "STANDARD_DOMAINS",
+    "OnnxFacts",
+    "OnnxUnreadable",
+    "looks_like_onnx",
+    "read_model",
+    "refusals",
+    "scan_onnx",
+    "unsafe_location",
+]
 
 #: Operator domains of the ONNX standard ("" and "ai.onnx" are the same one).
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"})
@@ -221,13 +230,15 @@ def _some(places: list[str]) -> str:
 
 #: Per refusal kind: (finding severity, why it matters, how to fix it).
 WHY_FIX = {
-    "external-data": ("high", "the runtime would read that file into a tensor: any file the process can read "
-                      "(a key, a password file) could end up in the model's outputs",
+    "external-data": ("high",
+                      ("the runtime would read that file into a tensor: any file the process can read "
+                       "(a key, a password file) could end up in the model's outputs"),
                       "do not run this model; external data must be a relative path inside the model's folder"),
-    "custom-domain": ("high", "its operators come from a native library registered with the runtime, not from "
-                      "ONNX, and nothing in the file says what they do",
-                      "run it only if you trust its source and the library that provides the domain (modelsafe "
-                      "load: trusted=['<domain>']); otherwise re-export the model with standard operators"),
+    "custom-domain": ("high",
+                      ("its operators come from a native library registered with the runtime, not from "
+                       "ONNX, and nothing in the file says what they do"),
+                      ("run it only if you trust its source and the library that provides the domain (modelsafe "
+                       "load: trusted=['<domain>']); otherwise re-export the model with standard operators")),
 }
 
 
@@ -267,7 +278,7 @@ def _message(name: str) -> Any:
     return message_factory.GetMessageClass(_pool().FindMessageTypeByName(f"{_PACKAGE}.{name}"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pool() -> Any:
     """A descriptor pool of its own holding :data:`_FIELDS` (so onnx's own messages, if loaded, are untouched)."""
     from google.protobuf import descriptor_pb2, descriptor_pool

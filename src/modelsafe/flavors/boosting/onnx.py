@@ -10,7 +10,8 @@ are matched by name before the graph, by the input guard).
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from modelsafe.errors import UnsupportedModelError
 from modelsafe.flavors.onnx_graph import OnnxGraph, graph_inputs

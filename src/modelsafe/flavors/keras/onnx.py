@@ -13,8 +13,9 @@ import contextlib
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from modelsafe.errors import UnsupportedModelError
 from modelsafe.flavors.onnx_graph import GraphInput, OnnxGraph

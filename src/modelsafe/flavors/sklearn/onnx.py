@@ -12,7 +12,8 @@ before anything is converted; skl2onnx's ``update_registered_converter`` adds on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from modelsafe.errors import UnsupportedModelError
 from modelsafe.flavors.onnx_graph import GraphInput, OnnxGraph, graph_inputs
@@ -140,5 +141,5 @@ class _IntFlags:
         return self._container.add_node(*args, **attrs)
 
 
-def _labels(classes: "np.ndarray") -> list[Any]:
+def _labels(classes: np.ndarray) -> list[Any]:
     return [c.item() if hasattr(c, "item") else c for c in classes]

@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from modelsafe.errors import UnsupportedModelError
 from modelsafe.flavors.onnx_graph import GraphInput, OnnxGraph
@@ -27,7 +28,12 @@ def to_onnx(obj: Any, schema: Mapping[str, Any] | None, sample: Any) -> OnnxGrap
     import torch
 
     from modelsafe.flavors.torch.args import unwrap
-    from modelsafe.flavors.torch.run import eval_mode, flatten_outputs, model_inputs, to_numpy
+    from modelsafe.flavors.torch.run import (
+        eval_mode,
+        flatten_outputs,
+        model_inputs,
+        to_numpy,
+    )
 
     if not isinstance(obj, torch.nn.Module):
         raise UnsupportedModelError(
