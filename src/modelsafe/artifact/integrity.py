@@ -222,6 +222,9 @@ class MemberChecks:
         check_structure(reader, members)
         self._cache_key, self._changed_ns = hash_cache.cache_key(reader, members) if cache else (None, 0)
         big = [n for n, r in members.items() if r.size >= _PARALLEL_THRESHOLD]
+        prefetch = getattr(reader, "prefetch", None)
+        if prefetch is not None:  # a remote reader: small members downloaded concurrently (see remote_read)
+            prefetch([n for n in members if n not in big])
         try:
             if self._cache_key is not None and hash_cache.is_verified(self._cache_key):
                 self._cache_key = None  # verified before, and unchanged since

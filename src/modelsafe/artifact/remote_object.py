@@ -1,9 +1,11 @@
 """One object on a remote store, read with range requests pinned to the version seen at open.
 
-Large reads go out as parallel range requests (at most :data:`WINDOW` in flight, which
-bounds the memory pieces hold), and are hashed in order as the pieces arrive. s3fs pins
-each range to the ETag (``If-Match``); for other stores :meth:`RemoteObject.check_unchanged`
-compares the version once reading is done.
+Large reads go out as parallel range requests (at most :data:`WINDOW` in flight), and are
+hashed in order as the pieces arrive. On S3 each piece's body is streamed straight into its
+place in the one buffer the caller gets (a few chunks of :data:`CHUNK` are all that is held
+besides it), so reading a member costs its size in memory once; other stores answer a range
+with bytes, copied into place. s3fs pins each range to the ETag (``If-Match``); for other
+stores :meth:`RemoteObject.check_unchanged` compares the version once reading is done.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Mapping
 from modelsafe.artifact.location import RemotePath
 from modelsafe.artifact.members import ProgressCallback
 from modelsafe.artifact.storage_errors import changed_error, storage_error
-from modelsafe.artifact.threads import pool
+from modelsafe.artifact.threads import pool, settle
 from modelsafe.errors import FormatError
 
 __all__ = ["RemoteObject", "etag_of", "WINDOW", "PARALLEL_BYTES"]
@@ -24,8 +26,14 @@ __all__ = ["RemoteObject", "etag_of", "WINDOW", "PARALLEL_BYTES"]
 PARALLEL_BYTES = 16 << 20
 #: Range pieces are at least this large, and at most PIECE_MAX (fewer, larger requests).
 PIECE_MIN, PIECE_MAX = 16 << 20, 64 << 20
-#: Range requests in flight at once (bounds the memory pieces hold before they are placed).
+#: Range requests in flight at once.
 WINDOW = 8
+#: A piece's body is read from the connection in chunks of this size, each copied into place.
+CHUNK = 1 << 20
+#: Pieces of a read that is only hashed (nothing kept) are this large: WINDOW of them are held at once.
+HASHED_PIECE = 8 << 20
+
+
 def etag_of(info: Mapping[str, Any]) -> str | None:
     for key in ("ETag", "etag", "VersionId", "generation", "version_id"):
         value = info.get(key)
@@ -70,11 +78,25 @@ class RemoteObject:
                 path=self.remote.url, reason="truncated", expected=end - start, actual=len(data))
         return bytes(data) if not isinstance(data, bytes) else data
 
+    def fetch_into(self, start: int, target: Any) -> None:
+        """Fill ``target`` (a writable byte buffer) with the bytes from ``start``: on S3 the body is streamed
+        into it chunk by chunk (s3fs's request and retries, pinned to the ETag); elsewhere copied from bytes."""
+        view = memoryview(target).cast("B")
+        streamed = _streamed(self, start, view) if self._file is not None else None
+        if streamed is None:
+            view[:] = self.fetch(start, start + len(view))
+        elif streamed != len(view):
+            raise FormatError(
+                f"Reading bytes {start}-{start + len(view)} of {self.remote.url!r} gave {streamed} bytes: the object "
+                f"ends early (it is {self.size} bytes as listed). It was truncated or replaced while being read; "
+                "nothing from it was used. Read it again, or copy the artifact again from its source.",
+                path=self.remote.url, reason="truncated", expected=len(view), actual=streamed)
+
     def read(self, start: int, size: int, progress: ProgressCallback | None = None,
              hasher: Any = None, keep: bool = True) -> Any:
         """``size`` bytes from ``start`` as one buffer (bytes, or a writable uint8 array when large),
         fetched in parallel pieces when large; ``hasher`` is updated in order as they arrive.
-        Without ``keep`` the pieces are only hashed (memory stays bounded), and None is returned."""
+        Without ``keep`` the pieces are only hashed (WINDOW pieces held at most), and None is returned."""
         if size <= PARALLEL_BYTES:
             data = self.fetch(start, start + size)
             if hasher is not None:
@@ -84,28 +106,30 @@ class RemoteObject:
             return data
         import numpy as np
 
-        piece = min(PIECE_MAX, max(PIECE_MIN, -(-size // self.window)))
+        piece = min(PIECE_MAX, max(PIECE_MIN, -(-size // self.window))) if keep else HASHED_PIECE
         bounds = [(o, min(o + piece, size)) for o in range(0, size, piece)]
-        buffer = np.empty(size if keep else 0, dtype=np.uint8)
+        # Kept: every piece lands in its place in the buffer returned. Hashed only: in one of
+        # ``window`` slots, reused once the piece in it is hashed.
+        buffer = np.empty(size if keep else piece * min(self.window, len(bounds)), dtype=np.uint8)
+
+        def place(i: int) -> Any:
+            lo, hi = bounds[i]
+            return buffer[lo:hi] if keep else buffer[(i % self.window) * piece:][: hi - lo]
+
         workers = pool("remote-io", WINDOW)
-        futures: list[Future[bytes]] = []
+        futures: list[Future[None]] = []
         try:
             for i, (lo, hi) in enumerate(bounds):
                 while len(futures) < min(len(bounds), i + self.window):
-                    a, b = bounds[len(futures)]
-                    futures.append(workers.submit(self.fetch, start + a, start + b))
-                data = futures[i].result()
-                futures[i] = _DONE
+                    j = len(futures)
+                    futures.append(workers.submit(self.fetch_into, start + bounds[j][0], place(j)))
+                futures[i].result()
                 if hasher is not None:
-                    hasher.update(data)  # in order, while later pieces are still arriving
-                if keep:
-                    buffer[lo:hi] = np.frombuffer(data, dtype=np.uint8)
-                del data
+                    hasher.update(place(i))  # in order, while later pieces are still arriving
                 if progress is not None:
                     progress(hi - lo)
         except BaseException:
-            for future in futures:
-                future.cancel()
+            settle(futures)  # none still writes into the buffer once this returns
             raise
         return buffer if keep else None
 
@@ -128,5 +152,38 @@ class RemoteObject:
             self._file = None
 
 
-_DONE: Future[bytes] = Future()
-_DONE.set_result(b"")
+
+def _streamed(obj: RemoteObject, start: int, view: memoryview) -> int | None:
+    """Stream bytes ``[start, start + len(view))`` of an S3 object into ``view``; how many came.
+
+    The request and its retries are s3fs's own (its ``_call_s3`` and retry loop, as its
+    ranged reads use them), pinned to the ETag seen at open. None when this s3fs lacks them
+    (the caller then reads the range as bytes)."""
+    try:
+        from fsspec.asyn import sync
+        from s3fs.core import _error_wrapper
+    except ImportError:
+        return None
+    fs = obj.remote.fs
+    bucket, key, _ = fs.split_path(obj.remote.path)
+    pinned = {"IfMatch": obj.etag} if obj.etag else {}
+
+    async def attempt() -> int:
+        response = await fs._call_s3("get_object", Bucket=bucket, Key=key,
+                                     Range=f"bytes={start}-{start + len(view) - 1}", **pinned)
+        body, done = response["Body"], 0
+        try:
+            while done < len(view):
+                chunk = await body.read(min(CHUNK, len(view) - done))
+                if not chunk:
+                    break
+                view[done : done + len(chunk)] = chunk
+                done += len(chunk)
+        finally:
+            body.close()
+        return done
+
+    try:
+        return sync(fs.loop, _error_wrapper, attempt, retries=fs.retries)
+    except Exception as exc:
+        raise storage_error(exc, obj.remote.url) from exc

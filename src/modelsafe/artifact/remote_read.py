@@ -7,8 +7,12 @@ hostile-archive checks of the local reader apply unchanged (this reader shares
 :class:`~modelsafe.artifact.members.ZipMembers` with the local one).
 
 A member is downloaded once, when its integrity check asks for it (:meth:`fetch`): a large
-one in parallel range requests, hashed in order as the pieces arrive, and kept in memory;
-the flavor then reads those very bytes (:meth:`view`), after their hash matched.
+one in parallel range requests streamed into one buffer, hashed in order as the pieces
+arrive; the flavor then reads those very bytes after their hash matched, through
+:meth:`view`, or takes the buffer itself with :meth:`private` (a PyTorch flavor builds its
+tensors on it: the member is in memory once). Small members are downloaded concurrently
+before their checks ask for them (:meth:`prefetch`): neighbours in the zip in one range
+request, each object of a folder in a request of its own.
 
 Every read is pinned to the version of the object seen when it was opened: s3fs sends
 ``If-Match`` with the object's ETag on each range, so a replaced object fails the request
@@ -26,7 +30,8 @@ import hashlib
 import io
 import threading
 import zipfile
-from typing import Any, Mapping
+from concurrent.futures import Future
+from typing import Any, Iterable, Mapping
 
 from modelsafe.artifact.location import RemotePath
 from modelsafe.artifact.manifest import MANIFEST_NAME
@@ -34,7 +39,7 @@ from modelsafe.artifact.members import ArtifactReader, ProgressCallback, ZipMemb
 from modelsafe.artifact.remote_object import WINDOW, RemoteObject, etag_of
 from modelsafe.artifact.rules import MAX_MEMBERS, check_member_name, local_header_length
 from modelsafe.artifact.storage_errors import storage_error
-from modelsafe.artifact.threads import pool
+from modelsafe.artifact.threads import pool, settle
 from modelsafe.errors import FormatError, IntegrityError, UnsafeArchiveError
 
 __all__ = ["open_remote", "RemoteZipReader", "RemoteDirReader", "TAIL_BYTES"]
@@ -44,6 +49,13 @@ __all__ = ["open_remote", "RemoteZipReader", "RemoteDirReader", "TAIL_BYTES"]
 TAIL_BYTES = 256 << 10
 #: Bytes read past a local header's name for its extra field (modelsafe writes < 100).
 _HEADER_SLACK = 1024
+#: Small members next to each other in the zip are downloaded in one range request of at most this size.
+SPAN_BYTES = 8 << 20
+
+
+def _span_end(info: zipfile.ZipInfo) -> int:
+    """Where a member ends at the latest: its local header (name, extra field up to the slack) and data."""
+    return info.header_offset + 30 + len(info.filename.encode("utf-8")) + _HEADER_SLACK + info.file_size
 
 
 class _TailFile(io.RawIOBase):
@@ -79,48 +91,96 @@ class _TailFile(io.RawIOBase):
         return len(data)
 
 
-class _Held:
-    """Members downloaded (and hashed) once, kept for the flavors' reads."""
+class _RemoteMembers(ArtifactReader):
+    """What both remote readers share: each member downloaded once, hashed as it arrives, and held
+    for the flavors; small members fetched concurrently ahead of their checks (:meth:`prefetch`)."""
 
-    def __init__(self) -> None:
-        self.held: dict[str, Any] = {}
-        self.lock = threading.Lock()
+    remote: RemotePath
 
-    def fetch(self, reader: "RemoteZipReader | RemoteDirReader", name: str,
-              progress: ProgressCallback | None = None) -> str:
-        """Download member ``name`` once, hashing it as it arrives; its SHA-256 (hex). Kept for view()."""
+    def _init_members(self) -> None:
+        self.copies = {}
+        self._held: dict[str, Any] = {}
+        #: Members being downloaded ahead (prefetch): name -> future of {name: bytes or None}.
+        self._pending: dict[str, Future[dict[str, Any]]] = {}
+
+    def _download(self, name: str, progress: ProgressCallback | None, hasher: Any, keep: bool = True) -> Any:
+        raise NotImplementedError  # abstract
+
+    def _start(self, names: list[str]) -> dict[str, Future[dict[str, Any]]]:
+        raise NotImplementedError  # abstract
+
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Start downloading members (the small ones) concurrently; :meth:`fetch` and :meth:`view` wait for them."""
+        todo = [n for n in names if n not in self._held and n not in self._pending and self.size(n)]
+        if todo:
+            self._pending.update(self._start(todo))
+
+    def _prefetched(self, name: str) -> Any:
+        future = self._pending.pop(name, None)
+        return None if future is None else future.result().get(name)
+
+    def fetch(self, name: str, progress: ProgressCallback | None = None) -> str:
+        """Download member ``name`` once, hashing it as it arrives; its SHA-256 (hex). Kept for the flavor."""
         hasher = hashlib.sha256()
-        self.held[name] = reader._download(name, progress, hasher)
+        data = self._prefetched(name)
+        if data is None:
+            data = self._download(name, progress, hasher)
+        else:
+            hasher.update(data)
+            if progress is not None:
+                progress(len(data))
+        self._held[name] = data
         return hasher.hexdigest()
 
-    def digest(self, reader: "RemoteZipReader | RemoteDirReader", name: str) -> str:
+    def digest(self, name: str) -> str:
         """Member ``name``'s SHA-256 (hex), streamed: nothing is kept (memory stays bounded)."""
         hasher = hashlib.sha256()
-        reader._download(name, None, hasher, keep=False)
+        self._download(name, None, hasher, keep=False)
         return hasher.hexdigest()
 
     def take(self, name: str) -> Any:
-        """The downloaded member as a writable buffer nothing else shares (for ArtifactReader.private)."""
-        data = self.held.pop(name)
-        return bytearray(data) if isinstance(data, bytes) else data
-
-    def view(self, reader: "RemoteZipReader | RemoteDirReader", name: str) -> memoryview:
-        data = self.held.get(name)
+        """The downloaded member as a writable buffer nothing else shares (for :meth:`private`)."""
+        data = self._held.pop(name, None)
         if data is None:
-            data = self.held[name] = reader._download(name, None, None)
+            data = self._prefetched(name)
+        if data is None:  # not downloaded yet (an artifact the hash cache knows): straight into its own buffer
+            data = self._download(name, None, None)
+        return data if isinstance(data, bytearray) or hasattr(data, "__array_interface__") else bytearray(data)
+
+    def private(self, name: str) -> Any:
+        """A writable buffer of the member that nothing else shares: the very buffer it was downloaded into
+        (and hashed from) when large, so a flavor building tensors on it copies nothing."""
+        kept = self.copies.pop(name, None)
+        return kept if kept is not None else self.take(name) if self.size(name) else bytearray()
+
+    def view(self, name: str) -> memoryview:
+        if self.size(name) == 0:
+            return memoryview(b"")
+        data = self._held.get(name)
+        if data is None:
+            data = self._prefetched(name)
+            if data is None:  # taken by private() or never fetched: read again, pinned to the version opened
+                data = self._download(name, None, None)
+            self._held[name] = data
         return memoryview(data).toreadonly()
 
+    def _release(self) -> None:
+        settle(self._pending.values())
+        self._pending.clear()
+        self.copies.clear()
+        self._held.clear()
 
-class RemoteZipReader(ZipMembers, ArtifactReader):
+
+class RemoteZipReader(ZipMembers, _RemoteMembers):
     """A single-file artifact on a remote store (see the module docstring)."""
 
     def __init__(self, remote: RemotePath, info: Mapping[str, Any]) -> None:
         self.path = remote  # type: ignore[assignment]
         self.remote = remote
-        self.copies = {}
+        self._init_members()
         self._infos: dict[str, zipfile.ZipInfo] = {}
         self._starts: dict[str, int] = {}
-        self._store = _Held()
+        self._locating = threading.Lock()
         self._object = RemoteObject(remote, info)
         try:
             size = self._object.size
@@ -160,7 +220,7 @@ class RemoteZipReader(ZipMembers, ArtifactReader):
 
     def _locate_all(self) -> None:
         """Every member's data offset, from their local headers read in parallel (once)."""
-        with self._store.lock:
+        with self._locating:
             todo = [i for n, i in self._infos.items() if n not in self._starts]
             if not todo:
                 return
@@ -189,19 +249,36 @@ class RemoteZipReader(ZipMembers, ArtifactReader):
             return data
         return self._object.read(start, info.file_size, progress, hasher, keep)
 
-    def fetch(self, name: str, progress: ProgressCallback | None = None) -> str:
-        return self._store.fetch(self, name, progress)
+    def _start(self, names: list[str]) -> dict[str, Future[dict[str, Any]]]:
+        """Neighbouring members in one range request each (their local headers with them), in parallel."""
+        spans: list[list[zipfile.ZipInfo]] = []
+        for info in sorted((self._info(n) for n in names), key=lambda i: i.header_offset):
+            if info.compress_type != zipfile.ZIP_STORED:
+                continue  # refused by _download, with the reason
+            end = _span_end(info)
+            if spans and end - spans[-1][0].header_offset <= SPAN_BYTES:
+                spans[-1].append(info)
+            else:
+                spans.append([info])
+        workers = pool("remote-io", WINDOW)
+        jobs: dict[str, Future[dict[str, Any]]] = {}
+        for span in spans:
+            future = workers.submit(self._read_span, span)
+            jobs.update({info.filename: future for info in span})
+        return jobs
 
-    def digest(self, name: str) -> str:
-        return self._store.digest(self, name)
-
-    def take(self, name: str) -> Any:
-        return self._store.take(name)
-
-    def view(self, name: str) -> memoryview:
-        if self._info(name).file_size == 0:
-            return memoryview(b"")
-        return self._store.view(self, name)
+    def _read_span(self, span: list[zipfile.ZipInfo]) -> dict[str, Any]:
+        """The members of ``span`` from one read: name -> bytes (None where the header needs more than read)."""
+        low = span[0].header_offset
+        data = memoryview(self._file.read_at(low, min(max(_span_end(i) for i in span), self._object.size) - low))
+        out: dict[str, Any] = {}
+        for info in span:
+            at = info.header_offset - low
+            length = local_header_length(info, data[at : at + _span_end(info) - info.header_offset], self.remote.url)
+            self._starts[info.filename] = info.header_offset + length
+            found = data[at + length : at + length + info.file_size]
+            out[info.filename] = bytes(found) if len(found) == info.file_size else None
+        return out
 
     def locate(self, name: str) -> tuple[int, int] | None:
         return None
@@ -211,19 +288,17 @@ class RemoteZipReader(ZipMembers, ArtifactReader):
         self._object.check_unchanged()
 
     def close(self) -> None:
-        self.copies.clear()
-        self._store.held.clear()
+        self._release()
         self._object.close()
 
 
-class RemoteDirReader(ArtifactReader):
+class RemoteDirReader(_RemoteMembers):
     """A folder artifact on a remote store: the objects under one prefix (one listing)."""
 
     def __init__(self, remote: RemotePath) -> None:
         self.path = remote  # type: ignore[assignment]
         self.remote = remote
-        self.copies = {}
-        self._store = _Held()
+        self._init_members()
         self._objects: dict[str, RemoteObject] = {}
         try:
             listing = remote.fs.find(remote.path, detail=True, withdirs=False)
@@ -271,27 +346,17 @@ class RemoteDirReader(ArtifactReader):
         obj = self._object(name)
         return obj.read(0, obj.size, progress, hasher, keep)
 
-    def fetch(self, name: str, progress: ProgressCallback | None = None) -> str:
-        return self._store.fetch(self, name, progress)
-
-    def digest(self, name: str) -> str:
-        return self._store.digest(self, name)
-
-    def take(self, name: str) -> Any:
-        return self._store.take(name)
-
-    def view(self, name: str) -> memoryview:
-        if self.size(name) == 0:
-            return memoryview(b"")
-        return self._store.view(self, name)
+    def _start(self, names: list[str]) -> dict[str, Future[dict[str, Any]]]:
+        """Each member object in a request of its own, in parallel."""
+        workers = pool("remote-io", WINDOW)
+        return {name: workers.submit(lambda n: {n: self._download(n, None, None)}, name) for name in names}
 
     def finished(self) -> None:
         for obj in list(self._objects.values()):
             obj.check_unchanged()
 
     def close(self) -> None:
-        self.copies.clear()
-        self._store.held.clear()
+        self._release()
         for obj in self._objects.values():
             obj.close()
         self._objects.clear()

@@ -5,7 +5,9 @@ exactly, size limits) before reading anything. Then either each tensor is read w
 ``pread`` directly into its own memory (no map stays resident, no temporary copy), or,
 with ``mmap=True``, each tensor views a private copy-on-write map of the file through the
 reader's own descriptor: nothing is copied, pages are read when first used, and writes
-stay in the process. Aliases recorded at save (tied weights) get the very same tensor back.
+stay in the process. A member that is not a plain stretch of a local file (one downloaded
+from a remote store) is taken whole as the private buffer it was read and hashed into, and
+the tensors view it: it is held once. Aliases recorded at save (tied weights) get the very same tensor back.
 The writing side and the format's constants are in :mod:`.tensors`.
 """
 
@@ -132,6 +134,11 @@ def read_tensors(source: "ComponentSource", relname: str, device: "str | torch.d
         tensors = {e.name: _mapped(base, located[1] + header.data_start, e) for e in wanted.values()}
     elif located is not None:
         tensors = _pread_all(located[0], located[1] + header.data_start, wanted.values())
+    elif names is None:  # a remote member: the tensors are views of the verified buffer it was downloaded into
+        import numpy as np
+
+        base = np.frombuffer(source.private(relname), dtype=np.uint8)
+        tensors = {e.name: _mapped(base, header.data_start, e) for e in wanted.values()}
     else:
         view = source.view(relname)
         tensors = {e.name: _from_view(view, header.data_start, e) for e in wanted.values()}
