@@ -20,6 +20,7 @@ __all__ = ["export", "EXPORTERS"]
 EXPORTERS: dict[str, tuple[str, str]] = {
     "huggingface": ("modelsafe.flavors.transformers.export:export_pretrained", "transformers"),
     "onnx": ("modelsafe.portable.export:export_onnx", "onnx"),
+    "mlflow": ("modelsafe.integrations.mlflow_export:export_mlflow", "mlflow"),
     "docker": ("modelsafe.envs.docker:export_docker", "envs"),
 }
 
