@@ -188,7 +188,7 @@ class EnvironmentBuildError(ModelsafeError):
     no wheel for this platform, the index cannot be reached, or the installer failed otherwise.
 
     Attributes: ``reason`` (``"python"``, ``"version-missing"``, ``"no-wheel"``, ``"network"``,
-    ``"constraint"``, ``"destination"``, ``"installer"``), ``package`` and ``version`` (when one
+    ``"constraint"``, ``"modelsafe"``, ``"destination"``, ``"installer"``), ``package`` and ``version`` (when one
     distribution is to blame), ``python`` (the recorded minor version), ``installer`` and ``output``
     (the installer's last lines).
     """

@@ -56,8 +56,14 @@ def export_docker(path: str | os.PathLike[str], destination: str | os.PathLike[s
     PosixPath('model-image')
     """
     from modelsafe._api import inspect
+    from modelsafe.artifact.location import is_url
     from modelsafe.envs.recreate import recreate_env
 
+    if is_url(path):  # the context holds a copy of the artifact anyway: copied here first, then used as a local one
+        from modelsafe._staging import staged
+
+        with staged(path, load_kwargs.pop("storage_options", None)) as local:
+            return export_docker(local, destination, overwrite=overwrite, tag=tag, **load_kwargs)
     source = Path(os.fspath(path)).absolute()
     target = Path(destination).absolute()
     if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:

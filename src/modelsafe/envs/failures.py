@@ -5,7 +5,7 @@ The cases: a recorded version the index no longer has (``version-missing``), a v
 wheel for this Python or platform (``no-wheel``; the recorded distributions are installed from
 wheels only, so this is found at once instead of after a long source build), the index that
 cannot be reached (``network``), a constraint in pip's configuration that excludes the version
-(``constraint``), and anything else (``installer``, with the installer's last lines).
+(``constraint``), a recorded version this modelsafe itself cannot run with (``modelsafe``), and anything else (``installer``, with the installer's last lines).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ _PIP_MISSING = re.compile(r"No matching distribution found for ([A-Za-z0-9_.\-]+
 _PIP_AVAILABLE = re.compile(r"\(from versions: ([^)]*)\)")
 _PIP_CONSTRAINT = re.compile(r"The user requested \(constraint\) ([^\n]+)")
 _PIP_PYTHON = re.compile(r"Requires-Python ([^\s;]+)|requires a different Python")
+#: modelsafe's own requirement on a recorded distribution (uv, then pip).
+_NEEDED_BY_MODELSAFE = re.compile(r"modelsafe(?:==| )\S+ depends on ([A-Za-z0-9_.\-]+) ?([<>=!~][^\n]*?)(?:, we|\.?\n|$)")
 
 
 def classify(output: str, installer: str, what: str, pins: Sequence[str] = (), python: str = "",
@@ -39,6 +41,9 @@ def classify(output: str, installer: str, what: str, pins: Sequence[str] = (), p
     tail = "\n".join(output.strip().splitlines()[-25:])
     here = f"CPython {python or platform.python_version()} on {platform.system()} {platform.machine()}"
     facts = {"installer": installer, "output": tail, "python": python}
+    needed = _NEEDED_BY_MODELSAFE.search(output)
+    if needed:
+        return _needed_by_modelsafe(needed.group(1), needed.group(2).strip(), pins, facts)
     found = _UV_NO_WHEEL.search(output) or _UV_PYTHON.search(output)
     if installer == "uv" and found:
         return _no_wheel(found.group(1), found.group(2), here, facts)
@@ -61,6 +66,16 @@ def classify(output: str, installer: str, what: str, pins: Sequence[str] = (), p
         f"{installer} failed while {what}, for a reason modelsafe does not recognise. Its last lines:\n{tail}\n"
         "The environment was not built (nothing half-built is ever used). Fix what the installer says, or try "
         f"the other installer (installer={'pip' if installer == 'uv' else 'uv'!r}).", reason="installer", **facts)
+
+
+def _needed_by_modelsafe(name: str, needs: str, pins: Sequence[str], facts: dict[str, str]) -> EnvironmentBuildError:
+    pinned = next((p for p in pins if p.split("==")[0].lower() == name.lower()), name)
+    return EnvironmentBuildError(
+        f"The artifact records {pinned}, and this modelsafe needs {name}{needs}: it cannot run in that environment, "
+        "so the model cannot be loaded and checked there. Use an older modelsafe that supports it (in an environment "
+        f"you build yourself, passed as isolate='/path/to/env'), or load the artifact where it was saved and re-save "
+        f"it with {name}{needs}.", reason="modelsafe", package=name, version=pinned.partition("==")[2] or None,
+        needs=needs, **facts)
 
 
 def _missing(name: str, version: str, facts: dict[str, str], installer: str, available: str = "") -> EnvironmentBuildError:

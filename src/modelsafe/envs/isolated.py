@@ -97,7 +97,14 @@ def _python_for(isolate: Any, manifest: Manifest, where: str) -> Path:
 
 def environment_python(location: str | os.PathLike[str]) -> Path:
     """The Python of the environment at ``location`` (a virtual environment's folder, or a Python executable)."""
+    from modelsafe.envs.cache import EnvFolder
+
     path = Path(location).expanduser().absolute()
+    if EnvFolder(path).interrupted():
+        raise EnvironmentBuildError(
+            f"isolate={str(location)!r} is an environment whose build was interrupted: it may lack packages, so it is "
+            "never used. Build it again: ms.recreate_env(path, that folder), or pass isolate=True.",
+            reason="destination", destination=str(path))
     if path.is_dir():
         for candidate in (path / "bin" / "python", path / "Scripts" / "python.exe"):
             if candidate.exists():
