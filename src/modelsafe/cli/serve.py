@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from modelsafe import errors
-from modelsafe.cli._app import State, cli, exit_code
+from modelsafe.cli._app import State, cli, exit_code, storage_option
 
 
 @cli.command()
@@ -44,6 +44,7 @@ from modelsafe.cli._app import State, cli, exit_code
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), help="Require this bearer token.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@storage_option
 @click.pass_obj
 def serve(state: State, artifacts: tuple[str, ...], host: str, port: int, workers: int, max_batch_size: int,
           max_latency_ms: float, max_body_mb: float, max_rows: int, threads: int, env: str, runtime: str,
@@ -60,7 +61,8 @@ def serve(state: State, artifacts: tuple[str, ...], host: str, port: int, worker
         "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms, "env": env,
         "trust_code": trust_code, "trusted": list(trusted), "max_body_bytes": int(max_body_mb * (1 << 20)),
         "max_rows": max_rows, "threads": threads, **({"isolate": True} if isolate else {}),
-        **({"runtime": runtime} if runtime != "native" else {})}
+        **({"runtime": runtime} if runtime != "native" else {}),
+        **({"storage_options": state.storage_options} if state.storage_options else {})}
     try:
         require_serve_extra()
         token = read_token(token_file) if token_file else None

@@ -17,7 +17,7 @@ import click
 
 import modelsafe as ms
 from modelsafe import errors
-from modelsafe.cli._app import State, cli, json_option, run_each
+from modelsafe.cli._app import State, cli, json_option, run_each, storage_option
 
 PASSWORD_VARIABLE = "MODELSAFE_KEY_PASSWORD"
 
@@ -77,6 +77,7 @@ def keygen(state: State, directory: str, curve: str, password_file: str | None, 
               help="A JSON object of provenance fields to sign with the artifact ({\"git\": true, \"datasets\": [...]}).")
 @click.option("--git", "git", is_flag=True, help="Record the git commit (and dirty flag) of the current directory.")
 @json_option
+@storage_option
 @click.pass_obj
 def sign(state: State, paths: tuple[str, ...], key: str, password_file: str | None, chain: tuple[str, ...],
          provenance_file: str | None, git: bool) -> None:
@@ -86,12 +87,14 @@ def sign(state: State, paths: tuple[str, ...], key: str, password_file: str | No
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
         try:
-            report = ms.sign(path, key=key, password=password[0], certificate_chain=chain, provenance=provenance)
+            report = ms.sign(path, key=key, password=password[0], certificate_chain=chain, provenance=provenance,
+                             storage_options=state.storage_options)
         except errors.SigningError as exc:
             if getattr(exc, "reason", "") != "password required" or not sys.stdin.isatty():
                 raise
             password[0] = click.prompt(f"Password for {key}", hide_input=True, err=True)
-            report = ms.sign(path, key=key, password=password[0], certificate_chain=chain, provenance=provenance)
+            report = ms.sign(path, key=key, password=password[0], certificate_chain=chain, provenance=provenance,
+                             storage_options=state.storage_options)
         text = (f"signed {path} -> {report.signature}\n  key {report.signer}"
                 f"{f' (certificate {report.certificate})' if report.certificate else ''}, {report.files} files")
         return {"path": path, **report.to_dict()}, text, True
