@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from modelsafe.artifact.manifest import Manifest
     from modelsafe.security.scanner import ScanReport
 
-__all__ = ["convert", "READERS"]
+__all__ = ["convert", "READERS", "MLFLOW_CONVERTER"]
 
 #: Kind of file -> "module:function" reading it (``read(path, *, trusted, ...) -> object``).
 READERS: dict[str, str] = {
@@ -42,6 +42,8 @@ READERS: dict[str, str] = {
     "keras": "modelsafe.flavors.keras.legacy:read_legacy",
     "huggingface": "modelsafe.flavors.transformers.convert:read_pretrained",
 }
+#: MLflow model folders and ``models:/`` / ``runs:/`` URIs (read ``MLmodel``, pick the native flavor).
+MLFLOW_CONVERTER = "modelsafe.integrations.mlflow_convert"
 #: What the scanner calls a file -> the reader family that converts it.
 _FAMILY = {"pickle": "pickle", "joblib": "joblib", "zip:torch": "torch", "torch-legacy": "torch", "tar": "torch",
            "hdf5": "keras", "zip:keras": "keras", "savedmodel-directory": "keras"}
@@ -111,6 +113,10 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
     """
     from modelsafe.security.scanner import scan
 
+    if str(src).startswith(("models:/", "runs:/")) or (not is_url(src) and (Path(src) / "MLmodel").is_file()):
+        return importlib.import_module(MLFLOW_CONVERTER).convert_mlflow(  # an MLflow model: modelsafe.integrations
+            src, dst, trusted=trusted, sample=sample, overwrite=overwrite, trust_code=trust_code,
+            storage_options=storage_options, **options)
     if is_url(src) or is_url(dst):
         return _convert_remote(src, dst, storage_options, trusted=trusted, sample=sample, overwrite=overwrite,
                                trust_code=trust_code, **options)

@@ -24,8 +24,11 @@ __all__ = ["diagnose_path"]
 
 def diagnose_path(path: Path) -> DoctorReport:
     from modelsafe.diagnosis import checks, frameworks, onnx_files
+    from modelsafe.diagnosis.mlflow_folder import diagnose_mlflow_folder, is_mlflow_model
     from modelsafe.security.scanner import scan
 
+    if is_mlflow_model(path):  # MLmodel: its flavor, the file convert would read, and that file's diagnosis
+        return diagnose_mlflow_folder(path, diagnose_path)
     report = scan(path)
     facts: dict[str, Any] = dict(report.facts)
     problems: list[Problem] = []
