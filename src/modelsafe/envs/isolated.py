@@ -15,6 +15,7 @@ predicts. ``bundle.model`` is a proxy that reads data attributes of the model in
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -259,5 +260,7 @@ class IsolatedBundle(Bundle):
         super().__del__()
 
 
+@functools.lru_cache(maxsize=1)
 def _has_torch() -> bool:
+    """Whether tensors can come back as torch tensors here (looked up once: a lookup walks sys.path)."""
     return importlib.util.find_spec("torch") is not None
