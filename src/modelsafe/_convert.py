@@ -65,7 +65,10 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
         The legacy file (pickle, joblib (any compression), torch ``.pt``/``.pth``/``.bin``,
         Keras ``.h5``/``.keras``, a SavedModel folder, or a Hugging Face ``save_pretrained``
         folder, whose tokenizer or processor is saved with the model). Its kind is read from
-        its content.
+        its content. Or an MLflow model: a folder with an ``MLmodel`` file, or a ``models:/name/version``
+        or ``runs:/id/path`` URI (resolved through the MLflow client; see
+        :mod:`modelsafe.integrations.mlflow_convert`), whose native flavor's file is read the same way
+        and whose input example is the sample unless ``sample`` is given.
     dst
         Where to write the artifact (``*.msafe`` for one file, else a folder). ``src`` and ``dst``
         may be fsspec URLs (``s3://...``): a remote source is copied locally first; a remote
