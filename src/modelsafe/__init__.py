@@ -160,7 +160,7 @@ def __getattr__(name: str) -> Any:
 
 
 #: Subpackages reached as attributes (``ms.serving.create_app``), imported on first access.
-_LAZY_MODULES = ("serving", "dask", "spark")
+_LAZY_MODULES = ("serving", "dask", "spark", "mlflow")
 #: Public modules, listed by dir() beside __all__.
 _PUBLIC_MODULES = ("errors", *_LAZY_MODULES)
 
