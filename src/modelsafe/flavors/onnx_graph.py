@@ -14,7 +14,7 @@ Nothing here imports onnx or a framework.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from modelsafe.errors import UnsupportedModelError
@@ -73,7 +73,6 @@ class OnnxGraph:
     outputs: dict[str, str]
     converter: str
     classes: list[Any] | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def onnx_dtype(family: str, float_dtype: str = "float32") -> str:
@@ -87,15 +86,15 @@ def onnx_dtype(family: str, float_dtype: str = "float32") -> str:
     return "str"
 
 
-def graph_inputs(schema: Mapping[str, Any] | None, *, per_column: bool, float_dtype: str = "float32",
-                 numbers_as_float: bool = True) -> tuple[GraphInput, ...]:
-    """The graph's inputs for a model whose input was recorded as ``schema``.
+def graph_inputs(schema: Mapping[str, Any] | None, *, per_column: bool,
+                 float_dtype: str = "float32") -> tuple[GraphInput, ...]:
+    """The graph's inputs for a model whose input was recorded as ``schema`` (what skl2onnx and onnxmltools
+    are given; the torch and Keras exporters trace the model and name their inputs themselves).
 
     A DataFrame becomes one input per column (``per_column``: what skl2onnx expects of a
     ColumnTransformer, and the only way for mixed dtypes) or one ``[batch, n]`` matrix of its
-    columns in the recorded order (numbers only). Arrays keep their feature shape with a
-    dynamic batch; positional and keyword inputs give one input each. ``numbers_as_float``
-    feeds integer arrays as floats (tree and linear converters take float tensors).
+    columns in the recorded order (numbers only). An array keeps its feature shape with a
+    dynamic batch; its numbers are fed as ``float_dtype`` (tree and linear converters take floats).
     """
     if not schema:
         raise UnsupportedModelError(
@@ -104,18 +103,12 @@ def graph_inputs(schema: Mapping[str, Any] | None, *, per_column: bool, float_dt
     kind = schema.get("kind")
     if kind == "dataframe":
         return _frame_inputs(schema, per_column, float_dtype)
-    if kind in ("ndarray", "tensor"):
-        return (_array_input("X", schema, float_dtype, numbers_as_float),)
-    if kind == "positional":
-        return tuple(_array_input(f"input_{i}", sub, float_dtype, numbers_as_float, position=i)
-                     for i, sub in enumerate(schema.get("inputs", ())))
-    if kind == "dict" and "keys" in schema:
-        return tuple(_array_input(str(k), schema["inputs"][k], float_dtype, numbers_as_float, key=str(k))
-                     for k in schema["keys"])
+    if kind in ("ndarray", "tensor") and schema.get("shape") is not None and _kind_of(str(schema.get("dtype"))) in "fiub":
+        return (GraphInput("X", float_dtype, tuple(None if i == 0 else int(n) for i, n in enumerate(schema["shape"]))),)
     raise UnsupportedModelError(
-        f"The model's input was recorded as {kind!r}, which no ONNX converter takes (ONNX graphs take tensors: "
-        "arrays, DataFrames of numbers and strings). Convert the input to arrays before the model, or save "
-        "without portable=.", type_name=str(kind))
+        f"The model's input was recorded as {kind!r} ({schema.get('dtype', 'no dtype')}), which modelsafe does not "
+        "feed to a converted graph (it feeds arrays of numbers and DataFrames of numbers and text). Convert the "
+        "input before the model, or save without portable=.", type_name=str(kind))
 
 
 def _frame_inputs(schema: Mapping[str, Any], per_column: bool, float_dtype: str) -> tuple[GraphInput, ...]:
@@ -130,28 +123,6 @@ def _frame_inputs(schema: Mapping[str, Any], per_column: bool, float_dtype: str)
             "numeric ONNX input. Encode them in the model (a ColumnTransformer with a OneHotEncoder) or as numbers "
             "before it.", type_name="DataFrame", columns=text)
     return (GraphInput("X", float_dtype, (None, len(columns)), columns=tuple(range(len(columns)))),)
-
-
-def _array_input(name: str, schema: Mapping[str, Any], float_dtype: str, numbers_as_float: bool, *,
-                 position: int | None = None, key: str | None = None) -> GraphInput:
-    if schema.get("kind") not in ("ndarray", "tensor") or schema.get("shape") is None:
-        raise UnsupportedModelError(
-            f"Input {name!r} was recorded as {schema.get('kind')!r} without a shape, which an ONNX graph cannot "
-            "take. Pass arrays or tensors.", type_name=str(schema.get("kind")))
-    dtype = str(schema.get("dtype", "float32"))
-    kind = _kind_of(dtype)
-    if kind == "f" or (numbers_as_float and kind in "iub"):
-        fed = float_dtype
-    elif kind in "iu":
-        fed = "int64" if numbers_as_float else dtype
-    elif kind == "b":
-        fed = "bool"
-    else:
-        raise UnsupportedModelError(
-            f"Input {name!r} has dtype {dtype}, which modelsafe does not feed to an ONNX graph. Pass numbers.",
-            type_name=dtype)
-    shape = tuple(None if i == 0 else int(n) for i, n in enumerate(schema["shape"]))
-    return GraphInput(name, fed, shape, position=position, key=key)
 
 
 def _kind_of(dtype: str) -> str:
