@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -176,3 +177,32 @@ def test_an_artifact_with_a_portable_member_still_loads_natively(saved, numbers)
         assert np.array_equal(native.predict(X), auto.predict(X))
     assert ms.scan(folder / "forest.msafe").ok
     assert any(i.kind == "onnx" for i in ms.scan(folder / "forest.msafe").items)
+
+
+def test_torch_positional_and_keyword_inputs(tmp_path, fresh, numbers):
+    import torch
+
+    X, _ = numbers
+    x, z = X[:, :3].astype(np.float32), X[:, 3:].astype(np.float32)
+    torch.manual_seed(0)
+    two = torch.nn.Bilinear(3, 1, 2).eval()  # forward(input1, input2)
+    manifest = ms.save(two, tmp_path / "two.msafe", sample=(x[:40], z[:40]), portable="onnx")
+    assert [(i["name"], i["position"]) for i in manifest.portable["inputs"]] == [("input_0", 0), ("input_1", 1)]
+    with torch.no_grad():
+        np.save(tmp_path / "two.npy", two(torch.from_numpy(x), torch.from_numpy(z)).numpy())
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "z.npy", z)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the exporter's own notices stay inside the conversion
+        manifest = ms.save(torch.nn.Bilinear(3, 1, 2).eval(), tmp_path / "kw.msafe",
+                           sample={"input1": x[:40], "input2": z[:40]}, portable="onnx")
+    assert [i["key"] for i in manifest.portable["inputs"]] == ["input1", "input2"]
+    fresh("""
+        import numpy as np, modelsafe as ms
+        x, z = np.load("x.npy"), np.load("z.npy")
+        two = ms.load("two.msafe", runtime="onnx")
+        assert two.verify().ok
+        assert np.allclose(two.predict((x, z)), np.load("two.npy"), atol=1e-5)
+        kw = ms.load("kw.msafe", runtime="onnx")
+        assert kw.verify().ok and kw.predict({"input1": x, "input2": z}).shape == (len(x), 2)
+    """)

@@ -100,6 +100,7 @@ def _quiet() -> Iterator[None]:
         with warnings.catch_warnings():  # the exporter's own deprecation notices, nothing a user can act on
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")  # axis-name notes
             yield
     finally:
         for logger, level in zip(loggers, levels):
