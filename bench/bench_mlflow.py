@@ -7,7 +7,9 @@ about 25 MB), logged to an MLflow tracking store (SQLite, local artifact folder)
 * modelsafe-backed: ``ms.save`` (32-row verification sample) then ``modelsafe.mlflow.log_model``; the
   load runs every check of ``ms.load`` (integrity, audit, environment, verification replay);
 * ``mlflow.sklearn.log_model`` in its default serialization (skops; ``sklearn.tree._tree.Tree``
-  trusted, as MLflow requires for forests) and with ``serialization_format="cloudpickle"``.
+  trusted, as MLflow requires for forests), the same with ``pip_requirements`` given (MLflow then
+  skips inferring the requirements, which loads the model in a subprocess; modelsafe reads them
+  from the artifact), and with ``serialization_format="cloudpickle"``.
 
 Every peer logs with the same 32-row ``input_example`` (MLflow then validates the serving example by
 loading the model once, for every flavor alike). Peers run in interleaved rounds (``BENCH_REPEATS``,
@@ -19,6 +21,7 @@ Run: ``.venv/bin/python bench/bench_mlflow.py`` (needs ``modelsafe[mlflow]``, sc
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import sys
@@ -66,23 +69,26 @@ def main() -> int:
             ms.save(model, path, sample=sample)
             return modelsafe.mlflow.log_model(path, "rf")
 
-        def sklearn_log(fmt: str) -> Callable[[int], Any]:
+        def sklearn_log(fmt: str, pinned: bool = False) -> Callable[[int], Any]:
             def log(round_: int) -> Any:
-                extra = {"skops_trusted_types": ["sklearn.tree._tree.Tree"]} if fmt == "skops" else {}
+                extra: dict[str, Any] = {"skops_trusted_types": ["sklearn.tree._tree.Tree"]} if fmt == "skops" else {}
+                if pinned:  # no requirements inference (MLflow loads the model in a subprocess to find them)
+                    extra["pip_requirements"] = mlflow.sklearn.get_default_pip_requirements()
                 return mlflow.sklearn.log_model(model, name="rf", input_example=sample, serialization_format=fmt,
                                                 **extra)
             return log
 
         peers = {"modelsafe-backed": modelsafe_log, "mlflow.sklearn (skops, default)": sklearn_log("skops"),
+                 "mlflow.sklearn (skops, pip_requirements given)": sklearn_log("skops", pinned=True),
                  "mlflow.sklearn (cloudpickle)": sklearn_log("cloudpickle")}
         times: dict[str, dict[str, list[float]]] = {name: {"log": [], "load": []} for name in peers}
         predict: list[float] = []
         for round_ in range(REPEATS):
             for name, log in peers.items():
                 with mlflow.start_run():
-                    seconds, info = _time(lambda: log(round_))
+                    seconds, info = _time(functools.partial(log, round_))
                 times[name]["log"].append(seconds)
-                seconds, loaded = _time(lambda: mlflow.pyfunc.load_model(info.model_uri))
+                seconds, loaded = _time(functools.partial(mlflow.pyfunc.load_model, info.model_uri))
                 times[name]["load"].append(seconds)
                 assert (loaded.predict(X[:100]) == model.predict(X[:100])).all()
             predict.append(_time(lambda: (model.predict(sample), model.predict_proba(sample)))[0])

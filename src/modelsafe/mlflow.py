@@ -9,6 +9,6 @@ models (see :mod:`modelsafe.integrations`). Importing this module does not impor
 
 from __future__ import annotations
 
-from modelsafe.integrations.mlflow import _load_pyfunc, log_model
+from modelsafe.integrations.mlflow import _load_pyfunc, log_model  # noqa: F401 - MLflow calls _load_pyfunc
 
 __all__ = ["log_model"]

@@ -130,7 +130,8 @@ def test_lightgbm_booster_text_converts_and_a_skops_wrapper_needs_the_callers_tr
         ms.convert(tmp_path / "wrapper", tmp_path / "wrapper.msafe")
     assert "lightgbm.sklearn.LGBMClassifier" in caught.value.globals and not (tmp_path / "wrapper.msafe").exists()
     ms.convert(tmp_path / "wrapper", tmp_path / "wrapper.msafe", trusted=caught.value.globals)
-    assert ms.load(tmp_path / "wrapper.msafe").predict(frame.iloc[:20]).tolist() == wrapper.predict(frame.iloc[:20]).tolist()
+    reloaded = ms.load(tmp_path / "wrapper.msafe")
+    assert reloaded.predict(frame.iloc[:20]).tolist() == wrapper.predict(frame.iloc[:20]).tolist()
 
 
 class _CreatesAFile:

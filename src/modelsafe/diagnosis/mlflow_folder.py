@@ -159,11 +159,13 @@ def _no_native(flavors: Mapping[str, Any]) -> Problem:
     pyfunc = flavors.get("python_function") or {}
     loader = pyfunc.get("loader_module")
     if loader == "modelsafe.mlflow":
-        return Problem(what=f"the folder is a modelsafe artifact exported for MLflow (its data is {pyfunc.get('data')})",
+        return Problem(what="the folder is a modelsafe artifact exported for MLflow (its data is "
+                            f"{pyfunc.get('data')})",
                        why="there is nothing to convert: the artifact is already there",
                        fix=f"use the artifact itself: ms.load('{pyfunc.get('data')}') inside the folder",
                        severity="warning", subject="modelsafe.mlflow")
-    what = ("a custom PythonModel pickled with cloudpickle" if pyfunc.get("python_model") or loader == "mlflow.pyfunc.model"
+    pickled = pyfunc.get("python_model") or loader == "mlflow.pyfunc.model"
+    what = ("a custom PythonModel pickled with cloudpickle" if pickled
             else f"a model loaded by {loader!r}" if loader else "no model flavor")
     return Problem(what=f"the folder has no native flavor modelsafe reads ({', '.join(sorted(flavors)) or 'none'}): "
                         f"it holds {what}",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection, Iterator, Mapping
 
 from modelsafe.artifact.location import is_url
-from modelsafe.diagnosis.mlflow_folder import MlflowModel, read_mlflow_model, skops_untrusted
+from modelsafe.diagnosis.mlflow_folder import XGBOOST_CLASSES, MlflowModel, read_mlflow_model, skops_untrusted
 from modelsafe.errors import FormatError, UnsupportedModelError, UntrustedContentError
 
 if TYPE_CHECKING:
@@ -170,10 +170,10 @@ def _read_xgboost(file: Path, model_class: str) -> Any:
 
     from modelsafe.flavors.boosting.xgboost_trees import check_booster
 
-    classes = {"xgboost.sklearn.XGBClassifier": xgboost.XGBClassifier, "xgboost.sklearn.XGBRegressor": xgboost.XGBRegressor,
-               "xgboost.sklearn.XGBRanker": xgboost.XGBRanker, "xgboost.sklearn.XGBRFClassifier": xgboost.XGBRFClassifier,
-               "xgboost.sklearn.XGBRFRegressor": xgboost.XGBRFRegressor, "xgboost.core.Booster": xgboost.Booster}
-    model = classes[model_class]()
+    if model_class not in XGBOOST_CLASSES:  # read_mlflow_model's blockers refuse it first
+        raise UnsupportedModelError(f"MLmodel names the XGBoost class {model_class!r}, not one of "
+                                    f"{', '.join(XGBOOST_CLASSES)}: nothing was read.", type_name=model_class)
+    model = getattr(xgboost, model_class.rpartition(".")[2])()  # a name from the fixed table, never the file's path
     model.load_model(str(file))
     check_booster(model if isinstance(model, xgboost.Booster) else model.get_booster())
     return model

@@ -92,7 +92,8 @@ def save_model(path: str | os.PathLike[str], mlflow_model: Any = None, *, artifa
         mlflow_model = Model() if mlflow_model is None else mlflow_model
         mlflow.pyfunc.save_model(
             os.fspath(path), loader_module=LOADER_MODULE, data_path=str(local), mlflow_model=mlflow_model,
-            signature=signature or None, input_example=None if input_example is False else input_example,
+            signature=None if signature is False else signature,
+            input_example=None if input_example is False else input_example,
             pip_requirements=_requirements(manifest, pip_requirements, extra_pip_requirements),
             metadata=dict(metadata) if metadata else None, model_config=dict(LOAD_DEFAULTS))
     _record_python(Path(path), mlflow_model, manifest)

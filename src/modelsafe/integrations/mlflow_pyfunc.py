@@ -6,8 +6,8 @@ The ``MLmodel`` file names :mod:`modelsafe.mlflow` as the ``python_function`` fl
 environment check, verification) and a model whose ``predict`` goes through the input guard.
 
 Load options come from the caller, never from the file. The exporter writes every option this
-loader reads into the flavor's ``model_config`` (``config:`` in the file) with ``ms.load``'s defaults (MLflow only lets a
-caller override keys the file declares); the caller overrides them with
+loader reads into the flavor's ``model_config`` (``config:`` in the file) with ``ms.load``'s
+defaults (MLflow only lets a caller override keys the file declares); the caller overrides them with
 ``mlflow.pyfunc.load_model(uri, model_config={"trust_code": True})`` or, for ``mlflow models
 serve``, the ``MLFLOW_PYFUNC_INFERENCE_CONFIG`` environment variable (JSON). A file whose
 declared values differ from the defaults (``verify: false`` written into a registered model's
