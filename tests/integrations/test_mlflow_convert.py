@@ -16,6 +16,8 @@ import pytest
 import modelsafe as ms
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
+#: Requirements given, so MLflow does not infer them (it loads the model in a subprocess for that: seconds per save).
+PINNED = {"pip_requirements": ["mlflow"]}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def test_an_mlflow_sklearn_model_in_its_default_skops_format_converts_with_its_i
     frame, labels = data
     model = make_pipeline(StandardScaler(), RandomForestClassifier(15, random_state=0)).fit(frame, labels)
     mlflow.sklearn.save_model(model, tmp_path / "skl", input_example=frame.iloc[:12],
-                              skops_trusted_types=["sklearn.tree._tree.Tree"])
+                              skops_trusted_types=["sklearn.tree._tree.Tree"], **PINNED)
     manifest = ms.convert(tmp_path / "skl", tmp_path / "skl.msafe")
     assert manifest.source["kind"] == "mlflow:sklearn" and manifest.source["mlflow"]["format"] == "skops"
     assert manifest.verification["rows"] == 12  # the input example is the verification sample
@@ -60,7 +62,7 @@ def test_an_mlflow_sklearn_cloudpickle_model_converts_through_the_restricted_unp
 
     frame, labels = data
     model = LogisticRegression(max_iter=500).fit(frame, labels)
-    mlflow.sklearn.save_model(model, tmp_path / "cp", serialization_format="cloudpickle")
+    mlflow.sklearn.save_model(model, tmp_path / "cp", serialization_format="cloudpickle", **PINNED)
     manifest = ms.convert(tmp_path / "cp", tmp_path / "cp.msafe", sample=frame.iloc[:10])
     assert manifest.source["mlflow"]["format"] == "pickle" and manifest.source["mlflow"]["file"] == "model.pkl"
     rows = frame.iloc[:25]
@@ -74,7 +76,7 @@ def test_an_mlflow_xgboost_model_converts(tmp_path, data, fresh):
 
     frame, labels = data
     model = xgboost.XGBClassifier(n_estimators=8, max_depth=3).fit(frame, labels)
-    mlflow.xgboost.save_model(model, tmp_path / "xgb", input_example=frame.iloc[:8])
+    mlflow.xgboost.save_model(model, tmp_path / "xgb", input_example=frame.iloc[:8], **PINNED)
     manifest = ms.convert(tmp_path / "xgb", tmp_path / "xgb.msafe")
     assert manifest.flavor == "xgboost" and manifest.source["mlflow"]["format"] == "xgboost"
     rows = frame.iloc[100:140]
@@ -89,7 +91,7 @@ def test_an_mlflow_pytorch_model_converts_and_a_pt2_program_is_refused_with_the_
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).eval()
     example = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
-    mlflow.pytorch.save_model(net, tmp_path / "pickled", serialization_format="pickle", input_example=example)
+    mlflow.pytorch.save_model(net, tmp_path / "pickled", serialization_format="pickle", input_example=example, **PINNED)
     manifest = ms.convert(tmp_path / "pickled", tmp_path / "net.msafe")
     assert manifest.flavor == "torch" and manifest.verification["rows"] == 6
     rows = np.random.default_rng(1).normal(size=(5, 4)).astype("float32")
@@ -103,7 +105,7 @@ def test_an_mlflow_pytorch_model_converts_and_a_pt2_program_is_refused_with_the_
         expected = net(torch.from_numpy(rows)).numpy()
     np.testing.assert_allclose(json.loads(proc.stdout.strip().splitlines()[-1]), expected, rtol=1e-6)
 
-    mlflow.pytorch.save_model(net, tmp_path / "exported", input_example=example)  # MLflow 3's default: pt2
+    mlflow.pytorch.save_model(net, tmp_path / "exported", input_example=example, **PINNED)  # MLflow 3's default: pt2
     with pytest.raises(ms.UnsupportedModelError) as caught:
         ms.convert(tmp_path / "exported", tmp_path / "pt2.msafe")
     assert "pt2" in str(caught.value) and "serialization_format='pickle'" in str(caught.value)
@@ -118,14 +120,14 @@ def test_lightgbm_booster_text_converts_and_a_skops_wrapper_needs_the_callers_tr
 
     frame, labels = data
     booster = lightgbm.train({"objective": "binary", "verbose": -1}, lightgbm.Dataset(frame, labels), 5)
-    mlflow.lightgbm.save_model(booster, tmp_path / "booster")
+    mlflow.lightgbm.save_model(booster, tmp_path / "booster", **PINNED)
     manifest = ms.convert(tmp_path / "booster", tmp_path / "booster.msafe", sample=frame.iloc[:10])
     assert manifest.source["mlflow"]["format"] == "lightgbm-text"
     np.testing.assert_allclose(ms.load(tmp_path / "booster.msafe").predict(frame.iloc[:20]),
                                booster.predict(frame.iloc[:20]))
 
     wrapper = lightgbm.LGBMClassifier(n_estimators=5, verbose=-1).fit(frame, labels)
-    mlflow.lightgbm.save_model(wrapper, tmp_path / "wrapper", input_example=frame.iloc[:8])
+    mlflow.lightgbm.save_model(wrapper, tmp_path / "wrapper", input_example=frame.iloc[:8], **PINNED)
     with pytest.raises(ms.UntrustedContentError) as caught:
         ms.convert(tmp_path / "wrapper", tmp_path / "wrapper.msafe")
     assert "lightgbm.sklearn.LGBMClassifier" in caught.value.globals and not (tmp_path / "wrapper.msafe").exists()
@@ -150,7 +152,8 @@ def test_a_malicious_pickle_inside_an_mlflow_folder_is_refused_and_never_runs(tm
 
     frame, labels = data
     folder = tmp_path / "evil"
-    mlflow.sklearn.save_model(LogisticRegression().fit(frame, labels), folder, serialization_format="cloudpickle")
+    mlflow.sklearn.save_model(LogisticRegression().fit(frame, labels), folder, serialization_format="cloudpickle",
+                              **PINNED)
     marker = tmp_path / "pwned.txt"
     (folder / "model.pkl").write_bytes(pickle.dumps(_CreatesAFile(marker)))
     proof = tmp_path / "proof.txt"  # the same payload, aimed elsewhere, does run when unpickled plainly
@@ -185,7 +188,7 @@ def test_a_registered_model_converts_by_its_models_uri_and_a_uri_without_a_track
     name = f"tree-{uuid.uuid4().hex[:8]}"
     with mlflow.start_run():
         mlflow.sklearn.log_model(model, name="tree", registered_model_name=name, input_example=frame.iloc[:10],
-                                 skops_trusted_types=["sklearn.tree._tree.Tree"])
+                                 skops_trusted_types=["sklearn.tree._tree.Tree"], **PINNED)
     manifest = ms.convert(f"models:/{name}/1", tmp_path / "tree.msafe")
     assert manifest.source["path"] == f"models:/{name}/1" and manifest.verification["rows"] == 10
     assert ms.load(tmp_path / "tree.msafe").predict(frame).tolist() == model.predict(frame).tolist()
@@ -207,7 +210,7 @@ def test_doctor_explains_mlflow_folders(tmp_path, frame_model, data):
     import xgboost
 
     frame, labels = data
-    mlflow.xgboost.save_model(xgboost.XGBRegressor(n_estimators=3).fit(frame, labels), tmp_path / "xgb")
+    mlflow.xgboost.save_model(xgboost.XGBRegressor(n_estimators=3).fit(frame, labels), tmp_path / "xgb", **PINNED)
     report = ms.doctor(tmp_path / "xgb")
     assert report.ok and report.kind == "mlflow:xgboost"
     assert report.facts["native flavor"] == "xgboost" and report.facts["model file"] == "model.ubj (xgboost)"
@@ -216,7 +219,7 @@ def test_doctor_explains_mlflow_folders(tmp_path, frame_model, data):
         def predict(self, context, model_input, params=None):
             return model_input
 
-    mlflow.pyfunc.save_model(tmp_path / "custom", python_model=Custom(), input_example=frame.iloc[:2])
+    mlflow.pyfunc.save_model(tmp_path / "custom", python_model=Custom(), input_example=frame.iloc[:2], **PINNED)
     report = ms.doctor(tmp_path / "custom")
     assert not report.ok and "PythonModel" in report.errors()[0].what
     with pytest.raises(ms.UnsupportedModelError):
