@@ -186,12 +186,15 @@ def test_a_registered_model_converts_by_its_models_uri_and_a_uri_without_a_track
     frame, labels = data
     model = DecisionTreeClassifier(max_depth=4, random_state=0).fit(frame, labels)
     name = f"tree-{uuid.uuid4().hex[:8]}"
-    with mlflow.start_run():
+    with mlflow.start_run() as run:
         mlflow.sklearn.log_model(model, name="tree", registered_model_name=name, input_example=frame.iloc[:10],
                                  skops_trusted_types=["sklearn.tree._tree.Tree"], **PINNED)
     manifest = ms.convert(f"models:/{name}/1", tmp_path / "tree.msafe")
     assert manifest.source["path"] == f"models:/{name}/1" and manifest.verification["rows"] == 10
     assert ms.load(tmp_path / "tree.msafe").predict(frame).tolist() == model.predict(frame).tolist()
+    by_run = ms.convert(f"runs:/{run.info.run_id}/tree", tmp_path / "by-run.msafe")
+    assert by_run.source["path"] == f"runs:/{run.info.run_id}/tree"
+    assert ms.load(tmp_path / "by-run.msafe").predict(frame).tolist() == model.predict(frame).tolist()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
     proc = fresh(f"""
         import os, modelsafe as ms
