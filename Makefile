@@ -9,16 +9,29 @@ export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv old-venv portable-venv java demo test test-fast bench clean
+.PHONY: lock venv old-venv portable-venv java demo test test-fast bench clean
 
-$(STAMP): pyproject.toml Makefile
+# Every dependency of the project with all its extras, resolved once into requirements/lock.txt (`make lock`):
+# resolving ~220 packages at install time made pip give up (resolution-too-deep) after half an hour.
+# uv installs the locked set in parallel; torch is the CPU build 2.13.0 that lies on this machine's disk
+# (/opt/wheels), which uv reads only when told.
+LOCK := requirements/lock.txt
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
+UV := $(VENV)/bin/uv
+
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	# torch is pinned to the CPU build (2.13.0) in pyproject; installing it first keeps pip
-	# from resolving any CUDA build for packages that depend on torch.
-	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[all,dev]"
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "uv>=0.6,<1"
+	$(UV) pip install --quiet --python $(PY) $(FIND_LINKS) -r $(LOCK)
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	touch $(STAMP)
+
+# Re-resolve the lock after a change to the dependencies in pyproject.toml.
+lock: $(STAMP)
+	$(UV) pip compile pyproject.toml --extra all --extra dev --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 $(FIND_LINKS) --no-emit-find-links \
+		--custom-compile-command "make lock" -o $(LOCK)
 
 venv: $(STAMP)
 
@@ -29,9 +42,10 @@ OLD_STAMP := $(OLD_VENV)/.modelsafe-installed
 
 $(OLD_STAMP): tests/compat/requirements-old.txt pyproject.toml
 	test -x $(OLD_VENV)/bin/python || $(PYTHON) -m venv $(OLD_VENV)
-	$(OLD_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(OLD_VENV)/bin/python -m pip install --quiet -r tests/compat/requirements-old.txt
-	$(OLD_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(OLD_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLD_VENV)/bin/python -m pip install --quiet "uv>=0.6,<1"
+	$(OLD_VENV)/bin/uv pip install --quiet --python $(OLD_VENV)/bin/python -r tests/compat/requirements-old.txt
+	$(OLD_VENV)/bin/uv pip install --quiet --python $(OLD_VENV)/bin/python --no-deps -e .
 	touch $(OLD_STAMP)
 
 old-venv: $(OLD_STAMP)
@@ -44,9 +58,10 @@ PORTABLE_STAMP := $(PORTABLE_VENV)/.modelsafe-installed
 
 $(PORTABLE_STAMP): tests/portable/requirements-runtime.txt pyproject.toml
 	test -x $(PORTABLE_VENV)/bin/python || $(PYTHON) -m venv $(PORTABLE_VENV)
-	$(PORTABLE_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(PORTABLE_VENV)/bin/python -m pip install --quiet -r tests/portable/requirements-runtime.txt
-	$(PORTABLE_VENV)/bin/python -m pip install --quiet -e .
+	$(PORTABLE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PORTABLE_VENV)/bin/python -m pip install --quiet "uv>=0.6,<1"
+	$(PORTABLE_VENV)/bin/uv pip install --quiet --python $(PORTABLE_VENV)/bin/python -r tests/portable/requirements-runtime.txt
+	$(PORTABLE_VENV)/bin/uv pip install --quiet --python $(PORTABLE_VENV)/bin/python -e .
 	touch $(PORTABLE_STAMP)
 
 portable-venv: $(PORTABLE_STAMP)
@@ -70,11 +85,12 @@ test-fast: venv java
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.modelsafe-installed
 
-$(BENCH_STAMP): pyproject.toml Makefile
+$(BENCH_STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BENCH_VENV)/bin/python -m pip install --quiet "torch==2.13.0"
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[all,dev,bench]"
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet "uv>=0.6,<1"
+	$(BENCH_VENV)/bin/uv pip install --quiet --python $(BENCH_VENV)/bin/python $(FIND_LINKS) -r $(LOCK)
+	$(BENCH_VENV)/bin/uv pip install --quiet --python $(BENCH_VENV)/bin/python $(FIND_LINKS) -c $(LOCK) -e ".[bench]"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
