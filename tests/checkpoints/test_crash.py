@@ -73,6 +73,24 @@ def _temporaries(directory: Path) -> list[str]:
     return [p.name for p in directory.iterdir() if ".tmp-" in p.name]
 
 
+def kill_while_saving(script: Path, directory: str, mode: str, delay: float,
+                      env: dict[str, str] | None = None) -> dict[int, float]:
+    """Run the child in ``directory``, SIGKILL it ``delay`` seconds after it is ready; the saves it reported
+    durable (step -> val). Also used by the remote-storage crash test."""
+    proc = subprocess.Popen([sys.executable, str(script), directory, mode], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err
+    lines = [line.split() for line in out.splitlines() if line.startswith("durable ")]
+    return {int(step): float(val) for _, step, val in lines}
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_the_latest_or_the_best(tmp_path):
     script = tmp_path / "child.py"
@@ -83,20 +101,7 @@ def test_sigkill_at_random_moments_never_loses_the_latest_or_the_best(tmp_path):
     rounds, with_leftovers = 22, 0
     for round_ in range(rounds):
         mode = "async" if round_ % 2 else "sync"
-        proc = subprocess.Popen([sys.executable, str(script), str(directory), mode], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-            time.sleep(rng.uniform(0.0, 0.4))
-            proc.send_signal(signal.SIGKILL)
-        finally:
-            proc.kill()
-            out, err = proc.communicate(timeout=60)
-        assert proc.returncode == -signal.SIGKILL, err
-        for line in out.splitlines():
-            if line.startswith("durable "):
-                _, step, val = line.split()
-                durable[int(step)] = float(val)
+        durable.update(kill_while_saving(script, str(directory), mode, rng.uniform(0.0, 0.4)))
         with_leftovers += bool(_temporaries(directory))
 
         with warnings.catch_warnings():

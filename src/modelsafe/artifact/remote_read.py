@@ -365,6 +365,9 @@ class RemoteDirReader(_RemoteMembers):
 def open_remote(remote: RemotePath) -> ArtifactReader:
     """Open the artifact at a URL: an object (single file) or a prefix (folder)."""
     try:
+        # The store as it is now, not as a listing cached in a long-lived filesystem instance saw it: an object
+        # written since (by another process) is found, and a replaced one is read at its new size.
+        remote.fs.invalidate_cache(remote.path)
         info = remote.fs.info(remote.path)
     except FileNotFoundError as exc:
         error = storage_error(exc, remote.url)

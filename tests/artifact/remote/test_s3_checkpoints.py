@@ -8,10 +8,8 @@ import importlib.util
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -180,21 +178,8 @@ def test_sigkill_at_random_moments_never_loses_the_latest_or_the_best(s3, tmp_pa
     durable: dict[int, float] = {}
     rounds, inside_a_save = 6, 0
     for round_ in range(rounds):
-        mode = "async" if round_ % 2 else "sync"
-        proc = subprocess.Popen([sys.executable, str(script), url, mode], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)
-        try:
-            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-            time.sleep(rng.uniform(0.3, 2.5))  # a remote save takes a few tenths of a second
-            proc.send_signal(signal.SIGKILL)
-        finally:
-            proc.kill()
-            out, err = proc.communicate(timeout=60)
-        assert proc.returncode == -signal.SIGKILL, err
-        for line in out.splitlines():
-            if line.startswith("durable "):
-                _, step, val = line.split()
-                durable[int(step)] = float(val)
+        mode = "async" if round_ % 2 else "sync"  # a remote save takes a few tenths of a second: kill later
+        durable.update(crash.kill_while_saving(script, url, mode, rng.uniform(0.3, 2.5), env))
         try:
             index = _index(s3, prefix)
         except FileNotFoundError:  # killed before its first reservation

@@ -110,26 +110,30 @@ def test_a_connection_cut_mid_download_is_a_clear_error(s3):
     assert ms.load(url, storage_options=s3["proxied"]).model["weights"].sum() == big.sum()
 
 
-def test_a_connection_cut_once_is_retried_by_the_store_client(s3):
+def _saved_through_the_proxy(s3, name: str) -> tuple[str, np.ndarray, int]:
+    """A 4 MiB artifact, and how many bytes the server sends before a load reaches its member (inspect's)."""
     big = np.arange(4 << 20, dtype=np.uint8)
-    url = f"s3://{s3['bucket']}/flaky.msafe"
+    url = f"s3://{s3['bucket']}/{name}"
     ms.save({"weights": big}, url, storage_options=s3["options"])
     proxy = s3["proxy"]
     proxy.reset()
-    ms.inspect(url, storage_options=s3["proxied"])  # the bytes a load reads before the member's
-    proxy.cut_after, proxy.cuts, proxy.sent = proxy.sent + (1 << 20), 1, 0  # inside the member's bytes, once
+    ms.inspect(url, storage_options=s3["proxied"])
+    before, proxy.sent = proxy.sent, 0
+    return url, big, before
+
+
+def test_a_connection_cut_once_is_retried_by_the_store_client(s3):
+    url, big, before = _saved_through_the_proxy(s3, "flaky.msafe")
+    proxy = s3["proxy"]
+    proxy.cut_after, proxy.cuts = before + (1 << 20), 1  # inside the member's bytes, once
     model = ms.load(url, storage_options=s3["proxied"]).model
     assert proxy.cuts == 0 and np.array_equal(model["weights"], big)
 
 
 def test_a_silent_peer_mid_download_is_a_connection_error_not_a_hang(s3):
-    big = np.arange(4 << 20, dtype=np.uint8)
-    url = f"s3://{s3['bucket']}/silent.msafe"
-    ms.save({"weights": big}, url, storage_options=s3["options"])
+    url, _, before = _saved_through_the_proxy(s3, "silent.msafe")
     proxy = s3["proxy"]
-    proxy.reset()
-    ms.inspect(url, storage_options=s3["proxied"])
-    proxy.stall_after, proxy.sent = proxy.sent + (1 << 20), 0  # the member's bytes stop coming; no FIN
+    proxy.stall_after = before + (1 << 20)  # the member's bytes stop coming; no FIN
     with pytest.raises(ms.FormatError) as err:
         ms.load(url, storage_options=_quick(s3["proxied"]))
     proxy.reset()

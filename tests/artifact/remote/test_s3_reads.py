@@ -90,3 +90,25 @@ def test_the_buffer_a_flavor_takes_is_the_one_downloaded_and_checked(s3):
         import hashlib
 
         assert hashlib.sha256(taken).hexdigest() == records[name].sha256
+
+
+def test_an_object_written_elsewhere_after_a_cached_listing_is_found(s3, tmp_path):
+    """A long-lived filesystem instance caches listings (fsspec's dircache); an artifact written since by another
+    client, unseen by that listing, must still load, and a replaced one load at its new size."""
+    import s3fs
+
+    from modelsafe.artifact.location import resolve
+
+    prefix = f"{s3['bucket']}/listed-early"
+    fs = resolve(f"s3://{prefix}", s3["options"]).fs  # fsspec's cached instance: the one ms.load reads through
+    fs.pipe(f"{prefix}/other.txt", b"x")
+    assert fs.ls(prefix)  # the listing of the prefix is now in the instance's cache
+    local = tmp_path / "weights.msafe"
+    ms.save({"w": np.arange(10)}, local)
+    elsewhere = s3fs.S3FileSystem(skip_instance_cache=True, **s3["options"])  # another process's client
+    elsewhere.put(str(local), f"{prefix}/weights.msafe")
+    url = f"s3://{prefix}/weights.msafe"
+    assert ms.load(url, storage_options=s3["options"]).model["w"].tolist() == list(range(10))
+    ms.save({"w": np.arange(1000)}, local, overwrite=True)
+    elsewhere.put(str(local), f"{prefix}/weights.msafe")
+    assert ms.load(url, storage_options=s3["options"]).model["w"].size == 1000
