@@ -102,7 +102,9 @@ class Checkpointer:
         Older ones are deleted; the newest and the best never are.
     async_save
         Copy the state to host memory and write in a background thread: ``save`` returns
-        once the copy is made. At most one write is pending; errors surface on the next call.
+        once the module's tensors are copied (a PyTorch optimizer's state is copied in the
+        background, and its next ``step()`` waits for that copy; see :mod:`.deferred`).
+        At most one write is pending; errors surface on the next call.
         The host buffers (one checkpoint's size) are kept for the next save until :meth:`close`;
         in a directory that holds a checkpoint (a resumed run) they are made off the training
         thread at once, the size of the latest one's members, so the first save copies into
@@ -163,8 +165,7 @@ class Checkpointer:
         weakref.finalize(self, self._dir.release)
         self._context = _write().SaveContext()
         self._buffers: dict[str, np.ndarray] = {}
-        self._pending: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._pending: Any = None  # the BackgroundWrite of the last async save, until joined
         self._dir.repair_if_free()  # nobody writes here: remove what a crash left
         latest = idx.latest(self._dir.entries()) if self.async_save else None
         #: A resumed run's host buffers, made and touched off the training thread (see snapshot.preallocate).
@@ -205,10 +206,12 @@ class Checkpointer:
                 self._dir.commit(entry)
             return CheckpointInfo.of(self.directory, self._dir.sized(entry))
         self._join_prefetch()
-        snap, prepared = write.snapshot(self._buffers, capture)
-        self._pending = threading.Thread(target=self._write_in_background, args=(entry, snap, prepared),
-                                         name=f"modelsafe-checkpoint-{step}", daemon=False)
-        self._pending.start()
+        from modelsafe.checkpoints.background import BackgroundWrite
+        from modelsafe.checkpoints.deferred import Deferral
+
+        deferral = Deferral.of(model, optimizer)  # what only optimizer.step() changes is copied in the background
+        snap, prepared = write.snapshot(self._buffers, capture, None if deferral is None else deferral.covers)
+        self._pending = BackgroundWrite(self._dir, entry, snap, prepared, deferral if snap.deferred_nbytes else None)
         return CheckpointInfo.of(self.directory, dataclasses.replace(entry, size=snap.nbytes))
 
     def _capturer(self, model: Any, parts: Mapping[str, Any], extra: Any, facts: Mapping[str, Any]) -> Any:
@@ -223,14 +226,6 @@ class Checkpointer:
         return lambda target: write.prepare(target, model, lambda store: state_module.write_state(store, state),
                                             facts, self._context)
 
-    def _write_in_background(self, entry: idx.Entry, snap: Any, prepared: Any) -> None:
-        try:
-            with self._dir.failures(entry, background=True):
-                _write().write_snapshot(self.directory / entry.file, snap, prepared)
-                self._dir.commit(entry)
-        except BaseException as exc:  # noqa: BLE001 - handed to the next call on the training thread
-            self._error = exc
-
     def _join_prefetch(self) -> None:
         """Wait for the host buffers being made for a resumed run (only a snapshot or close needs them)."""
         prefetch, self._prefetch = self._prefetch, None
@@ -239,12 +234,11 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Wait for a pending background write; raise its error if it failed (once)."""
-        pending = self._pending
-        if pending is not None:
-            pending.join()
-            self._pending = None
+        error = None
+        if self._pending is not None:
+            error = self._pending.join()
+            self._pending = None  # after the join: interrupted (Ctrl-C), the next call waits again
         self._dir.finish_deleting()
-        error, self._error = self._error, None
         if error is not None:
             raise error
 

@@ -3,7 +3,9 @@
 :class:`HostSnapshot` stands in for an :class:`~modelsafe.artifact.writer.ArtifactWriter` while
 the flavor writes the checkpoint's members, and copies their bytes into reusable host buffers
 (large copies on two threads, with streaming stores where the C module was built); a
-background thread later replays them into a real writer. :func:`preallocate` makes and
+background thread later replays them into a real writer. Pieces a ``defer`` predicate
+covers (an optimizer's state, see :mod:`.deferred`) get their place in the buffer at once
+and are copied later, by :meth:`HostSnapshot.copy_deferred`. :func:`preallocate` makes and
 touches the buffers ahead of a first snapshot whose member sizes are known (a resumed run:
 those of the directory's latest checkpoint), so that copy does not pay for fresh memory.
 """
@@ -33,13 +35,24 @@ _PARALLEL_COPY = 32 << 20
 _COPY_CHUNK = 16 << 20
 
 
-class _CopyStream:
-    """Receives a member's bytes and copies them at once (into a buffer when the size is known)."""
+#: Whether a piece (a uint8 array over the caller's memory) may be copied after the capture.
+Defer = Callable[["np.ndarray"], bool]
+#: (destination, source) pairs of uint8 arrays.
+Copies = list[tuple["np.ndarray", "np.ndarray"]]
 
-    def __init__(self, buffer: "np.ndarray | None") -> None:
+
+class _CopyStream:
+    """Receives a member's bytes and copies them at once (into a buffer when the size is known).
+
+    Into a buffer, pieces ``defer`` covers are only placed: ``deferred`` lists their copies.
+    """
+
+    def __init__(self, buffer: "np.ndarray | None", defer: Defer | None = None) -> None:
         self._buffer = buffer
+        self._defer = defer
         self._pieces: list[bytes] = []
         self.size = 0
+        self.deferred: Copies = []
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data).cast("B")
@@ -58,15 +71,19 @@ class _CopyStream:
         n = sum(len(view) for view in views)
         if self._buffer is None or self._pieces or self.size + n > len(self._buffer):
             if self._buffer is not None and not self._pieces:  # more than announced: keep what we have
+                self.deferred, later = [], self.deferred
+                _copy_in_two(later, _nbytes(later))
                 self._pieces.append(bytes(self._buffer[: self.size]))
             self._pieces.extend(bytes(view) for view in views)
             self.size += n
             return
-        copies = []
+        copies: Copies = []
         for view in views:
-            copies.append((self._buffer[self.size : self.size + len(view)], np.frombuffer(view, dtype=np.uint8)))
+            source = np.frombuffer(view, dtype=np.uint8)
+            pair = (self._buffer[self.size : self.size + len(view)], source)
+            (self.deferred if self._defer is not None and self._defer(source) else copies).append(pair)
             self.size += len(view)
-        _copy_in_two(copies, n)
+        _copy_in_two(copies, _nbytes(copies))
 
     def data(self) -> "np.ndarray | list[bytes]":
         if self._buffer is not None and not self._pieces:
@@ -90,7 +107,11 @@ def _large_copy() -> Callable[["np.ndarray", "np.ndarray"], None]:
     return stream_copy
 
 
-def _copy_in_two(copies: list[tuple["np.ndarray", "np.ndarray"]], total: int) -> None:
+def _nbytes(copies: Copies) -> int:
+    return sum(len(source) for _, source in copies)
+
+
+def _copy_in_two(copies: Copies, total: int) -> None:
     """Copy ``src`` into ``dst`` for every pair; a large copy on two threads, chunk by chunk.
 
     Each thread takes the next chunk as soon as it is done with one, so both finish
@@ -129,13 +150,21 @@ class HostSnapshot:
     """Stands in for an ArtifactWriter while the state is captured; :meth:`replay` writes it later.
 
     ``buffers`` (member name -> uint8 array) is reused from one snapshot to the next, so
-    steady-state snapshots only copy memory, never allocate it.
+    steady-state snapshots only copy memory, never allocate it. Pieces ``defer`` covers are
+    copied by :meth:`copy_deferred` (called by :meth:`replay` at the latest).
     """
 
-    def __init__(self, buffers: dict[str, "np.ndarray"]) -> None:
+    def __init__(self, buffers: dict[str, "np.ndarray"], defer: Defer | None = None) -> None:
         self._buffers = buffers
+        self._defer = defer
         self._data: dict[str, Any] = {}
         self._sizes: dict[str, int] = {}
+        self._deferred: Copies = []
+
+    @property
+    def deferred_nbytes(self) -> int:
+        """Bytes placed but not copied yet (see :meth:`copy_deferred`)."""
+        return _nbytes(self._deferred)
 
     @property
     def nbytes(self) -> int:
@@ -155,10 +184,17 @@ class HostSnapshot:
         if name in self._data:
             raise SaveError(f"Member {name!r} was written twice; this is a bug in the flavor that wrote it.",
                             member=name)
-        stream = _CopyStream(self._buffer(name, size) if size is not None and size >= _BUFFERED else None)
+        stream = _CopyStream(self._buffer(name, size) if size is not None and size >= _BUFFERED else None,
+                             self._defer)
         yield stream
         self._data[name] = stream.data()
         self._sizes[name] = stream.size
+        self._deferred.extend(stream.deferred)
+
+    def copy_deferred(self) -> None:
+        """Copy the pieces left for later; the snapshot is then complete (their sources are let go)."""
+        copies, self._deferred = self._deferred, []
+        _copy_in_two(copies, _nbytes(copies))
 
     def _buffer(self, name: str, size: int) -> "np.ndarray":
         import numpy as np
@@ -175,6 +211,7 @@ class HostSnapshot:
 
     def replay(self, writer: ArtifactWriter) -> None:
         """Write every captured member, in capture order, into ``writer`` (hashed while written)."""
+        self.copy_deferred()
         for name, data in self._data.items():
             if isinstance(data, list):
                 writer.add(name, data, size=self._sizes[name])

@@ -180,16 +180,19 @@ def write_now(path: Path, capture: Callable[[Any], Prepared]) -> Manifest:
     return manifest
 
 
-def snapshot(buffers: dict[str, "np.ndarray"], capture: Callable[[Any], Prepared]) -> tuple[HostSnapshot, Prepared]:
-    """Copy everything a checkpoint holds into host memory (the only part a training loop waits for)."""
-    snap = HostSnapshot(buffers)
+def snapshot(buffers: dict[str, "np.ndarray"], capture: Callable[[Any], Prepared],
+             defer: Callable[["np.ndarray"], bool] | None = None) -> tuple[HostSnapshot, Prepared]:
+    """Copy everything a checkpoint holds into host memory (the only part a training loop waits for),
+    except the pieces ``defer`` covers: those are placed, and copied by ``copy_deferred`` later."""
+    snap = HostSnapshot(buffers, defer)
     prepared = capture(snap)
     snap.release_unused()
     return snap, prepared
 
 
 def write_snapshot(path: Path, snap: HostSnapshot, prepared: Prepared) -> Manifest:
-    """Write a captured snapshot as the checkpoint artifact at ``path`` (atomically)."""
+    """Write a captured snapshot as the checkpoint artifact at ``path`` (atomically; its deferred
+    pieces are copied first, if :meth:`HostSnapshot.copy_deferred` has not run yet)."""
     with ArtifactWriter(path, writeback=True) as writer:
         snap.replay(writer)
         manifest = build_manifest(prepared, writer.members)

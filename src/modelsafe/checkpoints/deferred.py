@@ -1,0 +1,170 @@
+"""Optimizer state copied after an async save has returned, while nothing may change it.
+
+An async checkpoint is a snapshot: it holds the state at the call, whatever the training
+loop does next. Module parameters and buffers change in place in many places (``p.add_()``
+under ``no_grad``, a weight clip, a BatchNorm's running statistics inside the forward pass,
+compiled code), so the snapshot copies them before ``save`` returns. The optimizer's
+per-parameter state (Adam's two moments: two thirds of a checkpoint with Adam) is changed
+by ``optimizer.step()`` and, rarely, by the loop's own code. :class:`Deferral` leaves those
+bytes for the background thread to copy, and until they are copied:
+
+* a step pre-hook (``Optimizer.register_step_pre_hook``) holds the optimizer's next
+  ``step()``, from any thread;
+* a torch function mode on the thread that saved holds every torch call that reaches that
+  state's memory (``opt.state[p]["exp_avg"].zero_()``, ``.copy_()``, ``.numpy()``,
+  ``load_state_dict``), reads included.
+
+Training goes on meanwhile: forward, backward, ``zero_grad``, a scheduler step. The mode is
+left at the next step or Checkpointer call, once it is on top of the thread's stack again
+(until then it only passes calls on). Not held, so landing in the checkpoint if made
+before the copy ends (``Checkpointer.wait()`` returns after it): a change of the
+optimizer's state by another thread other than through ``step()``, and a change through
+memory taken before ``save`` (a NumPy view of the state kept from earlier, a raw pointer
+in an extension). Nothing is deferred, so all of the state is copied before ``save``
+returns, when the optimizer is not a ``torch.optim.Optimizer``, when a torch function mode
+is active at ``save`` (inside ``with torch.device(...)``, after ``torch.set_default_device``:
+leaving that mode would take ours off the stack instead), and for state tensors that share
+memory with the module's.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["Deferral"]
+
+
+def _ranges(tensors: Iterable[Any]) -> list[tuple[int, int]]:
+    """The [start, end) host addresses of the storages of the CPU tensors in ``tensors``, merged and sorted."""
+    spans = sorted({(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+                    for t in tensors if t.device.type == "cpu" and t.untyped_storage().nbytes()})
+    merged: list[tuple[int, int]] = []
+    for start, size in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], start + size))
+        else:
+            merged.append((start, start + size))
+    return merged
+
+
+def _overlaps(span: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
+    """Whether ``span`` overlaps one of the sorted, disjoint ``spans``."""
+    i = bisect.bisect_right(spans, (span[1],))  # the spans that start before span ends
+    return i > 0 and spans[i - 1][1] > span[0]
+
+
+class _Spans:
+    """Sorted, disjoint address ranges, asked whether they hold an address range."""
+
+    def __init__(self, ranges: list[tuple[int, int]]) -> None:
+        self._starts = [start for start, _ in ranges]
+        self._ends = [end for _, end in ranges]
+
+    def hold(self, start: int, size: int) -> bool:
+        i = bisect.bisect_right(self._starts, start) - 1
+        return i >= 0 and start + size <= self._ends[i]
+
+
+def _function_modes() -> int | None:
+    """How many torch function modes are active on this thread (None: this torch does not say)."""
+    count = getattr(sys.modules["torch"]._C, "_len_torch_function_stack", None)
+    return None if count is None else count()
+
+
+def _guard(spans: _Spans, copied: threading.Event) -> Any:
+    """A torch function mode that holds every torch call reaching ``spans`` until ``copied`` is set."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    def reaches(value: Any) -> bool:
+        for item in value if isinstance(value, (list, tuple)) else (value,):  # foreach ops take lists
+            if isinstance(item, torch.Tensor) and item.device.type == "cpu" and item.layout == torch.strided:
+                storage = item.untyped_storage()
+                if spans.hold(storage.data_ptr(), 1):
+                    return True
+        return False
+
+    class HoldUntilCopied(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if not copied.is_set() and any(reaches(value) for value in (*args, *kwargs.values())):
+                copied.wait()
+            return func(*args, **kwargs)
+
+    return HoldUntilCopied()
+
+
+class Deferral:
+    """The optimizer state bytes a snapshot may copy after ``save`` returns, and what waits for them.
+
+    :meth:`covers` tells the snapshot which pieces to leave for later; :meth:`hold` (before
+    ``save`` returns) registers the step pre-hook and enters the function mode;
+    :meth:`release` (the background thread, once the copy is made, or failed) lets them
+    go; :meth:`remove` (the training thread, at the Checkpointer's next call) leaves the
+    mode, as the hook does at a step, and then unregisters the hook (which stays, to leave
+    the mode at a later step, while a mode entered after ``save`` is above ours).
+    """
+
+    def __init__(self, optimizer: Any, ranges: list[tuple[int, int]]) -> None:
+        self._optimizer = optimizer
+        self._spans = _Spans(ranges)
+        self._copied = threading.Event()
+        self._handle: Any = None
+        self._mode: Any = None
+        self._thread: int | None = None
+
+    @classmethod
+    def of(cls, model: Any, optimizer: Any) -> "Deferral | None":
+        """The deferral of ``optimizer``'s state, or None when all of it is copied at once (see the module)."""
+        torch = sys.modules.get("torch")  # a Keras run does not import torch for this
+        if torch is None or not isinstance(optimizer, torch.optim.Optimizer) or _function_modes() != 0:
+            return None
+        state = [value for per_param in optimizer.state.values() if isinstance(per_param, dict)
+                 for value in per_param.values() if isinstance(value, torch.Tensor) and value.layout == torch.strided]
+        module = list(model.parameters()) + list(model.buffers()) if isinstance(model, torch.nn.Module) else []
+        own = _ranges(module)
+        ranges = [span for span in _ranges(state) if not _overlaps(span, own)]
+        return cls(optimizer, ranges) if ranges else None
+
+    def covers(self, array: "np.ndarray") -> bool:
+        """Whether all of ``array``'s bytes lie in the optimizer's state (memory that waits for the copy)."""
+        return self._spans.hold(array.__array_interface__["data"][0], array.nbytes)
+
+    def hold(self) -> None:
+        """Hold the optimizer's next ``step()`` and this thread's torch calls on its state until :meth:`release`."""
+        copied, leave = self._copied, self._leave
+
+        def wait_for_the_checkpoint_copy(optimizer: Any, args: Any, kwargs: Any) -> None:
+            copied.wait()
+            leave()
+
+        self._handle = self._optimizer.register_step_pre_hook(wait_for_the_checkpoint_copy)
+        self._mode = _guard(self._spans, copied)
+        self._mode.__enter__()
+        self._thread = threading.get_ident()
+
+    def release(self) -> None:
+        self._copied.set()
+
+    def remove(self) -> None:
+        self._leave()
+        if self._mode is None and self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _leave(self) -> None:
+        """Take the mode off this thread's stack when it is on top there (a mode entered later stays above it)."""
+        mode = self._mode
+        if mode is None or threading.get_ident() != self._thread or not self._copied.is_set():
+            return
+        torch = sys.modules["torch"]
+        depth = torch._C._len_torch_function_stack()
+        if depth and torch._C._get_function_stack_at(depth - 1) is mode:
+            mode.__exit__(None, None, None)
+            self._mode = None
