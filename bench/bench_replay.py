@@ -4,6 +4,8 @@ Workload: StandardScaler + RandomForestClassifier(200 trees, max_depth=12, ``n_j
 fitted) on 20,000 x 20, saved with a 32-row sample. ``pickle.load`` is the peer. modelsafe's
 load replays the sample through ``predict`` and ``predict_proba``; with ``n_jobs=2`` each call
 starts joblib's worker threads, which costs more than the prediction of 32 rows itself.
+``BENCH_MODEL=lightgbm`` or ``xgboost`` puts an LGBMClassifier / XGBClassifier (200 trees,
+``n_jobs=2``) in the Pipeline instead: an embedded component, which the Pipeline calls itself.
 
 Rows, in interleaved rounds (``BENCH_ROUNDS``, default 15) in one process:
 
@@ -30,18 +32,29 @@ from typing import Any, Callable
 import numpy as np
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "15"))
+MODEL = os.environ.get("BENCH_MODEL", "rf")
 
 
 def build() -> tuple[Any, np.ndarray]:
-    from sklearn.ensemble import RandomForestClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20_000, 20))
     y = (X[:, :3].sum(axis=1) + rng.normal(scale=2.0, size=len(X)) > 0).astype(int)
-    model = make_pipeline(StandardScaler(), RandomForestClassifier(200, max_depth=12, random_state=0, n_jobs=2))
-    return model.fit(X, y), X
+    if MODEL == "lightgbm":
+        import lightgbm
+
+        estimator: Any = lightgbm.LGBMClassifier(n_estimators=200, n_jobs=2, random_state=0, verbose=-1)
+    elif MODEL == "xgboost":
+        import xgboost
+
+        estimator = xgboost.XGBClassifier(n_estimators=200, n_jobs=2, random_state=0)
+    else:
+        from sklearn.ensemble import RandomForestClassifier
+
+        estimator = RandomForestClassifier(200, max_depth=12, random_state=0, n_jobs=2)
+    return make_pipeline(StandardScaler(), estimator).fit(X, y), X
 
 
 def seconds(fn: Callable[[], Any]) -> float:
@@ -81,7 +94,8 @@ def main() -> None:
             times[name].append(seconds(fn))
     predict = times["model's own predict + predict_proba (n_jobs=2)"]
     own = [t - p for t, p in zip(times["ms.load"], predict)]
-    print(f"\nRF(200, n_jobs=2) pipeline, 32-row sample; {ROUNDS} interleaved rounds, median (min-max) ms\n")
+    name = {"rf": "RF", "lightgbm": "LGBMClassifier", "xgboost": "XGBClassifier"}[MODEL]
+    print(f"\n{name}(200, n_jobs=2) pipeline, 32-row sample; {ROUNDS} interleaved rounds, median (min-max) ms\n")
     print("| what | ms |")
     print("|---|---:|")
     for name, ts in times.items():

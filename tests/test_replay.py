@@ -114,3 +114,104 @@ def test_lightgbm_replays_with_one_thread_per_call(fresh, tmp_path):
     """).stdout.strip().splitlines()[-1]
     # the wrapper passes its own n_jobs as num_threads; the replay passes 1 instead, per call
     assert json.loads(out) == {"save": [1, 1], "load": [1, 1], "predict": [2], "n_jobs": 2, "outside": {}}
+
+
+EMBEDDED = """
+    import ctypes, json, sys, lightgbm, threadpoolctl, xgboost, numpy as np, modelsafe as ms
+
+    SEEN = {"lightgbm": [], "xgboost": []}
+
+    def lightgbm_cap():
+        found = ctypes.c_int()
+        lightgbm.basic._LIB.LGBM_GetMaxThreads(ctypes.byref(found))
+        return found.value
+
+    def openmp_threads():
+        return sorted({i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "openmp"})
+
+    def spy(cls, name, library, probe):
+        real = getattr(cls, name)
+
+        def call(self, *args, **kwargs):
+            SEEN[library].append(probe())
+            return real(self, *args, **kwargs)
+
+        setattr(cls, name, call)
+
+    spy(lightgbm.Booster, "predict", "lightgbm", lightgbm_cap)
+    spy(xgboost.Booster, "inplace_predict", "xgboost", openmp_threads)
+    spy(xgboost.Booster, "predict", "xgboost", openmp_threads)
+
+    def seen():
+        found = {k: sorted(set(map(str, v))) for k, v in SEEN.items()}
+        for v in SEEN.values():
+            v.clear()
+        return found
+"""
+
+
+def test_models_embedded_in_a_pipeline_replay_inside_their_flavors_context(fresh, tmp_path):
+    saved = json.loads(fresh(EMBEDDED + """
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.random.default_rng(0).normal(size=(400, 5))
+    y = X[:, 0] + X[:, 1] > 0
+    models = {"lightgbm": lightgbm.LGBMClassifier(n_estimators=20, n_jobs=2, verbose=-1),
+              "xgboost": xgboost.XGBClassifier(n_estimators=20, n_jobs=2)}
+    out = {"before": {"cap": lightgbm_cap(), "openmp": openmp_threads()}}
+    for name, model in models.items():
+        pipe = make_pipeline(StandardScaler(), model).fit(X, y)
+        np.save(f"{name}-proba.npy", pipe.predict_proba(X))
+        seen()
+        ms.save(pipe, f"{name}.msafe", sample=X[:16])
+        out[name] = seen()[name]
+    out["after"] = {"cap": lightgbm_cap(), "openmp": openmp_threads()}
+    np.save("X.npy", X)
+    print(json.dumps(out))
+    """).stdout.strip().splitlines()[-1])
+    before = saved["before"]
+    assert before["cap"] == -1 and before["openmp"] != [1]  # LightGBM's default, and more than one OpenMP thread
+    assert saved["lightgbm"] == ["1"]  # the replay at save ran under LightGBM's cap
+    assert saved["xgboost"] == ["[1]"]  # and on one OpenMP thread
+    assert saved["after"] == before  # both back as they were
+    loaded = json.loads(fresh(EMBEDDED + """
+    X = np.load("X.npy")
+    out = {}
+    for name in ("lightgbm", "xgboost"):
+        seen()
+        bundle = ms.load(f"{name}.msafe")                     # load replays the sample
+        at_load = seen()[name]
+        proba = bundle.predict_proba(X)                        # the user's own call: the model's settings
+        out[name] = {"load": at_load, "predict": seen()[name], "n_jobs": bundle.model[-1].n_jobs,
+                     "same": bool(np.array_equal(proba, np.load(f"{name}-proba.npy"))),
+                     "verified": bundle.verify().ok}
+    print(json.dumps(out))
+    """).stdout.strip().splitlines()[-1])
+    assert loaded["lightgbm"] == {"load": ["1"], "predict": ["-1"], "n_jobs": 2, "same": True, "verified": True}
+    assert loaded["xgboost"]["load"] == ["[1]"] and loaded["xgboost"]["predict"] == [str(before["openmp"])]
+    assert {k: loaded["xgboost"][k] for k in ("n_jobs", "same", "verified")} == {"n_jobs": 2, "same": True,
+                                                                                  "verified": True}
+
+
+def test_a_graph_remembers_its_embedded_components_as_long_as_it_lives():
+    import gc
+
+    from modelsafe.flavors import _embedded
+
+    class Root:
+        pass
+
+    root, model = Root(), object()
+    _embedded.remember(root, [("lightgbm", model)])
+    assert _embedded.components_of(root) == (("lightgbm", model),)
+    _embedded.remember(root, [])  # saved again without one
+    assert _embedded.components_of(root) == ()
+    _embedded.remember(root, [("xgboost", model)])
+    key = id(root)
+    del root
+    gc.collect()
+    assert key not in _embedded._FOUND
+    plain = {"model": model}  # takes no weak reference: not remembered, replays with the pools
+    _embedded.remember(plain, [("xgboost", model)])
+    assert _embedded.components_of(plain) == ()

@@ -211,6 +211,12 @@ class Flavor:
         """
         return contextlib.nullcontext()
 
+    def embedded_replay_context(self, obj: Any) -> contextlib.AbstractContextManager[None]:
+        """:meth:`replay_context` for ``obj`` embedded in a pickled graph (a Pipeline step): the graph calls
+        ``obj`` itself, so only settings that reach calls made by others apply, not per-call options of
+        this flavor's own calls. Default: :meth:`replay_context`."""
+        return self.replay_context(obj)
+
     def device_info(self, obj: Any) -> dict[str, Any]:
         """Device facts for the environment fingerprint (e.g. CUDA versions)."""
         return {}

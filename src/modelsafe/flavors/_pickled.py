@@ -14,6 +14,7 @@ each is audited and rebuilt by its own flavor.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import itertools
@@ -22,6 +23,7 @@ import sys
 from typing import Any, Callable, Mapping
 
 from modelsafe.errors import EnvironmentMismatchError, FormatError, UnsavableObjectError
+from modelsafe.flavors._embedded import remember, replaying
 from modelsafe.flavors._base import (
     ComponentSource,
     ComponentStore,
@@ -205,11 +207,13 @@ def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
     }
     saved = SavedComponent(data=data, modules={g.module for g in refs}, type_name=type_name(obj),
                            refs={(g.module, g.name) for g in refs})
-    if isinstance(pickler, _GraphPickler) and pickler.embedded:
+    embedded = list(zip(pickler.embedded, pickler._keep)) if isinstance(pickler, _GraphPickler) else []
+    if embedded:
         data["embedded"] = pickler.embedded
         for sub in pickler.saved:
             saved.modules |= sub.modules
             saved.refs |= sub.refs
+    remember(obj, ((entry["flavor"], sub) for entry, sub in embedded))  # for the replay (flavors._embedded)
     return saved
 
 
@@ -312,23 +316,25 @@ def load_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadOp
     audited = source.cache.get("audit") or audit_graph(source, data, options)
     # Here rather than in the audit: after the environment check, so env="strict" names every package first.
     check_resolvable([(g.module, g.name) for g in audited.globals], options)
-    return restricted_loads(
+    loaded: dict[int, Any] = {}
+    root = restricted_loads(
         source.view(data["stream"]),
         buffers=buffers,
         trusted=options.trusted,
         allowed_modules=options.allowed_modules,
         recorded=data.get("globals", ()),
         resolve=options.resolve,
-        persistent_load=_embedded_loader(source, embedded, options) if embedded else None,
+        persistent_load=_embedded_loader(source, embedded, options, loaded) if embedded else None,
         audited=audited,
     )
+    remember(root, ((embedded[i]["flavor"], obj) for i, obj in sorted(loaded.items())))
+    return root
 
 
-def _embedded_loader(source: ComponentSource, embedded: list[Mapping[str, Any]],
-                     options: LoadOptions) -> Callable[[Any], Any]:
+def _embedded_loader(source: ComponentSource, embedded: list[Mapping[str, Any]], options: LoadOptions,
+                     loaded: dict[int, Any]) -> Callable[[Any], Any]:
+    """The unpickler's ``persistent_load``: each component rebuilt by its flavor, once, into ``loaded``."""
     from modelsafe.flavors import get_flavor
-
-    loaded: dict[int, Any] = {}
 
     def load(pid: Any) -> Any:
         if not (isinstance(pid, tuple) and len(pid) == 2 and pid[0] == EMBEDDED_TAG
@@ -358,6 +364,15 @@ class GraphFlavor(Flavor):
 
     def copied_members(self, data: Mapping[str, Any]) -> list[str]:
         return list(data.get("buffer_members", ()))
+
+    def replay_context(self, obj: Any) -> contextlib.AbstractContextManager[None]:
+        """:meth:`graph_replay_context`, and inside it that of every component embedded in the graph
+        (a Pipeline's LightGBM step), as saved or loaded here (see :mod:`modelsafe.flavors._embedded`)."""
+        return replaying(self.graph_replay_context(obj), obj)
+
+    def graph_replay_context(self, obj: Any) -> contextlib.AbstractContextManager[None]:
+        """The replay context of the graph's own objects (see :meth:`Flavor.replay_context`). Default: none."""
+        return contextlib.nullcontext()
 
     def load_keywords(self, data: Mapping[str, Any]) -> frozenset[str]:
         """This flavor's load options and those of every embedded component (a torch model in a Pipeline)."""

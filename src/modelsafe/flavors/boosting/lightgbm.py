@@ -18,6 +18,7 @@ version is recorded, and the verification sample checks the result.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Mapping
 
 from modelsafe.errors import FormatError
@@ -25,6 +26,7 @@ from modelsafe.flavors._base import ComponentSource, ComponentStore, LoadOptions
 from modelsafe.flavors.boosting.base import BoostingFlavor
 from modelsafe.flavors.boosting.feature_guard import align_features
 from modelsafe.flavors.boosting.lightgbm_text import check_model_text
+from modelsafe.flavors.boosting.threads import lightgbm_one_thread
 from modelsafe.flavors.boosting.wrapper_state import (
     construct,
     from_json,
@@ -87,6 +89,10 @@ class LightGBMFlavor(BoostingFlavor):
         """``num_threads=1`` while a sample replays: LightGBM takes it per call, and its OpenMP threads cost
         more than 32 rows (the model's own ``n_jobs`` / ``num_threads`` parameter is not changed)."""
         return {"num_threads": 1} if self.one_thread() else {}
+
+    def embedded_replay_context(self, obj: Any) -> contextlib.AbstractContextManager[None]:
+        """In a Pipeline, which calls the model with its own ``n_jobs``: LightGBM capped at one thread."""
+        return lightgbm_one_thread()
 
     def classes(self) -> tuple[type, type, type, type]:
         import lightgbm

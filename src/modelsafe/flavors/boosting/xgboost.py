@@ -13,6 +13,7 @@ trained without feature names is never given names by the data it sees.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Mapping
 
 from modelsafe.errors import FormatError
@@ -20,6 +21,7 @@ from modelsafe.flavors._base import ComponentSource, ComponentStore, LoadOptions
 from modelsafe.flavors.boosting import xgboost_categories as categories
 from modelsafe.flavors.boosting.base import BoostingFlavor
 from modelsafe.flavors.boosting.feature_guard import align_features, is_dataframe
+from modelsafe.flavors.boosting.threads import openmp_one_thread
 from modelsafe.flavors.boosting.wrapper_state import (
     capture_attributes,
     construct,
@@ -78,6 +80,11 @@ class XGBoostFlavor(BoostingFlavor):
         import xgboost
 
         return xgboost.Booster, xgboost.XGBModel, xgboost.XGBClassifier, xgboost.XGBRanker
+
+    def replay_context(self, obj: Any) -> contextlib.AbstractContextManager[Any]:
+        """One OpenMP thread on this thread: XGBoost has no per-call thread option, and sizes its parallel
+        regions by OpenMP's count (the model's ``n_jobs`` is not changed); in a Pipeline too."""
+        return openmp_one_thread()
 
     def save_model(self, obj: Any, store: ComponentStore) -> dict[str, Any]:
         data = _save_booster(_booster(obj), store)

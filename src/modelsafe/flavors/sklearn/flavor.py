@@ -40,7 +40,7 @@ class SklearnFlavor(GraphFlavor):
             warnings.filterwarnings("ignore", message="Trying to unpickle estimator")
             return super().load(source, data, options)
 
-    def replay_context(self, obj: Any) -> contextlib.AbstractContextManager[None]:
+    def graph_replay_context(self, obj: Any) -> contextlib.AbstractContextManager[None]:
         """joblib's sequential backend: an estimator with ``n_jobs`` starts no threads for a few rows
         (scikit-learn's Parallel follows joblib's configuration); ``n_jobs`` itself is untouched."""
         import joblib
