@@ -100,8 +100,8 @@ def run(python: Path | str, code: str, cwd: Path, *, env: dict[str, str] | None 
     """Run ``code`` with ``python`` in ``cwd`` (without PYTHONPATH), as a user's script would run."""
     full = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     full.update(env or {})
-    proc = subprocess.run([str(python), "-c", textwrap.dedent(code)], cwd=str(cwd), env=full, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run([str(python), "-c", textwrap.dedent(code)], check=False, cwd=str(cwd), env=full,
+                          capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{python} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -16,7 +16,14 @@ from hypothesis.extra import pandas as hpd
 
 import modelsafe as ms
 from modelsafe.checks.data import difference
-from modelsafe.envs.protocol import error_payload, pack, read_message, rebuild_error, unpack, write_message
+from modelsafe.envs.protocol import (
+    error_payload,
+    pack,
+    read_message,
+    rebuild_error,
+    unpack,
+    write_message,
+)
 
 _DTYPES = st.one_of(hnp.integer_dtypes(), hnp.unsigned_integer_dtypes(), hnp.floating_dtypes(),
                     hnp.complex_number_dtypes(), hnp.boolean_dtypes(), hnp.unicode_string_dtypes(max_len=6),

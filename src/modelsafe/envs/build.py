@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from modelsafe.envs import cache, installers
 from modelsafe.envs.pythons import Interpreter, find_python
@@ -25,7 +26,7 @@ from modelsafe.envs.requirements import Requirements, requirements_of
 from modelsafe.envs.source import running_modelsafe
 from modelsafe.errors import EnvironmentBuildError
 
-__all__ = ["BuiltEnv", "ensure_env", "requirements_for", "cached_folder"]
+__all__ = ["BuiltEnv", "cached_folder", "ensure_env", "requirements_for"]
 
 log = logging.getLogger("modelsafe.envs")
 #: The requirements file written into every environment (what it was built from).

@@ -20,13 +20,14 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from modelsafe.errors import EnvironmentBuildError
 
-__all__ = ["root", "lock", "EnvFolder", "COMPLETE", "BUILDING", "LOCK_TIMEOUT"]
+__all__ = ["BUILDING", "COMPLETE", "LOCK_TIMEOUT", "EnvFolder", "lock", "root"]
 
 COMPLETE = "modelsafe-env.json"
 BUILDING = ".modelsafe-building"

@@ -23,11 +23,18 @@ import subprocess
 import sys
 import threading
 import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from modelsafe.envs.installers import tool_environment
-from modelsafe.envs.protocol import PROTOCOL, Blob, read_message, rebuild_error, write_message
+from modelsafe.envs.protocol import (
+    PROTOCOL,
+    Blob,
+    read_message,
+    rebuild_error,
+    write_message,
+)
 from modelsafe.errors import IsolatedWorkerError
 
 try:
@@ -42,14 +49,14 @@ log = logging.getLogger("modelsafe.envs.worker")
 STOP_GRACE = 5.0
 _TAIL_LINES = 40
 _PIPE_BYTES = 1 << 20
-_LIVE: "weakref.WeakSet[Worker]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Worker] = weakref.WeakSet()
 
 
 class Worker:
     """One worker process in an environment, started on first use and again after it died."""
 
     def __init__(self, python: Path, *, cwd: str | None = None,
-                 setup: Callable[["Worker"], None] | None = None) -> None:
+                 setup: Callable[[Worker], None] | None = None) -> None:
         self.python = Path(python)
         self.cwd = cwd if cwd is not None else os.getcwd()
         #: Run after every start (the ``load`` request): a restarted worker is set up as the first was.

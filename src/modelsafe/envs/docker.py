@@ -30,7 +30,7 @@ from typing import Any
 from modelsafe.envs.requirements import PYTORCH, Requirements
 from modelsafe.errors import EnvironmentBuildError
 
-__all__ = ["export_docker", "PORT", "IMAGE_ROOT"]
+__all__ = ["IMAGE_ROOT", "PORT", "export_docker"]
 
 PORT = 8080
 #: Where the image keeps the artifact and the requirements.
@@ -126,8 +126,8 @@ def _check_copy(artifact: Path) -> None:
 
 def requirements_text(requirements: Requirements, from_source: bool, version: str) -> str:
     """requirements.txt of the image: the exact pins (wheels only), then modelsafe and its server."""
-    lines = [f"# The environment the artifact was saved in (Python {requirements.python_full}, "
-             f"{requirements.implementation}), as modelsafe recorded it: exact versions, from wheels."]
+    lines = [(f"# The environment the artifact was saved in (Python {requirements.python_full}, "
+              f"{requirements.implementation}), as modelsafe recorded it: exact versions, from wheels.")]
     indexes = sorted({_pytorch_index(pin) for pin in requirements.pins} - {None})  # type: ignore[arg-type]
     lines += [f"--extra-index-url {url}" for url in indexes]
     if requirements.names:

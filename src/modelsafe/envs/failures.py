@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import platform
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from modelsafe.errors import EnvironmentBuildError
 
-__all__ = ["classify", "NETWORK_SIGNS"]
+__all__ = ["NETWORK_SIGNS", "classify"]
 
 #: Lines of uv's or pip's output that mean the index could not be reached.
 NETWORK_SIGNS = ("Failed to fetch", "tcp connect error", "dns error", "error sending request", "Connection refused",

@@ -12,15 +12,15 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from modelsafe.envs.failures import classify
 from modelsafe.envs.pythons import uv_binary
 from modelsafe.envs.requirements import Requirements
 from modelsafe.errors import EnvironmentBuildError
 
-__all__ = ["INSTALLERS", "choose", "make_venv", "install", "run_tool", "tool_environment"]
+__all__ = ["INSTALLERS", "choose", "install", "make_venv", "run_tool", "tool_environment"]
 
 INSTALLERS = ("auto", "uv", "pip")
 #: A build step that takes longer than this is stopped (a stuck download, a resolver that never ends).
@@ -72,7 +72,7 @@ def install(installer: str, python: Path, requirements_file: Path, modelsafe: st
 def run_tool(command: Sequence[str], installer: str, what: str, pins: Sequence[str] = (), python: str = "") -> str:
     """Run an installer's command; its output, or the EnvironmentBuildError its failure means."""
     try:
-        proc = subprocess.run(list(command), capture_output=True, text=True, env=tool_environment(),
+        proc = subprocess.run(list(command), check=False, capture_output=True, text=True, env=tool_environment(),
                               timeout=STEP_TIMEOUT, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
         raise EnvironmentBuildError(
@@ -101,8 +101,8 @@ def _refined(exc: EnvironmentBuildError, python: Path) -> EnvironmentBuildError:
     command = [str(python), "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed", "-vv",
                "--disable-pip-version-check", "--only-binary", name, f"{name}=={version}"]
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, env=tool_environment(), timeout=600,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(command, check=False, capture_output=True, text=True, env=tool_environment(),
+                              timeout=600, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
         return exc
     wanted = _canonical(f"/{name}-{version}-")  # a file of that version: name-version-tags.whl

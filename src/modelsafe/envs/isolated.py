@@ -18,8 +18,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from modelsafe._bundle import Bundle, Route
 from modelsafe.artifact.location import is_url
@@ -30,7 +31,7 @@ from modelsafe.envs.protocol import Blob, pack, unpack
 from modelsafe.errors import EnvironmentBuildError, IsolatedWorkerError
 from modelsafe.flavors._base import ComponentSource
 
-__all__ = ["IsolatedBundle", "load_isolated", "environment_python"]
+__all__ = ["IsolatedBundle", "environment_python", "load_isolated"]
 
 #: load's keywords used in this process; the others go to the worker's load (flavor options among them).
 _HERE = ("progress", "hash_cache", "signature", "trusted_keys")
@@ -38,7 +39,7 @@ _HERE = ("progress", "hash_cache", "signature", "trusted_keys")
 
 def load_isolated(path: Any, isolate: Any, *, verify: bool = True, env: str = "warn", device: str | None = None,
                   trust_code: bool = False, trusted: Any = (), code: str = "auto", strict: bool = True,
-                  storage_options: Mapping[str, Any] | None = None, **extra: Any) -> "IsolatedBundle":
+                  storage_options: Mapping[str, Any] | None = None, **extra: Any) -> IsolatedBundle:
     """``ms.load(path, isolate=...)``: see the module's docstring. ``isolate`` is True or an environment's path."""
     local = _local_path(path, storage_options)
     reader = open_artifact(local)

@@ -25,7 +25,8 @@ import json
 import re
 import struct
 import traceback
-from typing import Any, BinaryIO, Sequence
+from collections.abc import Sequence
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -34,7 +35,7 @@ from modelsafe._reports import to_jsonable
 from modelsafe.checks.data import decode, encode
 from modelsafe.errors import IsolatedWorkerError, ModelsafeError, SaveError
 
-__all__ = ["PROTOCOL", "Blob", "write_message", "read_message", "pack", "unpack", "error_payload", "rebuild_error"]
+__all__ = ["PROTOCOL", "Blob", "error_payload", "pack", "read_message", "rebuild_error", "unpack", "write_message"]
 
 #: The protocol's version: the client and the worker must speak the same one.
 PROTOCOL = 1
@@ -52,8 +53,7 @@ def write_message(stream: BinaryIO, header: dict[str, Any], blobs: Sequence[Blob
     views = [memoryview(blob).cast("B") for blob in blobs]
     raw = json.dumps({**header, "blobs": [v.nbytes for v in views]}, separators=(",", ":")).encode()
     stream.write(_LENGTH.pack(len(raw)) + raw)
-    for view in views:
-        stream.write(view)
+    stream.writelines(views)
     stream.flush()
 
 

@@ -61,7 +61,7 @@ def find_python(minor: str, implementation: str = "CPython") -> Interpreter:
 def _probe(path: Path, minor: str, implementation: str) -> str | None:
     """None when ``path`` runs as Python ``minor``; otherwise what went wrong."""
     try:
-        proc = subprocess.run([str(path), "-c", _PROBE], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run([str(path), "-c", _PROBE], check=False, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"did not run ({exc})"
     if proc.returncode != 0:
@@ -79,7 +79,7 @@ def _probe(path: Path, minor: str, implementation: str) -> str | None:
 def _uv_managed(uv: Path, minor: str) -> Path | None:
     try:
         proc = subprocess.run([str(uv), "python", "find", "--managed-python", "--no-python-downloads", minor],
-                              capture_output=True, text=True, timeout=60)
+                              check=False, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
     path = proc.stdout.strip()

@@ -36,8 +36,8 @@ class RecreatedEnvReport(EnvReport):
         how = (f"reused from the cache ({self.installer})" if self.reused
                else f"built with {self.installer} in {self.build_seconds:.1f} s")
         return [*super()._lines(),
-                f"recreated environment: {self.location} ({how}; loaded and verified in it, ready in "
-                f"{self.ready_seconds:.1f} s)",
+                (f"recreated environment: {self.location} ({how}; loaded and verified in it, ready in "
+                 f"{self.ready_seconds:.1f} s)"),
                 f"  its Python: {self.python}",
                 f"  use it: ms.load(path, isolate={self.location!r}), or modelsafe serve --isolate"]
 

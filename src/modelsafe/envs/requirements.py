@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from modelsafe.errors import EnvironmentBuildError, FormatError
 

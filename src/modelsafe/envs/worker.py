@@ -26,9 +26,18 @@ import os
 import platform
 import signal
 import sys
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
-from modelsafe.envs.protocol import PROTOCOL, Blob, error_payload, pack, read_message, unpack, write_message
+from modelsafe.envs.protocol import (
+    PROTOCOL,
+    Blob,
+    error_payload,
+    pack,
+    read_message,
+    unpack,
+    write_message,
+)
 from modelsafe.errors import IsolatedWorkerError
 
 __all__ = ["main"]

@@ -17,7 +17,6 @@ cannot loosen a check.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -116,6 +115,5 @@ def _mlmodel_of(data_path: Path) -> Path | None:
 
 
 def _normal(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_normal(v) for v in value]
-    return os.fspath(value) if isinstance(value, os.PathLike) else value
+    """Sequences compared as lists (the file's YAML lists, the defaults' lists, a caller's tuples)."""
+    return [_normal(v) for v in value] if isinstance(value, (list, tuple)) else value
