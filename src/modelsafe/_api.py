@@ -5,6 +5,7 @@ that read an artifact without loading it, and ``verify``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -12,8 +13,9 @@ from modelsafe._bundle import Bundle
 from modelsafe._keywords import checked
 from modelsafe._load import load
 from modelsafe._save import save
+from modelsafe.artifact.location import resolve
 from modelsafe.artifact.manifest import Manifest
-from modelsafe.artifact.reader import manifest_of, read_manifest
+from modelsafe.artifact.reader import manifest_of, open_artifact, read_manifest
 
 if TYPE_CHECKING:
     from modelsafe.checks.environment import EnvReport
@@ -25,11 +27,23 @@ PathLike = str | os.PathLike[str]
 
 
 @checked("inspect")
-def inspect(path: PathLike, *, storage_options: Mapping[str, Any] | None = None) -> Manifest:
-    """Read the manifest only: imports no framework and runs nothing from the artifact.
+def inspect(path: PathLike, *, trusted_keys: Any = None,
+            storage_options: Mapping[str, Any] | None = None) -> Manifest:
+    """Read the manifest, and who signed it: imports no framework and runs nothing from the artifact.
+
+    ``manifest.signature`` is the check of the signature beside the artifact (``P.sig``), a
+    :class:`~modelsafe.SignatureReport`: the signer's key fingerprint and whether that key is
+    trusted here, or that there is no signature. ``str(manifest)`` ends with it and
+    ``manifest.to_dict()["signature"]`` holds it, as ``modelsafe inspect`` prints them. A missing,
+    untrusted or altered signature is reported, never raised: ``load(signature="require")`` refuses.
+
+    ``trusted_keys``: the public keys (PEM files, folders of them, PEM bytes or key objects) and
+    root certificates trusted here; None or empty: the paths in ``MODELSAFE_TRUSTED_KEYS``.
+    Nothing is imported for an unsigned artifact; a signed one is checked with ``cryptography``
+    (``modelsafe[signing]``; without it the report says the signature is there, unchecked).
 
     ``path`` may be an fsspec URL (``s3://bucket/model.msafe``; ``storage_options`` for its
-    store): only the zip's end records and the manifest are read, with range requests.
+    store): only the zip's end records, the manifest and the signature file are read, with range requests.
 
     Examples
     --------
@@ -37,7 +51,13 @@ def inspect(path: PathLike, *, storage_options: Mapping[str, Any] | None = None)
     >>> ms.inspect("/tmp/doc-model.msafe").components["model"].flavor
     'sklearn'
     """
-    return manifest_of(path, storage_options)
+    from modelsafe.signing.api import inspect_signature  # on use: import modelsafe imports no signing
+
+    artifact = resolve(path, storage_options)
+    with open_artifact(artifact) as reader:
+        manifest = read_manifest(reader)
+        report = inspect_signature(artifact, reader, manifest, trusted_keys)
+    return dataclasses.replace(manifest, signature=report)
 
 
 def verify(path: PathLike, **load_kwargs: Any) -> "VerifyReport":
@@ -75,4 +95,4 @@ def check_env(path: PathLike, *, storage_options: Mapping[str, Any] | None = Non
     """
     from modelsafe.checks.environment import manifest_environment
 
-    return manifest_environment(inspect(path, storage_options=storage_options).environment, str(path))
+    return manifest_environment(manifest_of(path, storage_options).environment, str(path))

@@ -2,7 +2,8 @@
 
 Everything the manifest records, one fact per line: the components and their flavors, the
 members (size and the start of each SHA-256), the environment, the input schema, the
-verification sample, bundled code, where a converted model came from, and the metadata.
+verification sample, bundled code, where a converted model came from, and the metadata; then,
+for a manifest read by ``ms.inspect``, who signed the artifact and whether that key is trusted here.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def describe(manifest: Any, path: str = "", *, max_members: int | None = None,
         lines.append(f"  metadata: {dict(manifest.metadata)}")
     if manifest.provenance:
         lines.append(f"  provenance (recorded at save): {dict(manifest.provenance)}")
+    if getattr(manifest, "signature", None) is not None:  # ms.inspect's check of P.sig (a SignatureReport)
+        lines.append(manifest.signature.section())
     return "\n".join(lines)
 
 

@@ -65,6 +65,10 @@ class Manifest:
     provenance: Mapping[str, Any] | None = None
     #: The portable ONNX member (``save(portable="onnx")``): graph, inputs, outputs with their tolerance.
     portable: Mapping[str, Any] | None = None
+    #: Not recorded in the artifact: the check of the signature beside it (``P.sig``) that
+    #: :func:`modelsafe.inspect` made, a :class:`~modelsafe.signing.report.SignatureReport` (who
+    #: signed it, and whether that key is trusted here). None for a manifest read otherwise (load, save).
+    signature: Any = field(default=None, compare=False, repr=False)
 
     @property
     def flavor(self) -> str:
@@ -72,12 +76,22 @@ class Manifest:
         return self.components["model"].flavor
 
     def __str__(self) -> str:
-        """What the artifact holds, one fact per line (``modelsafe inspect`` prints the same)."""
+        """What the artifact holds, one fact per line, and who signed it when :func:`modelsafe.inspect`
+        read it (``modelsafe inspect`` prints the same, with every member)."""
         from modelsafe.artifact.describe import describe
 
         return describe(self, max_members=20)
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest as JSON-able data, with ``"signature"`` (the report's ``to_dict()``) when
+        :func:`modelsafe.inspect` checked it."""
+        data = self._record()
+        if self.signature is not None:
+            data["signature"] = self.signature.to_dict()
+        return data
+
+    def _record(self) -> dict[str, Any]:
+        """What ``modelsafe.json`` holds."""
         return {
             "format": FORMAT_NAME,
             "format_version": self.format_version,
@@ -107,7 +121,8 @@ class Manifest:
         }
 
     def to_json(self) -> bytes:
-        return _readable_json(self.to_dict()).encode("utf-8")
+        """The bytes of ``modelsafe.json`` (never the signature check, which is not part of the artifact)."""
+        return _readable_json(self._record()).encode("utf-8")
 
     @classmethod
     def from_json(cls, raw: bytes, *, where: str = MANIFEST_NAME) -> "Manifest":

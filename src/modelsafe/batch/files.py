@@ -81,9 +81,10 @@ def predict_file(artifact: Any, source: Any, destination: Any, *, method: str = 
     """
     progress: Callable[[int, int | None], None] | None = load_kwargs.pop("progress", None)
     _check_options(method, batch_size, on_error)
-    from modelsafe._api import inspect, load
+    from modelsafe._api import load
+    from modelsafe.artifact.reader import manifest_of
 
-    manifest = inspect(artifact, storage_options=storage_options)
+    manifest = manifest_of(artifact, storage_options)  # the manifest alone: load checks the signature
     from modelsafe._keywords import declared, signature_names
     from modelsafe.batch.cache import check_keywords
 

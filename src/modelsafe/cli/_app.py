@@ -42,6 +42,16 @@ class State:
         self.as_json = as_json
         #: ``--storage-option key=value`` pairs, for URL paths (``s3://...``); None when none was given.
         self.storage_options: dict[str, Any] | None = None
+        #: ``--trusted-key`` paths and ``--signature`` (see :func:`modelsafe.cli.signing.signature_options`).
+        self.trusted_keys: tuple[str, ...] = ()
+        self.signature: str | None = None
+
+    def signature_options(self) -> dict[str, Any]:
+        """``load``'s ``signature=`` and ``trusted_keys=``: ``--signature``, else ``"require"`` when
+        ``--trusted-key`` was given (naming the keys you trust means you want them checked), else ``"auto"``
+        (which checks a signature that is there when ``MODELSAFE_TRUSTED_KEYS`` is set)."""
+        return {"signature": self.signature or ("require" if self.trusted_keys else "auto"),
+                "trusted_keys": list(self.trusted_keys)}
 
 
 def rich_console(stderr: bool = False) -> Any:
@@ -83,8 +93,10 @@ def progress_bar(label: str, total: int) -> Iterator[Callable[[int], None] | Non
 
 
 def artifact_bytes(path: str, storage_options: dict[str, Any] | None = None) -> int:
+    from modelsafe.artifact.reader import manifest_of
+
     try:
-        return sum(m.size for m in ms.inspect(path, storage_options=storage_options).members.values())
+        return sum(m.size for m in manifest_of(path, storage_options).members.values())
     except errors.ModelsafeError:
         return 0
 

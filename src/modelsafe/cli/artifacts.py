@@ -8,7 +8,7 @@ import click
 
 import modelsafe as ms
 from modelsafe.cli._app import State, artifact_bytes, cli, json_option, progress_bar, run_each, storage_option
-from modelsafe.cli.signing import signature_summary, trusted_key_option
+from modelsafe.cli.signing import signature_options, trusted_key_option
 
 
 @cli.command()
@@ -17,17 +17,16 @@ from modelsafe.cli.signing import signature_summary, trusted_key_option
 @storage_option
 @trusted_key_option
 @click.pass_obj
-def inspect(state: State, paths: tuple[str, ...], trusted_keys: tuple[str, ...]) -> None:
+def inspect(state: State, paths: tuple[str, ...]) -> None:
     """Show what an artifact holds (reads the manifest only; runs nothing), and who signed it."""
     from modelsafe.artifact.describe import describe
     from modelsafe.artifact.reader import ignored_files
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
-        manifest = ms.inspect(path, storage_options=state.storage_options)
+        manifest = ms.inspect(path, trusted_keys=list(state.trusted_keys), storage_options=state.storage_options)
         ignored = ignored_files(path)
-        signature, signature_text = signature_summary(path, trusted_keys, state.storage_options)
-        return ({"path": path, "ok": True, **manifest.to_dict(), "ignored": ignored, "signature": signature},
-                describe(manifest, path, ignored=ignored) + "\n" + signature_text, True)
+        return ({"path": path, "ok": True, **manifest.to_dict(), "ignored": ignored},
+                describe(manifest, path, ignored=ignored), True)
 
     run_each(state, paths, work)
 
@@ -37,34 +36,33 @@ def inspect(state: State, paths: tuple[str, ...], trusted_keys: tuple[str, ...])
 @click.option("--env", "env", type=click.Choice(["strict", "warn", "ignore"]), default="warn", show_default=True)
 @click.option("--trust-code", is_flag=True, help="Allow importing code bundled in the artifact.")
 @click.option("--trusted", multiple=True, metavar="MODULE.NAME", help="Extra global the unpickler may resolve.")
-@trusted_key_option
-@click.option("--signature", "signature", type=click.Choice(["auto", "require", "ignore"]), default=None,
-              help="Check the signature beside each artifact. Default: require with --trusted-key, else auto.")
+@signature_options
 @json_option
 @storage_option
 @click.pass_obj
-def verify(state: State, paths: tuple[str, ...], env: str, trust_code: bool, trusted: tuple[str, ...],
-           trusted_keys: tuple[str, ...], signature: str | None) -> None:
+def verify(state: State, paths: tuple[str, ...], env: str, trust_code: bool, trusted: tuple[str, ...]) -> None:
     """Load each artifact (signature, integrity, audit, environment) and replay its verification sample."""
     import os
     import warnings
 
     from modelsafe.signing.location import TRUSTED_KEYS_VARIABLE
 
-    mode = signature or ("require" if trusted_keys else "auto")
-    checks = mode != "ignore" and bool(trusted_keys or os.environ.get(TRUSTED_KEYS_VARIABLE))
+    signature = state.signature_options()
+    checks = signature["signature"] != "ignore" and bool(state.trusted_keys or os.environ.get(TRUSTED_KEYS_VARIABLE))
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
         size = artifact_bytes(path, state.storage_options)
         with progress_bar("verifying", size) as progress, warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             report = ms.verify(path, env=env, trust_code=trust_code, trusted=trusted, progress=progress,
-                               storage_options=state.storage_options, signature=mode, trusted_keys=list(trusted_keys))
+                               storage_options=state.storage_options, **signature)
         notes = [str(w.message) for w in seen if issubclass(w.category, UserWarning)]
-        signed, signed_text = (signature_summary(path, trusted_keys, state.storage_options, indent="") if checks
-                               else ({}, ""))
-        text = "\n".join([*(f"warning: {n}" for n in notes), *([signed_text] if checks else []), str(report)])
-        return {"path": path, **report.to_dict(), "warnings": notes, "signature": signed or None}, text, report.ok
+        signed = (ms.inspect(path, trusted_keys=signature["trusted_keys"], storage_options=state.storage_options)
+                  .signature if checks else None)
+        text = "\n".join([*(f"warning: {n}" for n in notes), *([signed.section(indent="")] if signed else []),
+                          str(report)])
+        return ({"path": path, **report.to_dict(), "warnings": notes,
+                 "signature": signed.to_dict() if signed else None}, text, report.ok)
 
     run_each(state, paths, work)
 

@@ -22,6 +22,7 @@ from modelsafe.cli._app import (
     rich_console,
     storage_option,
 )
+from modelsafe.cli.signing import signature_options
 
 
 @cli.command()
@@ -38,6 +39,7 @@ from modelsafe.cli._app import (
 @click.option("--env", "env", type=click.Choice(["strict", "warn", "ignore"]), default="warn", show_default=True)
 @click.option("--trust-code", is_flag=True, help="Allow importing code bundled in the artifact.")
 @click.option("--trusted", multiple=True, metavar="MODULE.NAME", help="Extra global the unpickler may resolve.")
+@signature_options
 @json_option
 @storage_option
 @click.pass_obj
@@ -45,8 +47,9 @@ def predict(state: State, artifact: str, source: str, destination: str, method: 
             keep_columns: bool, on_error: str, env: str, trust_code: bool, trusted: tuple[str, ...]) -> None:
     """Score every row of INPUT (CSV, Parquet, JSON lines, a folder or glob of Parquet) into OUTPUT.
 
-    The input is streamed in chunks, each checked by the input guard. Exit code 1 when rows
-    were rejected (--on-error skip) or a check failed, 2 for unreadable input.
+    The artifact is loaded once with every check (its signature first, under --signature); the
+    input is streamed in chunks, each checked by the input guard. Exit code 1 when rows were
+    rejected (--on-error skip) or a check failed, 2 for unreadable input.
     """
     from modelsafe.batch.files import predict_file
 
@@ -55,7 +58,7 @@ def predict(state: State, artifact: str, source: str, destination: str, method: 
             report = predict_file(artifact, source, destination, method=method, batch_size=batch_size,
                                   keep_columns=keep_columns, on_error=on_error,
                                   storage_options=state.storage_options, env=env, trust_code=trust_code,
-                                  trusted=trusted, progress=progress)
+                                  trusted=trusted, progress=progress, **state.signature_options())
     except (errors.ModelsafeError, OSError, ValueError) as exc:
         if state.verbose:
             raise

@@ -15,6 +15,7 @@ import click
 
 from modelsafe import errors
 from modelsafe.cli._app import State, cli, exit_code, storage_option
+from modelsafe.cli.signing import signature_options
 
 
 @cli.command()
@@ -41,6 +42,7 @@ from modelsafe.cli._app import State, cli, exit_code, storage_option
 @click.option("--isolate", is_flag=True, help="Run each model in a worker process inside its recreated environment "
                                                "(built on first use, then cached).")
 @click.option("--trusted", multiple=True, metavar="MODULE.NAME", help="Extra global the unpickler may resolve.")
+@signature_options
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False), help="Require this bearer token.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
@@ -52,17 +54,19 @@ def serve(state: State, artifacts: tuple[str, ...], host: str, port: int, worker
     """Serve artifacts over MLflow's scoring protocol and the Open Inference Protocol v2.
 
     Each ARTIFACT is a path (or URL), named by its file stem, or NAME=PATH. Every one is
-    loaded and verified before the server starts; if any fails, it does not start.
+    loaded and verified before the server starts (its signature first, under --signature);
+    if any fails, it does not start.
     """
     from modelsafe.serving import require_serve_extra
     from modelsafe.serving.worker import OPTIONS_VARIABLE, read_token
 
-    options: dict[str, Any] = {
-        "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms, "env": env,
-        "trust_code": trust_code, "trusted": list(trusted), "max_body_bytes": int(max_body_mb * (1 << 20)),
-        "max_rows": max_rows, "threads": threads, **({"isolate": True} if isolate else {}),
-        **({"runtime": runtime} if runtime != "native" else {}),
+    load_options: dict[str, Any] = {  # ms.load's, for every worker (JSON: the workers read them from the environment)
+        "env": env, "trust_code": trust_code, "trusted": list(trusted), **state.signature_options(),
+        **({"isolate": True} if isolate else {}), **({"runtime": runtime} if runtime != "native" else {}),
         **({"storage_options": state.storage_options} if state.storage_options else {})}
+    options: dict[str, Any] = {
+        "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms,
+        "max_body_bytes": int(max_body_mb * (1 << 20)), "max_rows": max_rows, "threads": threads, **load_options}
     try:
         require_serve_extra()
         token = read_token(token_file) if token_file else None
@@ -99,9 +103,7 @@ def serve(state: State, artifacts: tuple[str, ...], host: str, port: int, worker
     from modelsafe.serving.app import load_models
 
     try:  # every check once here, so that a failing artifact stops the command, not N workers one by one
-        for model in load_models(list(artifacts), env=env, trust_code=trust_code, trusted=trusted,
-                                 **({"isolate": True} if isolate else {}),
-                                 **({"runtime": runtime} if runtime != "native" else {})):
+        for model in load_models(list(artifacts), **load_options):
             model.bundle.close()
     except (errors.ModelsafeError, OSError, ValueError) as exc:
         _fail(state, getattr(exc, "artifact", "serve"), exc)

@@ -1,5 +1,7 @@
-"""``modelsafe keygen DIR`` and ``modelsafe sign ARTIFACT --key KEY.pem``; the signature lines of
-``inspect`` and ``verify`` (``--trusted-key``, repeatable; ``MODELSAFE_TRUSTED_KEYS`` otherwise).
+"""``modelsafe keygen DIR`` and ``modelsafe sign ARTIFACT --key KEY.pem``; the signature options every
+command that reads an artifact shares: ``--trusted-key`` (repeatable; ``MODELSAFE_TRUSTED_KEYS``
+otherwise) on ``inspect``, and with ``--signature auto|require|ignore`` on ``verify``, ``serve`` and
+``predict``. What ``inspect`` and ``verify`` print about a signature is ``ms.inspect``'s report.
 
 A password is read from ``--password-file``, then ``MODELSAFE_KEY_PASSWORD``, then a hidden
 prompt on a terminal: never from the command line, where other users' ``ps`` would see it.
@@ -18,15 +20,37 @@ import click
 import modelsafe as ms
 from modelsafe import errors
 from modelsafe.cli._app import State, cli, json_option, run_each, storage_option
+from modelsafe.signing.gate import MODES
+from modelsafe.signing.location import TRUSTED_KEYS_VARIABLE
 
 PASSWORD_VARIABLE = "MODELSAFE_KEY_PASSWORD"
 
 
 def trusted_key_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--trusted-key PUB.pem`` (repeatable): a public key, root certificate or folder of them."""
-    return click.option("--trusted-key", "trusted_keys", multiple=True, metavar="PUB.pem",
+    """``--trusted-key PUB.pem`` (repeatable): a public key, a root certificate or a folder of them, kept in
+    ``state.trusted_keys``."""
+    def keep(ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> None:
+        if values:
+            ctx.find_object(State).trusted_keys = tuple(values)
+    return click.option("--trusted-key", "trusted_keys", multiple=True, metavar="PUB.pem", expose_value=False,
+                        callback=keep,
                         help="Public key (or root certificate, or a folder of them) whose signatures are trusted; "
-                             "repeatable. Default: the paths in MODELSAFE_TRUSTED_KEYS.")(f)
+                             f"repeatable. Default: the paths in {TRUSTED_KEYS_VARIABLE}.")(f)
+
+
+def signature_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--trusted-key`` and ``--signature auto|require|ignore``, of every command that loads an artifact
+    (``verify``, ``serve``, ``predict``): ``state.signature_options()`` gives them to ``load``."""
+    def keep(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.find_object(State).signature = value
+    f = click.option("--signature", "signature", type=click.Choice(list(MODES)), default=None, expose_value=False,
+                     callback=keep,
+                     help="Check the signature beside each artifact (ARTIFACT.sig) before anything else is read: "
+                          "require refuses an unsigned artifact or a signer not trusted, auto checks one that is "
+                          "there when trusted keys are set, ignore skips it. Default: require with --trusted-key, "
+                          "else auto.")(f)
+    return trusted_key_option(f)
 
 
 def _password(password_file: str | None) -> str | None:
@@ -116,16 +140,3 @@ def _provenance(provenance_file: str | None, git: bool) -> dict[str, Any] | None
     if git:
         provenance["git"] = True
     return provenance or None
-
-
-def signature_summary(path: str, trusted_keys: tuple[str, ...], storage_options: Any = None, *,
-                      indent: str = "  ") -> tuple[dict[str, Any], str]:
-    """The signature section of ``inspect`` and ``verify``: who signed, and whether that key is trusted here."""
-    try:
-        report = ms.verify_signature(path, trusted_keys=list(trusted_keys), storage_options=storage_options)
-    except errors.FlavorNotInstalledError as exc:
-        return ({"signed": True, "verified": False, "problem": str(exc)},
-                f"{indent}signature: present, not checked here ({getattr(exc, 'hint', '')})")
-    lines = str(report).splitlines()
-    lines[0] = lines[0].replace(f"signature of {report.path}: ", "signature: ", 1)
-    return report.to_dict(), "\n".join(indent + line for line in lines)

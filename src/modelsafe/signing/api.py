@@ -18,10 +18,10 @@ from modelsafe.signing.location import (
     write_signature,
 )
 from modelsafe.signing.provenance import statement_provenance
-from modelsafe.signing.report import SignatureReport, unsigned_report
+from modelsafe.signing.report import SignatureReport, unchecked_report, unsigned_report
 from modelsafe.signing.statement import DEFAULT_IGNORE_PATHS, is_ignored, statement_for
 
-__all__ = ["sign", "verify_signature", "require_cryptography"]
+__all__ = ["sign", "verify_signature", "inspect_signature", "require_cryptography"]
 
 PathLike = str | os.PathLike[str]
 EXTRA_HINT = "pip install 'modelsafe[signing]'"
@@ -162,7 +162,30 @@ def verify_signature(path: PathLike, *, trusted_keys: Any,
         if raw is None:
             return unsigned_report(artifact)
         require_cryptography()
-        from modelsafe.signing.check import check_signature
-        from modelsafe.signing.keys import load_trusted
+        return _check(artifact, reader, manifest, raw, trusted_keys)
 
-        return check_signature(artifact, reader, manifest, raw, load_trusted(trusted_sources(trusted_keys)))
+
+def inspect_signature(artifact: Any, reader: Any, manifest: Manifest, trusted_keys: Any = None) -> SignatureReport:
+    """The signature of the open artifact as ``ms.inspect`` reports it (``manifest.signature``).
+
+    As :func:`verify_signature`, but a report in every case: no signature, an untrusted signer
+    or an altered signature is what the report says, never an exception (``load(signature=
+    "require")`` is what refuses). Without ``cryptography`` a signature that is there is reported
+    unchecked, and nothing is imported for an unsigned artifact. ``trusted_keys`` empty or None:
+    the paths in ``MODELSAFE_TRUSTED_KEYS``; keys that cannot be read still raise.
+    """
+    raw = read_signature(signature_path(artifact))
+    if raw is None:
+        return unsigned_report(artifact)
+    try:
+        require_cryptography()
+    except FlavorNotInstalledError as missing:
+        return unchecked_report(artifact, missing)
+    return _check(artifact, reader, manifest, raw, trusted_keys)
+
+
+def _check(artifact: Any, reader: Any, manifest: Manifest, raw: bytes, trusted_keys: Any) -> SignatureReport:
+    from modelsafe.signing.check import check_signature
+    from modelsafe.signing.keys import load_trusted
+
+    return check_signature(artifact, reader, manifest, raw, load_trusted(trusted_sources(trusted_keys)))

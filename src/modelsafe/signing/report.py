@@ -8,15 +8,16 @@ from typing import Any, Mapping
 
 from modelsafe._reports import Report, to_jsonable
 from modelsafe.artifact.location import RemotePath, local_or_url
-from modelsafe.errors import SignatureError, UnsignedArtifactError
+from modelsafe.errors import FlavorNotInstalledError, ModelsafeError, SignatureError, UnsignedArtifactError
 from modelsafe.signing.location import signature_path
 
-__all__ = ["SignatureReport", "unsigned_report"]
+__all__ = ["SignatureReport", "unchecked_report", "unsigned_report"]
 
 
 @dataclass(frozen=True)
 class SignatureReport(Report):
-    """The signature check of one artifact (``ms.sign``, ``ms.verify_signature``, ``modelsafe inspect``).
+    """The signature check of one artifact (``ms.sign``, ``ms.verify_signature``, and ``ms.inspect`` as
+    ``manifest.signature``, which ``modelsafe inspect`` prints).
 
     ``ok`` means: a signature is beside the artifact, it verifies with a trusted key (or a
     certificate chain to a trusted root), and it covers exactly the artifact's manifest and
@@ -45,6 +46,10 @@ class SignatureReport(Report):
         How many files the signature covers (the members and ``modelsafe.json``).
     problem
         Why it is not ``ok``: empty when it is.
+    error
+        The error ``raise_if_failed`` raises (not part of ``to_dict``, which names its class): a
+        SignatureError, or FlavorNotInstalledError for a signature not checked here for want of
+        ``cryptography``.
     """
 
     path: str
@@ -58,8 +63,7 @@ class SignatureReport(Report):
     provenance: Mapping[str, Any] | None = None
     files: int = 0
     problem: str = ""
-    #: The error ``raise_if_failed`` raises (not part of ``to_dict``).
-    error: SignatureError | None = field(default=None, compare=False, repr=False)
+    error: SignatureError | ModelsafeError | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -79,21 +83,33 @@ class SignatureReport(Report):
             raise self.error
 
     def _lines(self) -> list[str]:
+        head, details = self._finding()
+        return [f"signature of {self.path}: {head}", *details]
+
+    def section(self, indent: str = "  ") -> str:
+        """The report as ``ms.inspect`` (in ``str(manifest)``), ``modelsafe inspect`` and ``modelsafe verify``
+        show it: ``signature: <finding>``, then the signer, what is covered and the provenance."""
+        head, details = self._finding()
+        return "\n".join(indent + line for line in (f"signature: {head}", *details))
+
+    def _finding(self) -> tuple[str, list[str]]:
+        """The one-line finding, and the lines under it (indented by two spaces)."""
         if not self.signed:
-            return [f"signature of {self.path}: none ({self.signature} does not exist)"]
+            return f"none ({self.signature} does not exist)", []
+        if isinstance(self.error, FlavorNotInstalledError):
+            return f"present, {self.problem}", []
         who = f"key {self.signer}" if self.signer else "an unnamed key"
         if self.certificate:
             who += f" (certificate {self.certificate})"
         if self.verified:
-            lines = [f"signature of {self.path}: valid, signed by {who}, trusted here through {self.trusted_by}",
-                     f"  covers {self.files} files: every member's SHA-256 from the manifest, and modelsafe.json"]
+            head = f"valid, signed by {who}, trusted here through {self.trusted_by}"
+            details = [f"  covers {self.files} files: every member's SHA-256 from the manifest, and modelsafe.json"]
         else:
-            lines = [f"signature of {self.path}: NOT verified: {self.problem}",
-                     f"  signed by {who} (as the signature file claims)"]
+            head, details = f"NOT verified: {self.problem}", [f"  signed by {who} (as the signature file claims)"]
         if self.provenance:
-            lines.append("  provenance" + ("" if self.verified else " (unverified)") + ":")
-            lines += [f"    {key}: {_short(value)}" for key, value in self.provenance.items()]
-        return lines
+            details.append("  provenance" + ("" if self.verified else " (unverified)") + ":")
+            details += [f"    {key}: {_short(value)}" for key, value in self.provenance.items()]
+        return head, details
 
 
 def _short(value: Any) -> str:
@@ -114,3 +130,13 @@ def unsigned_report(artifact: Path | RemotePath) -> SignatureReport:
         "produced the model, sign it: modelsafe sign ARTIFACT --key private.pem.",
         path=where, signature=signature, fingerprint=None, reason="unsigned")
     return SignatureReport(path=where, signature=signature, signed=False, problem="no signature", error=error)
+
+
+def unchecked_report(artifact: Path | RemotePath, missing: FlavorNotInstalledError) -> SignatureReport:
+    """The report of a signature that is there but cannot be checked here: ``cryptography`` is not
+    installed (``missing`` says how to install it, and is what ``raise_if_failed`` raises)."""
+    where, signature = local_or_url(artifact), local_or_url(signature_path(artifact))
+    hint = getattr(missing, "hint", "") or "pip install 'modelsafe[signing]'"
+    return SignatureReport(path=where, signature=signature, signed=True,
+                           problem=f"not checked here: the package 'cryptography' is not installed ({hint})",
+                           error=missing)
