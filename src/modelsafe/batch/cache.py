@@ -52,12 +52,12 @@ class ArtifactRef:
     @classmethod
     def prepare(cls, artifact: Any, verb: str, load_kwargs: Mapping[str, Any]) -> ArtifactRef:
         """On the client: read the manifest, check the keywords, and make a local path absolute."""
-        from modelsafe._api import inspect
+        from modelsafe.artifact.reader import manifest_of
 
         location = os.fspath(artifact) if not isinstance(artifact, str) else artifact
         if not is_url(location):
             location = os.path.abspath(location)
-        manifest = inspect(location, storage_options=load_kwargs.get("storage_options"))
+        manifest = manifest_of(location, load_kwargs.get("storage_options"))  # each worker's load checks the signature
         check_keywords(verb, manifest, load_kwargs)
         return cls(location, manifest_digest(manifest), dict(load_kwargs), manifest)
 
@@ -103,9 +103,9 @@ class ArtifactRef:
 
 
 def manifest_digest(manifest: Any) -> str:
-    """SHA-256 of the manifest's canonical JSON: it names every member's digest, so the whole artifact."""
-    text = json.dumps(manifest.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    """SHA-256 of the manifest as the artifact records it (``modelsafe.json``, which names every member's
+    digest, so the whole artifact); never what a reader added (``inspect``'s signature report)."""
+    return hashlib.sha256(manifest.to_json()).hexdigest()
 
 
 def cache_info() -> dict[str, int]:
