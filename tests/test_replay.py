@@ -150,6 +150,11 @@ EMBEDDED = """
 """
 
 
+#: Two OpenMP threads in the fresh processes whatever this process's environment says (a Dask nanny or a user
+#: may have set OMP_NUM_THREADS=1 here), so that the replay's single thread is seen to differ from the model's.
+TWO_OPENMP_THREADS = {"OMP_NUM_THREADS": "2"}
+
+
 def test_models_embedded_in_a_pipeline_replay_inside_their_flavors_context(fresh, tmp_path):
     saved = json.loads(fresh(EMBEDDED + """
     from sklearn.pipeline import make_pipeline
@@ -169,7 +174,7 @@ def test_models_embedded_in_a_pipeline_replay_inside_their_flavors_context(fresh
     out["after"] = {"cap": lightgbm_cap(), "openmp": openmp_threads()}
     np.save("X.npy", X)
     print(json.dumps(out))
-    """).stdout.strip().splitlines()[-1])
+    """, env=TWO_OPENMP_THREADS).stdout.strip().splitlines()[-1])
     before = saved["before"]
     assert before["cap"] == -1 and before["openmp"] != [1]  # LightGBM's default, and more than one OpenMP thread
     assert saved["lightgbm"] == ["1"]  # the replay at save ran under LightGBM's cap
@@ -187,7 +192,7 @@ def test_models_embedded_in_a_pipeline_replay_inside_their_flavors_context(fresh
                      "same": bool(np.array_equal(proba, np.load(f"{name}-proba.npy"))),
                      "verified": bundle.verify().ok}
     print(json.dumps(out))
-    """).stdout.strip().splitlines()[-1])
+    """, env=TWO_OPENMP_THREADS).stdout.strip().splitlines()[-1])
     assert loaded["lightgbm"] == {"load": ["1"], "predict": ["-1"], "n_jobs": 2, "same": True, "verified": True}
     assert loaded["xgboost"]["load"] == ["[1]"] and loaded["xgboost"]["predict"] == [str(before["openmp"])]
     assert {k: loaded["xgboost"][k] for k in ("n_jobs", "same", "verified")} == {"n_jobs": 2, "same": True,

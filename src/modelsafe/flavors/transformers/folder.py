@@ -245,7 +245,7 @@ def _pickled_weights(folder: PretrainedFolder, report: "ScanReport") -> list[Pro
             problems.append(Problem(
                 what=f"{name} holds more than a state dict: it names {', '.join(extra)}",
                 why="a weights file needs only tensors; these globals are imported and called when it is unpickled, "
-                    "so torch.load(weights_only=True) refuses it and torch.load(weights_only=False) could run code",
+                    "so torch's weights-only loader refuses it and a full unpickle could run code",
                 fix="do not load it unless you made it; ms.convert refuses it for the same reason (a safetensors copy "
                     "from the original source is safe)", subject=name))
     if folder.bins and not folder.safetensors:
