@@ -32,8 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -77,16 +78,16 @@ def recreate_rows(artifact: Path, scratch: Path) -> list[tuple[str, float]]:
             os.environ["MODELSAFE_ENVS_DIR"] = str(scratch / f"cold-{installer}")
             os.environ["UV_CACHE_DIR" if installer == "uv" else "PIP_CACHE_DIR"] = str(scratch / f"pkgs-{installer}")
             rows.append((f"recreate, {installer}, cold (empty package cache, modelsafe's wheel built)",
-                         timed(lambda: ms.recreate_env(artifact, installer=installer))))
+                         timed(lambda i=installer: ms.recreate_env(artifact, installer=i))))
             if installer == "uv":
                 shutil.copytree(scratch / "cold-uv" / "wheels", wheels)
             for key in ("UV_CACHE_DIR", "PIP_CACHE_DIR"):
                 _setenv(key, saved[key])
             os.environ["MODELSAFE_ENVS_DIR"] = str(scratch / f"warm-{installer}")
             shutil.copytree(wheels, scratch / f"warm-{installer}" / "wheels")
-            rows.append((f"recreate, {installer}, warm package cache", timed(lambda: ms.recreate_env(
-                artifact, installer=installer))))
-            ready = [timed(lambda: ms.recreate_env(artifact, installer=installer)) for _ in range(3)]
+            rows.append((f"recreate, {installer}, warm package cache", timed(lambda i=installer: ms.recreate_env(
+                artifact, installer=i))))
+            ready = [timed(lambda i=installer: ms.recreate_env(artifact, installer=i)) for _ in range(3)]
             rows.append((f"recreate, {installer}, warm environment cache: to ready (median of 3)",
                          statistics.median(ready)))
     finally:
