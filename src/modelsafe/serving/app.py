@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from modelsafe.serving import capture, inference_v2, scoring
-from modelsafe.serving.card import CONTENT_SECURITY_POLICY, render_card
+from modelsafe.serving.card import CONTENT_SECURITY_POLICY, render_card, render_locked
 from modelsafe.serving.errors import as_protocol
 from modelsafe.serving.middleware import BearerAuth, Observed
 from modelsafe.serving.models import ServedModel, load_model, name_artifacts
@@ -23,6 +23,7 @@ from modelsafe.serving.web import endpoint, json_response, note
 __all__ = ["create_app", "load_models"]
 
 _STATIC = {"card.js": "text/javascript", "card.css": "text/css"}
+_PAGE_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"}
 
 
 def load_models(artifacts: Any, **load_kwargs: Any) -> list[ServedModel]:
@@ -64,7 +65,8 @@ def create_app(artifacts: Any, *, max_batch_size: int = 1, max_latency_ms: float
         How long a request may wait for others to join its batch while the model is idle (0: not
         at all; requests that arrive while the model is busy are batched anyway).
     token
-        When given, every request but the health probes needs ``Authorization: Bearer <token>``.
+        When given, every request but the health probes (and the model card's script and style
+        sheet) needs ``Authorization: Bearer <token>``; the card page asks a browser for it.
     env, trust_code, trusted, **load_kwargs
         As for :func:`modelsafe.load` (``verify`` is always on).
     max_body_bytes, max_rows
@@ -94,7 +96,8 @@ def create_app(artifacts: Any, *, max_batch_size: int = 1, max_latency_ms: float
                     lifespan=lifespan, exception_handlers={404: _not_found, 405: _not_allowed})
     app.state.service = service
     if token is not None:
-        app.add_middleware(BearerAuth, token=token)
+        app.add_middleware(BearerAuth, token=token, page=render_locked().encode("utf-8"),
+                           page_headers=_PAGE_HEADERS)
     app.add_middleware(Observed, metrics=service.metrics)
     return app
 
@@ -115,7 +118,6 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
 def _own_routes(service: Service) -> list[Route]:
     document = openapi(list(service.models.values()))
     docs_page = render_docs(document)
-    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"}
 
     @endpoint("v1")
     async def models(request: Request) -> Response:
@@ -128,17 +130,17 @@ def _own_routes(service: Service) -> list[Route]:
         return json_response(found.details())
 
     async def card(request: Request) -> Response:
-        return HTMLResponse(render_card(service.models.values(), service.ready), headers=headers)
+        return HTMLResponse(render_card(service.models.values(), service.ready), headers=_PAGE_HEADERS)
 
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in _STATIC:
             return await _not_found(request, KeyError(name))
         body = resources.files("modelsafe.serving").joinpath("static", name).read_bytes()
-        return Response(body, media_type=_STATIC[name], headers={"Cache-Control": "no-cache", **headers})
+        return Response(body, media_type=_STATIC[name], headers={"Cache-Control": "no-cache", **_PAGE_HEADERS})
 
     async def docs(request: Request) -> Response:
-        return HTMLResponse(docs_page, headers=headers)
+        return HTMLResponse(docs_page, headers=_PAGE_HEADERS)
 
     async def spec(request: Request) -> Response:
         return json_response(document)

@@ -3,6 +3,10 @@
 For each model: flavor and type, the environment saved vs now with each difference's
 level, the verification result, the input schema as a table, the user metadata, and a
 form that posts pasted JSON or CSV rows to ``/invocations`` and shows the predictions.
+On a server started with a token, a browser without it gets :func:`render_locked` instead:
+nothing about the models, a field for the token, which the page keeps in the tab's
+``sessionStorage`` only and sends as the ``Authorization`` header (never in a URL) to fetch
+this page and to predict.
 Every value from a manifest (metadata, column names, even package names) is escaped, and
 the page allows only its own script (``Content-Security-Policy``), so a ``<script>`` or an
 ``onerror=`` in user metadata is shown as text and never runs. Nothing is loaded from
@@ -21,7 +25,7 @@ from modelsafe.serving.outputs import jsonable
 if TYPE_CHECKING:
     from modelsafe.serving.models import ServedModel
 
-__all__ = ["render_card", "example_payloads", "CONTENT_SECURITY_POLICY"]
+__all__ = ["render_card", "render_locked", "example_payloads", "CONTENT_SECURITY_POLICY"]
 
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
                            "img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
@@ -40,10 +44,29 @@ def render_card(models: Iterable["ServedModel"], ready: bool) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>modelsafe: {e(names)}</title><link rel="stylesheet" href="/static/card.css"></head>
-<body><header><h1>modelsafe serve</h1><p>modelsafe {e(__version__)} &middot; {len(models)} model(s) &middot;
+<body><header><h1>modelsafe serve</h1>
+<p class="about">modelsafe {e(__version__)} &middot; {len(models)} model(s) &middot;
 <span class="status {e(status.replace(' ', '-'))}">{e(status)}</span> &middot;
 <a href="/docs">API</a> &middot; <a href="/metrics">metrics</a></p></header>
 <main>{sections}</main><script src="/static/card.js"></script></body></html>"""
+
+
+def render_locked() -> str:
+    """The page a browser without the token gets at ``/`` (with the 401): it asks for the token.
+
+    Nothing about the models is on it. ``card.js`` keeps the token in ``sessionStorage`` and
+    fetches :func:`render_card`'s page with it in the ``Authorization`` header.
+    """
+    return """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>modelsafe: token required</title><link rel="stylesheet" href="/static/card.css"></head>
+<body data-token="required"><header><h1>modelsafe serve</h1><p class="about">This server requires a bearer token.</p>
+<form class="token" autocomplete="off"><label>Token <input type="password" name="token" autocomplete="off"
+ spellcheck="false" required></label> <button type="submit">Show the models</button>
+<button type="button" class="forget" hidden>Forget the token</button><p class="error" role="alert"></p></form></header>
+<main><p class="locked">The server was started with a token (<code>--token-file</code>): enter it to see the models
+and try them. It is kept in this tab only (<code>sessionStorage</code>) and sent as the <code>Authorization</code>
+header, never in a URL.</p></main><script src="/static/card.js"></script></body></html>"""
 
 
 def _model_section(model: "ServedModel") -> str:
