@@ -31,7 +31,7 @@ _PIP_AVAILABLE = re.compile(r"\(from versions: ([^)]*)\)")
 _PIP_CONSTRAINT = re.compile(r"The user requested \(constraint\) ([^\n]+)")
 _PIP_PYTHON = re.compile(r"Requires-Python ([^\s;]+)|requires a different Python")
 #: modelsafe's own requirement on a recorded distribution (uv, then pip).
-_NEEDED_BY_MODELSAFE = re.compile(r"modelsafe(?:==| )\S+ depends on ([A-Za-z0-9_.\-]+) ?([<>=!~][^\n]*?)(?:, we|\.?\n|$)")
+_NEEDED_BY_MODELSAFE = re.compile(r"modelsafe(?:==| )\S+ depends on ([A-Za-z0-9_.\-]+) ?([<>=!~]\S*?)(?=[,.]? |[,.]?$)")
 
 
 def classify(output: str, installer: str, what: str, pins: Sequence[str] = (), python: str = "",
@@ -41,13 +41,14 @@ def classify(output: str, installer: str, what: str, pins: Sequence[str] = (), p
     tail = "\n".join(output.strip().splitlines()[-25:])
     here = f"CPython {python or platform.python_version()} on {platform.system()} {platform.machine()}"
     facts = {"installer": installer, "output": tail, "python": python}
-    needed = _NEEDED_BY_MODELSAFE.search(output)
+    flat = " ".join(output.split())  # uv wraps its explanations to the terminal's width, anywhere between words
+    needed = _NEEDED_BY_MODELSAFE.search(flat)
     if needed:
         return _needed_by_modelsafe(needed.group(1), needed.group(2).strip(), pins, facts)
-    found = _UV_NO_WHEEL.search(output) or _UV_PYTHON.search(output)
+    found = _UV_NO_WHEEL.search(flat) or _UV_PYTHON.search(flat)
     if installer == "uv" and found:
         return _no_wheel(found.group(1), found.group(2), here, facts)
-    found = _UV_MISSING.search(output)
+    found = _UV_MISSING.search(flat)
     if installer == "uv" and found:
         return _missing(found.group(1), found.group(2), facts, installer)
     constraint = _PIP_CONSTRAINT.search(output)
