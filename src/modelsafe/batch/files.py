@@ -145,13 +145,20 @@ class _Run:
         self._seen: set[str] = set()
 
     def all(self, reader: Source) -> None:
+        import pyarrow as pa
+
         started = time.perf_counter()
         sink, rejects = Sink(self.output), None
+        # Arrow's allocator (mimalloc by default) keeps the pages of freed chunks for reuse and hands them back
+        # lazily: over a long file the resident size crept up with the row count. Returned after every chunk
+        # (about a millisecond), the peak is the chunk's, whatever the file's length.
+        pool = pa.default_memory_pool()
         try:
             for batch in reader:
                 if rejects is None and self.on_error == "skip":
                     rejects = _LazySink(self.rejects)
                 self._chunk(batch, sink, rejects)
+                pool.release_unused()
                 if self.progress is not None:
                     self.progress(self.rows_in, reader.total_rows)
             if self.rows_in == 0:
