@@ -153,6 +153,7 @@ class RemoteDirTarget:
         self._overwrite = overwrite
         self._existing = existing
         self._written: list[str] = []
+        self._created: list[str] = []  # members this save's commits created: the only ones its abort may remove
         self._begun: list[S3Upload | FileUpload] = []
         self._uploads: list[Future[Any]] = []
         self._manifest: Any = None
@@ -180,7 +181,17 @@ class RemoteDirTarget:
         if len(self._uploads) >= _COMPLETING:  # bound the memory of members not yet completed
             self._uploads[-_COMPLETING].result()
         # Completions run on a pool of their own: they wait for their parts, sent by "remote-upload".
-        self._uploads.append(pool("remote-complete", _COMPLETING).submit(commit_upload, handle))
+        self._uploads.append(pool("remote-complete", _COMPLETING).submit(self._commit, handle))
+
+    def _commit(self, handle: Any) -> None:
+        # With overwrite=False every member is created conditionally, not only the manifest: a writer saving the
+        # same folder at the same moment either finds its members already there (and stops) or owns each member
+        # it created, so the save that fails removes only its own objects, never the winner's.
+        try:
+            commit_upload(handle, if_none_match=not self._overwrite)
+        except FileExistsError:
+            raise _exists_error(self.path.url, racing=True) from None
+        self._created.append(handle.member)
 
     def finish(self, handle: Any, size: int, crc: int) -> None:
         pass
@@ -209,7 +220,7 @@ class RemoteDirTarget:
         settle(self._uploads)  # completions not started never start; running ones end first
         for upload in self._begun:  # every multipart upload not completed is aborted (none is left billed)
             upload.abort()
-        _remove(self.path, self._written, quiet=True)  # members of a save that failed: not an artifact
+        _remove(self.path, self._created, quiet=True)  # members of a save that failed: not an artifact
 
 
 def _remove(remote: RemotePath, names: list[str], quiet: bool = False) -> None:

@@ -72,6 +72,25 @@ def test_overwrite_false_on_an_existing_key_and_a_writer_that_lost_the_race(s3):
     assert ms.load(url, storage_options=s3["options"]).verify().ok
 
 
+def test_a_writer_that_lost_the_race_for_a_folder_leaves_the_winners_members_alone(s3):
+    model, X = _model()
+    url = f"s3://{s3['bucket']}/raced"
+    with ArtifactWriter(url, storage_options=s3["options"]) as writer:  # checked the prefix: free
+        ms.save(model, url, sample=X[:8], storage_options=s3["options"])  # the other writer, start to end
+        names = sorted(s3["fs"].find(f"{s3['bucket']}/raced"))
+        winner = {name: s3["fs"].cat_file(name) for name in names}
+        with pytest.raises(ms.SaveError) as err:  # the same member names, other bytes
+            for name in names:
+                member = name.removeprefix(f"{s3['bucket']}/raced/")
+                if member != "modelsafe.json":
+                    writer.add(member, b"the losing writer's bytes")
+            writer.commit(b"{}")
+    assert err.value.reason == "exists", str(err.value)
+    s3["fs"].invalidate_cache()
+    assert {name: s3["fs"].cat_file(name) for name in sorted(s3["fs"].find(f"{s3['bucket']}/raced"))} == winner
+    assert ms.load(url, storage_options=s3["options"]).verify().ok
+
+
 def test_overwrite_replaces_only_an_artifact(s3):
     s3["fs"].pipe_file(f"{s3['bucket']}/notes.msafe", b"not an artifact")
     model, _ = _model()
