@@ -26,6 +26,7 @@ from modelsafe.errors import (
     FlavorNotInstalledError,
     FormatError,
     UnsafeArchiveError,
+    UnsignedArtifactError,
     UnsupportedModelError,
     UntrustedContentError,
 )
@@ -56,7 +57,8 @@ _TRUST_CODE_KINDS = ("keras-code", "graph-op")
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted: Collection[str] = (),
             sample: Any = None, overwrite: bool = False, trust_code: bool = False,
-            storage_options: Mapping[str, Any] | None = None, **options: Any) -> "Manifest":
+            storage_options: Mapping[str, Any] | None = None, signature: str = "auto", trusted_keys: Any = None,
+            **options: Any) -> "Manifest":
     """Convert a legacy pickle, joblib, torch or Keras file into a verified modelsafe artifact.
 
     Parameters
@@ -84,6 +86,13 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
     trust_code
         Allow Keras Lambda layers, whose stored bytecode runs when the model is loaded (as
         ``ms.load(..., trust_code=True)`` does). Everything else the scan finds is still refused.
+    signature, trusted_keys
+        As :func:`modelsafe.load` takes them, for the source: its signature, beside it at ``src + ".sig"``
+        as ``model_signing sign`` writes one (OpenSSF Model Signing), is checked against ``trusted_keys``
+        (or ``MODELSAFE_TRUSTED_KEYS``) before anything reads the model: its files are hashed and must
+        be exactly the signed ones. ``"require"`` refuses an unsigned source; ``"auto"`` checks a signature
+        that is there when trusted keys are set; ``"ignore"`` skips it. Sign the artifact that convert
+        writes with :func:`modelsafe.sign`.
     **options
         Passed to :func:`modelsafe.save` for the model, e.g. ``init_args=`` for a whole pickled
         PyTorch model whose constructor arguments cannot be inferred.
@@ -115,16 +124,23 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
     'pickle'
     """
     from modelsafe.security.scanner import scan
+    from modelsafe.signing.gate import check_before_convert
 
+    checks = {"signature": signature, "trusted_keys": trusted_keys}
+    if str(src).startswith(("models:/", "runs:/")):
+        _no_signature_beside(src, checks)
     if str(src).startswith(("models:/", "runs:/")) or (not is_url(src) and (Path(src) / "MLmodel").is_file()):
+        if not is_url(src):
+            check_before_convert(Path(src), Path(src), checks)
         return importlib.import_module(MLFLOW_CONVERTER).convert_mlflow(  # an MLflow model: modelsafe.integrations
             src, dst, trusted=trusted, sample=sample, overwrite=overwrite, trust_code=trust_code,
             storage_options=storage_options, **options)
     if is_url(src) or is_url(dst):
-        return _convert_remote(src, dst, storage_options, trusted=trusted, sample=sample, overwrite=overwrite,
-                               trust_code=trust_code, **options)
+        return _convert_remote(src, dst, storage_options, checks, trusted=trusted, sample=sample,
+                               overwrite=overwrite, trust_code=trust_code, **options)
     _check_keywords(options)
     src_path, trusted = Path(src), tuple(trusted)
+    check_before_convert(src_path, src_path, checks)
     report = scan(src_path)
     family = _family(report)
     _refuse_main_globals(report)
@@ -148,22 +164,38 @@ def _check_keywords(options: Mapping[str, Any]) -> None:
         check_save_keywords("convert", options, signature_names(convert) | signature_names(save))
 
 
-def _convert_remote(src: Any, dst: Any, storage_options: Mapping[str, Any] | None, *, overwrite: bool,
-                    **kwargs: Any) -> "Manifest":
-    """Convert with a URL source (copied locally first) or destination (written and verified locally,
-    then copied to the store as ``save`` to a URL writes: see :mod:`modelsafe._staging`)."""
+def _no_signature_beside(src: Any, checks: Mapping[str, Any]) -> None:
+    if checks["signature"] == "require":
+        raise UnsignedArtifactError(
+            f"{src!r} is a model in an MLflow registry, which keeps no signature beside it, and signature='require' "
+            "refuses what it cannot check. Download the model folder and its signature (FOLDER.sig) and convert "
+            "the folder, or pass signature='auto'.", path=str(src), signature=None, fingerprint=None,
+            reason="unsigned")
+
+
+def _convert_remote(src: Any, dst: Any, storage_options: Mapping[str, Any] | None, checks: Mapping[str, Any], *,
+                    overwrite: bool, **kwargs: Any) -> "Manifest":
+    """Convert with a URL source (copied locally first; its signature, beside it in the store, checked on the
+    copy) or destination (written and verified locally, then copied to the store as ``save`` to a URL writes:
+    see :mod:`modelsafe._staging`)."""
     import tempfile
 
     from modelsafe._staging import copy_artifact, staged
     from modelsafe.artifact.location import resolve
+    from modelsafe.signing.gate import check_before_convert
 
     with contextlib.ExitStack() as stack:
-        local_src = stack.enter_context(staged(src, storage_options)) if is_url(src) else src
+        if is_url(src):
+            local_src = stack.enter_context(staged(src, storage_options))
+            check_before_convert(resolve(src, storage_options), local_src, checks)
+            checks = {"signature": "ignore"}  # checked here, on the bytes the conversion reads
+        else:
+            local_src = src
         if not is_url(dst):
-            return convert(local_src, dst, overwrite=overwrite, **kwargs)
+            return convert(local_src, dst, overwrite=overwrite, **checks, **kwargs)
         remote = resolve(dst, storage_options)
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelsafe-convert-")))
-        manifest = convert(local_src, folder / remote.name, overwrite=False, **kwargs)
+        manifest = convert(local_src, folder / remote.name, overwrite=False, **checks, **kwargs)
         copy_artifact(folder / remote.name, remote, overwrite=overwrite, storage_options=storage_options)
         return manifest
 

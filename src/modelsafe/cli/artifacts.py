@@ -135,6 +135,7 @@ def doctor(state: State, paths: tuple[str, ...]) -> None:
 @click.option("--sample", "sample_file", metavar="FILE", default=None,
               help="A few input rows (.npy, .csv with a header row, or .parquet): their outputs are recorded and "
                    "the artifact is verified against them, now and at every load.")
+@signature_options
 @json_option
 @storage_option
 @click.pass_obj
@@ -147,7 +148,7 @@ def convert(state: State, src: str, dst: str, trusted: tuple[str, ...], overwrit
 
     def work(path: str) -> tuple[dict[str, Any], str, bool]:
         manifest = ms.convert(path, dst, trusted=trusted, overwrite=overwrite, trust_code=trust_code,
-                              sample=sample, storage_options=state.storage_options)
+                              sample=sample, storage_options=state.storage_options, **state.signature_options())
         rows = (manifest.verification or {}).get("rows")
         verification = (f"verification: passed on {rows} sample row(s) from {sample_file}" if sample is not None else
                         "verification: not possible (no sample)\nnote: nothing checks that the converted model "

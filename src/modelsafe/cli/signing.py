@@ -40,7 +40,8 @@ def trusted_key_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def signature_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--trusted-key`` and ``--signature auto|require|ignore``, of every command that loads an artifact
-    (``verify``, ``serve``, ``predict``): ``state.signature_options()`` gives them to ``load``."""
+    (``verify``, ``serve``, ``predict``) or converts one (``convert``): ``state.signature_options()`` gives them
+    to ``load`` or ``convert``."""
     def keep(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
         if value is not None:
             ctx.find_object(State).signature = value

@@ -36,9 +36,10 @@ from modelsafe.signing.statement import (
     ResourceDiff,
     SignatureProblem,
     compare_resources,
+    is_ignored,
 )
 
-__all__ = ["check_signature"]
+__all__ = ["check_files_signature", "check_signature"]
 
 _CLASSES: dict[str, type[SignatureError]] = {"malformed": InvalidSignatureError, "invalid": InvalidSignatureError,
                                              "unsupported": InvalidSignatureError, "untrusted": UntrustedSignerError}
@@ -84,6 +85,60 @@ def check_signature(artifact: Path | RemotePath, reader: Any, manifest: Manifest
                            files=len(verified.statement["predicate"]["resources"]),
                            problem="" if error is None else f"{getattr(error, 'reason', '')}: {diff.describe()}",
                            error=error)
+
+
+def check_files_signature(source: Path | RemotePath, local: Path, raw: bytes, trusted: TrustedKeys) -> SignatureReport:
+    """Verify the signature file ``raw`` of a plain model file or folder (one to convert, signed with
+    ``model_signing``), hashing the files at ``local`` (``source`` itself, or its local copy): such a model
+    has no manifest whose digests could stand for its bytes."""
+    where, signature = local_or_url(source), local_or_url(signature_path(source))
+    envelope: Envelope | None = None
+    try:
+        envelope = parse_bundle(raw)
+        verified = verify_bundle(envelope, trusted)
+    except SignatureProblem as problem:
+        return _refused(where, signature, problem, envelope, trusted)
+    try:
+        expected = file_digests(local, verified.statement["predicate"]["serialization"].get("ignore_paths", []))
+        diff = compare_resources(verified.statement, expected, expected)
+    except SignatureProblem as problem:
+        return _refused(where, signature, SignatureProblem(problem.kind, problem.detail, verified.fingerprint),
+                        envelope, trusted)
+    error = None if diff.ok else SignatureMismatchError(
+        f"{signature!r} is a valid signature by trusted key {verified.fingerprint} ({verified.trusted_by}), but it "
+        f"does not match {where!r}: the files are not the ones that were signed: {diff.describe()}. The model was "
+        "changed after it was signed (or the signature is another model's), so the signature says nothing about it "
+        "and nothing of it was read. Fetch the model and its signature again from the publisher.",
+        path=where, signature=signature, fingerprint=verified.fingerprint, reason="files changed",
+        missing=list(diff.missing), added=list(diff.added), changed=[list(c) for c in diff.changed], unlisted=[])
+    provenance = verified.statement["predicate"].get(PROVENANCE_KEY)
+    return SignatureReport(path=where, signature=signature, signed=True, verified=error is None,
+                           signer=verified.fingerprint, trusted_by=verified.trusted_by, mode=verified.mode,
+                           certificate=verified.certificate,
+                           provenance=provenance if isinstance(provenance, dict) else None,
+                           files=len(verified.statement["predicate"]["resources"]),
+                           problem="" if error is None else f"files changed: {diff.describe()}", error=error)
+
+
+def file_digests(local: Path, ignore_paths: list[str]) -> dict[str, str]:
+    """``{name: sha256}`` of a model as ``model_signing`` names its files: ``"."`` for a single file, else
+    each regular file's path relative to the folder, without the signed ``ignore_paths``. A symbolic link is
+    refused, as model_signing refuses one by default."""
+    def digest(path: Path) -> str:
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+
+    if local.is_symlink() or (local.is_dir() and any(p.is_symlink() for p in local.rglob("*"))):
+        raise SignatureProblem("unsupported", "the model holds a symbolic link, which a model_signing signature "
+                                              "does not cover by default")
+    if not local.is_dir():
+        return {".": digest(local)}
+    found = {}
+    for path in sorted(local.rglob("*")):
+        name = path.relative_to(local).as_posix()
+        if path.is_file() and not is_ignored(name, ignore_paths):
+            found[name] = digest(path)
+    return found
 
 
 def _refused(where: str, signature: str, problem: SignatureProblem, envelope: Envelope | None,

@@ -25,7 +25,7 @@ from modelsafe.signing.location import read_signature, signature_path, trusted_s
 if TYPE_CHECKING:
     from modelsafe.signing.report import SignatureReport
 
-__all__ = ["MODES", "check_before_load"]
+__all__ = ["MODES", "check_before_convert", "check_before_load"]
 
 MODES = ("auto", "require", "ignore")
 
@@ -34,6 +34,34 @@ def check_before_load(artifact: Path | RemotePath, reader: Any, manifest: Manife
                       options: Mapping[str, Any]) -> "SignatureReport | None":
     """Apply ``options["signature"]`` / ``options["trusted_keys"]`` to the open artifact; raise
     a SignatureError on refusal. Returns the report of a checked signature, else None."""
+    found = _signature_to_check(artifact, options)
+    if found is None:
+        return None
+    from modelsafe.signing.check import check_signature
+
+    report = check_signature(artifact, reader, manifest, found[0], found[1])
+    report.raise_if_failed()
+    return report
+
+
+def check_before_convert(source: Path | RemotePath, local: Path,
+                         options: Mapping[str, Any]) -> "SignatureReport | None":
+    """As :func:`check_before_load`, for a model file or folder to convert (signed with ``model_signing``,
+    its signature beside it at ``source + ".sig"``): its files at ``local`` (``source`` or its local copy)
+    are hashed and compared with the signed ones before anything reads them."""
+    found = _signature_to_check(source, options)
+    if found is None:
+        return None
+    from modelsafe.signing.check import check_files_signature
+
+    report = check_files_signature(source, local, found[0], found[1])
+    report.raise_if_failed()
+    return report
+
+
+def _signature_to_check(artifact: Path | RemotePath, options: Mapping[str, Any]) -> "tuple[bytes, Any] | None":
+    """The signature file beside ``artifact`` and the trusted keys, when ``options`` ask for a check and there
+    is one; None when nothing is to be checked; a SignatureError for an unsigned one under ``"require"``."""
     mode = options.get("signature", "auto")
     if mode not in MODES:
         raise ValueError(f"Invalid `signature`: expected one of {', '.join(map(repr, MODES))}. "
@@ -53,9 +81,6 @@ def check_before_load(artifact: Path | RemotePath, reader: Any, manifest: Manife
     from modelsafe.signing.api import require_cryptography
 
     require_cryptography()
-    from modelsafe.signing.check import check_signature
     from modelsafe.signing.keys import load_trusted
 
-    report = check_signature(artifact, reader, manifest, raw, load_trusted(sources))
-    report.raise_if_failed()
-    return report
+    return raw, load_trusted(sources)
