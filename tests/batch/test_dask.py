@@ -127,3 +127,30 @@ def test_load_keywords_are_checked_on_the_client(classifier, rows, features):
     with pytest.raises(ms.UnknownKeywordError) as info:
         modelsafe.dask.predict(artifact, dd.from_pandas(rows(10)[features], npartitions=1), trust_cod=True)
     assert info.value.suggestions == {"trust_cod": "trust_code"}
+
+
+def test_the_signature_is_checked_on_the_client_and_by_every_worker(classifier, rows, features, fresh_workers,
+                                                                    tmp_path):
+    from modelsafe.signing import keygen
+
+    artifact, model = classifier
+    copy = tmp_path / "signed.msafe"
+    copy.write_bytes(artifact.read_bytes())
+    private, public, fingerprint = keygen(tmp_path / "keys")
+    frame = dd.from_pandas(rows(400)[features], npartitions=4)
+    with pytest.raises(ms.UnsignedArtifactError):  # before any task is submitted
+        modelsafe.dask.predict(copy, frame, signature="require", trusted_keys=[str(public)])
+    ms.sign(copy, key=private)
+    scores = modelsafe.dask.predict(copy, frame, signature="require", trusted_keys=[str(public)])
+    assert (scores.compute().to_numpy() == model.predict(rows(400)[features])).all()
+    assert sum(_loads(fresh_workers).values()) >= 1
+    _, other, _ = keygen(tmp_path / "other-keys")
+    with pytest.raises(ms.UntrustedSignerError) as info:
+        modelsafe.dask.predict(copy, frame, signature="require", trusted_keys=[str(other)])
+    assert info.value.fingerprint == fingerprint
+    # A signature replaced after the job was built is refused by the workers' own loads.
+    scores = modelsafe.dask.predict(copy, frame, signature="require", trusted_keys=[str(public)])
+    ms.sign(copy, key=keygen(tmp_path / "third-keys")[0])
+    fresh_workers.run(cache.clear)
+    with pytest.raises(ms.UntrustedSignerError):
+        scores.compute()

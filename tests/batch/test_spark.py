@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import modelsafe as ms
 import modelsafe.spark
 
 
@@ -79,3 +80,19 @@ def test_a_missing_column_surfaces_the_guards_message(spark, classifier, rows, f
     score = modelsafe.spark.udf(spark, artifact)
     with pytest.raises(PythonException, match=r"SchemaError: Rows 0-\d+ of a Spark partition .*missing column"):
         df.select(score("f0", "f1", "f3", "f4")).collect()
+
+
+def test_a_signature_the_udf_requires_is_checked_before_the_job(spark, classifier, rows, features, tmp_path):
+    from modelsafe.signing import keygen
+
+    artifact, model = classifier
+    copy = tmp_path / "signed.msafe"
+    copy.write_bytes(artifact.read_bytes())
+    private, public, _ = keygen(tmp_path / "keys")
+    with pytest.raises(ms.UnsignedArtifactError):
+        modelsafe.spark.udf(spark, copy, signature="require", trusted_keys=[str(public)])
+    ms.sign(copy, key=private)
+    score = modelsafe.spark.udf(spark, copy, signature="require", trusted_keys=[str(public)])
+    frame = rows(200)[features]
+    got = spark.createDataFrame(frame).select(score(*features).alias("p")).toPandas()["p"]
+    assert got.tolist() == model.predict(frame).tolist()

@@ -51,14 +51,21 @@ class ArtifactRef:
 
     @classmethod
     def prepare(cls, artifact: Any, verb: str, load_kwargs: Mapping[str, Any]) -> ArtifactRef:
-        """On the client: read the manifest, check the keywords, and make a local path absolute."""
-        from modelsafe.artifact.reader import manifest_of
+        """On the client: read the manifest, check the keywords and the signature, and make a local path
+        absolute."""
+        from modelsafe.artifact.location import resolve
+        from modelsafe.artifact.reader import open_artifact, read_manifest
+        from modelsafe.signing.gate import check_before_load
 
         location = os.fspath(artifact) if not isinstance(artifact, str) else artifact
         if not is_url(location):
             location = os.path.abspath(location)
-        manifest = manifest_of(location, load_kwargs.get("storage_options"))  # each worker's load checks the signature
-        check_keywords(verb, manifest, load_kwargs)
+        storage_options = load_kwargs.get("storage_options")
+        with open_artifact(location, storage_options) as reader:
+            manifest = read_manifest(reader)
+            check_keywords(verb, manifest, load_kwargs)
+            # A refused signature is said here, before any task runs; each worker's load checks it again.
+            check_before_load(resolve(location, storage_options), reader, manifest, load_kwargs)
         return cls(location, manifest_digest(manifest), dict(load_kwargs), manifest)
 
     def __reduce__(self) -> Any:  # the manifest stays on the client: tasks carry the key only
