@@ -54,7 +54,8 @@ def test_a_flipped_byte_is_an_integrity_error_before_anything_is_deserialized(s3
     assert err.value.member == stream
 
 
-def test_overwrite_false_on_an_existing_key_and_a_writer_that_lost_the_race(s3):
+@pytest.mark.parametrize("member_bytes", [4_000, 24 << 20], ids=["one-put", "multipart"])
+def test_overwrite_false_on_an_existing_key_and_a_writer_that_lost_the_race(s3, member_bytes):
     model, X = _model()
     url = f"s3://{s3['bucket']}/taken.msafe"
     ms.save(model, url, storage_options=s3["options"])
@@ -62,14 +63,16 @@ def test_overwrite_false_on_an_existing_key_and_a_writer_that_lost_the_race(s3):
         ms.save(model, url, storage_options=s3["options"])
     assert err.value.reason == "exists"
     # Another writer completes first while this one is streaming: If-None-Match: * refuses this one.
-    late = f"s3://{s3['bucket']}/race.msafe"
+    late = f"s3://{s3['bucket']}/race-{member_bytes}.msafe"
     with ArtifactWriter(late, storage_options=s3["options"]) as writer:
-        writer.add("model/data.bin", b"mine" * 1000)
-        s3["fs"].pipe_file(f"{s3['bucket']}/race.msafe", b"the other writer's bytes")
+        writer.add("model/data.bin", np.random.default_rng(0).bytes(member_bytes))  # the multipart case: If-None-Match
+        s3["fs"].pipe_file(late.removeprefix("s3://"), b"the other writer's bytes")  # on CompleteMultipartUpload
         with pytest.raises(ms.SaveError) as err:
             writer.commit(b"{}")
     assert err.value.reason == "exists"
-    assert s3["fs"].cat_file(f"{s3['bucket']}/race.msafe") == b"the other writer's bytes"
+    assert s3["fs"].cat_file(late.removeprefix("s3://")) == b"the other writer's bytes"
+    uploads = s3["fs"].call_s3("list_multipart_uploads", Bucket=s3["bucket"]).get("Uploads", [])
+    assert not [u for u in uploads if u["Key"] == late.split("/", 3)[3]]  # the refused one was aborted
     ms.save(model, url, sample=X[:8], overwrite=True, storage_options=s3["options"])
     assert ms.load(url, storage_options=s3["options"]).verify().ok
 
