@@ -94,7 +94,8 @@ def test_a_version_this_modelsafe_cannot_run_with_is_named(tiny, tmp_path, monke
     error = caught.value
     assert error.reason == "modelsafe", str(error)  # the installer's output is in the message when it is not
     assert (error.package, error.version) == ("numpy", "1.23.5")
-    assert "records numpy==1.23.5, and this modelsafe needs numpy" in str(error) and "1.24" in error.needs
+    assert "records numpy==1.23.5, and this modelsafe needs numpy" in str(error) and "1.24" in error.needs, \
+        error.output
     _nothing_usable(root)
 
 

@@ -31,7 +31,8 @@ _PIP_AVAILABLE = re.compile(r"\(from versions: ([^)]*)\)")
 _PIP_CONSTRAINT = re.compile(r"The user requested \(constraint\) ([^\n]+)")
 _PIP_PYTHON = re.compile(r"Requires-Python ([^\s;]+)|requires a different Python")
 #: modelsafe's own requirement on a recorded distribution (uv, then pip).
-_NEEDED_BY_MODELSAFE = re.compile(r"modelsafe(?:==| )\S+ depends on ([A-Za-z0-9_.\-]+) ?([<>=!~]\S*?)(?=[,.]? |[,.]?$)")
+_NEEDED_BY_MODELSAFE = re.compile(
+    r"modelsafe(?:==| )\S+ depends on ([A-Za-z0-9_.\-]+) ?([<>=!~]\S*?(?: and [<>=!~]\S*?)*)(?=[,.]? |[,.]?$)")
 
 
 def classify(output: str, installer: str, what: str, pins: Sequence[str] = (), python: str = "",
