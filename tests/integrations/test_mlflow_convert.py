@@ -114,6 +114,30 @@ def test_an_mlflow_pytorch_model_converts_and_a_pt2_program_is_refused_with_the_
     assert not report.ok and report.kind == "mlflow:pytorch" and report.facts["model file"] == "data/model.pt2 (pt2)"
 
 
+def test_an_mlflow_keras_model_converts_and_predicts_the_same_in_a_fresh_process(tmp_path, fresh):
+    import keras
+    import mlflow.keras
+
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(2)])
+    example = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
+    # MLflow's Keras saver joins the path as a string, and writes the input example before it makes the folder.
+    (tmp_path / "keras-model").mkdir()
+    mlflow.keras.save_model(net, str(tmp_path / "keras-model"), input_example=example, **PINNED)
+    report = ms.doctor(tmp_path / "keras-model")
+    assert report.kind == "mlflow:keras", report
+    manifest = ms.convert(tmp_path / "keras-model", tmp_path / "net.msafe")
+    assert manifest.flavor == "keras" and manifest.verification["rows"] == 6
+    rows = np.random.default_rng(1).normal(size=(5, 4)).astype("float32")
+    np.save(fresh.cwd / "rows.npy", rows)
+    proc = fresh(f"""
+        import json, numpy as np, modelsafe as ms
+        print(json.dumps(np.asarray(ms.load({str(tmp_path / "net.msafe")!r}).predict(np.load("rows.npy"))).tolist()))
+    """)
+    np.testing.assert_allclose(json.loads(proc.stdout.strip().splitlines()[-1]), net.predict(rows, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_lightgbm_booster_text_converts_and_a_skops_wrapper_needs_the_callers_trust(tmp_path, data):
     import lightgbm
     import mlflow.lightgbm
