@@ -136,7 +136,8 @@ def _read_skops(file: Path, trusted: tuple[str, ...]) -> Any:
 
         raise FlavorNotInstalledError(
             f"{str(file)!r} is in skops format (MLflow's default for scikit-learn) and skops is not installed: "
-            "nothing was read. Install it with: pip install skops", flavor="skops", hint="pip install skops",
+            "nothing was read. Install it with: pip install 'modelsafe[mlflow]' (or pip install skops)",
+            flavor="skops", hint="pip install 'modelsafe[mlflow]'",
             name="skops") from exc
     refused = skops_untrusted(file, trusted)
     if refused:
