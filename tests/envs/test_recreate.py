@@ -46,6 +46,7 @@ def test_recreate_builds_exactly_the_recorded_versions(old_env, saved_in_old):
     assert {d.package: d.current for d in old_env.differences if d.package != "python"} == OLD_VERSIONS
     assert _installed(old_env.python, list(OLD_VERSIONS)) == OLD_VERSIONS  # what the environment really holds
     assert old_env.requirements == ("numpy==1.26.4", "pandas==2.1.4", "scikit-learn==1.4.2")
+    assert old_env.installer == "uv"  # installer="auto" takes uv (modelsafe[envs] installs it); pip is the fallback
     assert cache.EnvFolder(Path(old_env.location)).record()["pins"] == list(old_env.requirements)
     assert isinstance(old_env, ms.EnvReport) and old_env.to_dict()["location"] == old_env.location
     assert "recreated environment: " + old_env.location in str(old_env)
