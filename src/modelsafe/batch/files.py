@@ -151,7 +151,9 @@ class _Run:
         sink, rejects = Sink(self.output), None
         # Arrow's allocator (mimalloc by default) keeps the pages of freed chunks for reuse and hands them back
         # lazily: over a long file the resident size crept up with the row count. Returned after every chunk
-        # (about a millisecond), the peak is the chunk's, whatever the file's length.
+        # (about a millisecond), the peak is the chunk's, whatever the file's length. That return reaches the
+        # calling thread's heap only, so every chunk is read, converted and written on this thread (readers.py:
+        # use_threads=False); a chunk is small enough that Arrow's threads bought nothing but that creep.
         pool = pa.default_memory_pool()
         try:
             for batch in reader:
@@ -207,7 +209,7 @@ class _Run:
         import pyarrow as pa
 
         frame = predictions.to_frame() if predictions.ndim == 1 else predictions
-        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
         if not self.keep_columns or batch is None:
             return table
         kept = pa.Table.from_batches([batch.slice(offset, len(frame))])
@@ -271,14 +273,14 @@ def to_pandas(batch: Any) -> Any:
     import pyarrow as pa
 
     if not any(pa.types.is_integer(c.type) and c.null_count for c in batch.columns):
-        return batch.to_pandas()
+        return batch.to_pandas(use_threads=False)
     import pandas as pd
 
     def nullable(arrow_type: Any) -> Any:
         name = _NULLABLE.get(str(arrow_type))
         return pd.api.types.pandas_dtype(name) if name else None
 
-    return batch.to_pandas(types_mapper=nullable)
+    return batch.to_pandas(types_mapper=nullable, use_threads=False)
 
 
 #: Arrow integer types -> pandas' nullable integer dtypes.

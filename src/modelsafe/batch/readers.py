@@ -113,7 +113,7 @@ def _parquet(location: Location, batch_size: int) -> tuple[Iterator[pa.RecordBat
 
     def batches() -> Iterator[pa.RecordBatch]:
         for handle in files:
-            yield from handle.iter_batches(batch_size=batch_size)
+            yield from handle.iter_batches(batch_size=batch_size, use_threads=False)
             handle.close()
 
     return batches(), total
@@ -141,7 +141,7 @@ def _csv(stream: Any, location: Location, schema: Mapping[str, Any] | None) -> I
             arrow = _CSV_TYPES.get(str(column.get("dtype")))
             if arrow is not None and isinstance(column.get("name"), str):
                 types[column["name"]] = getattr(pa, arrow)()
-    reader = csv.open_csv(stream, read_options=csv.ReadOptions(block_size=_BLOCK_BYTES),
+    reader = csv.open_csv(stream, read_options=csv.ReadOptions(block_size=_BLOCK_BYTES, use_threads=False),
                           parse_options=csv.ParseOptions(delimiter=location.delimiter),
                           convert_options=csv.ConvertOptions(column_types=types))
     return iter(reader)
@@ -150,4 +150,4 @@ def _csv(stream: Any, location: Location, schema: Mapping[str, Any] | None) -> I
 def _jsonl(stream: Any) -> Iterator[pa.RecordBatch]:
     import pyarrow.json as pj
 
-    return iter(pj.open_json(stream, read_options=pj.ReadOptions(block_size=_BLOCK_BYTES)))
+    return iter(pj.open_json(stream, read_options=pj.ReadOptions(block_size=_BLOCK_BYTES, use_threads=False)))

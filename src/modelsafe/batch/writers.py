@@ -156,7 +156,7 @@ def remove(location: Location) -> None:
 
 
 def _json_lines(table: pa.Table) -> bytes:
-    text = table.to_pandas().to_json(orient="records", lines=True, date_format="iso")
+    text = table.to_pandas(use_threads=False).to_json(orient="records", lines=True, date_format="iso")
     return (text if text.endswith("\n") else text + "\n").encode()
 
 
