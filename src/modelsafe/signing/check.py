@@ -15,6 +15,7 @@ is the integrity check's job, when ``load`` reads them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,36 @@ _FIXES = {
 def check_signature(artifact: Path | RemotePath, reader: Any, manifest: Manifest, raw: bytes,
                     trusted: TrustedKeys) -> SignatureReport:
     """Verify the signature file ``raw`` of the open artifact ``reader`` (whose manifest is ``manifest``)."""
+    def expected(verified: Verified) -> tuple[dict[str, str], Iterable[str]]:
+        where = local_or_url(artifact)
+        manifest_bytes = reader.read(MANIFEST_NAME)  # the bytes whose digest is compared are the bytes parsed
+        if Manifest.from_json(manifest_bytes, where=f"{where}/{MANIFEST_NAME}") != manifest:
+            raise SignatureProblem("invalid", f"{MANIFEST_NAME} changed while it was being read (two reads gave two "
+                                              "manifests)", verified.fingerprint)
+        found = {name: record.sha256 for name, record in manifest.members.items()}
+        found[MANIFEST_NAME] = hashlib.sha256(manifest_bytes).hexdigest()
+        return found, reader.names()
+
+    return _checked(artifact, raw, trusted, expected,
+                    lambda where, signature, verified, diff: _mismatch(where, signature, verified, diff, manifest))
+
+
+def check_files_signature(source: Path | RemotePath, local: Path, raw: bytes, trusted: TrustedKeys) -> SignatureReport:
+    """Verify the signature file ``raw`` of a plain model file or folder (one to convert, signed with
+    ``model_signing``), hashing the files at ``local`` (``source`` itself, or its local copy): such a model
+    has no manifest whose digests could stand for its bytes."""
+    def expected(verified: Verified) -> tuple[dict[str, str], Iterable[str]]:
+        found = file_digests(local, verified.statement["predicate"]["serialization"].get("ignore_paths", []))
+        return found, found
+
+    return _checked(source, raw, trusted, expected, _files_mismatch)
+
+
+def _checked(artifact: Path | RemotePath, raw: bytes, trusted: TrustedKeys,
+             expected: Callable[[Verified], tuple[dict[str, str], Iterable[str]]],
+             mismatch: Callable[[str, str, Verified, ResourceDiff], SignatureMismatchError]) -> SignatureReport:
+    """The signature checked, then the signed files compared with ``expected(verified)`` (``{name: sha256}``
+    and the names present)."""
     where, signature = local_or_url(artifact), local_or_url(signature_path(artifact))
     envelope: Envelope | None = None
     try:
@@ -64,20 +95,13 @@ def check_signature(artifact: Path | RemotePath, reader: Any, manifest: Manifest
         verified = verify_bundle(envelope, trusted)
     except SignatureProblem as problem:
         return _refused(where, signature, problem, envelope, trusted)
-    manifest_bytes = reader.read(MANIFEST_NAME)  # the bytes whose digest is compared are the bytes parsed
-    if Manifest.from_json(manifest_bytes, where=f"{where}/{MANIFEST_NAME}") != manifest:
-        return _refused(where, signature, SignatureProblem(
-            "invalid", f"{MANIFEST_NAME} changed while it was being read (two reads gave two manifests)",
-            verified.fingerprint), envelope, trusted)
-    expected = {name: record.sha256 for name, record in manifest.members.items()}
-    expected[MANIFEST_NAME] = hashlib.sha256(manifest_bytes).hexdigest()
     try:
-        diff = compare_resources(verified.statement, expected, reader.names())
+        diff = compare_resources(verified.statement, *expected(verified))
     except SignatureProblem as problem:
         return _refused(where, signature, SignatureProblem(problem.kind, problem.detail, verified.fingerprint),
                         envelope, trusted)
     provenance = verified.statement["predicate"].get(PROVENANCE_KEY)
-    error = None if diff.ok else _mismatch(where, signature, verified, diff, manifest)
+    error = None if diff.ok else mismatch(where, signature, verified, diff)
     return SignatureReport(path=where, signature=signature, signed=True, verified=error is None,
                            signer=verified.fingerprint, trusted_by=verified.trusted_by, mode=verified.mode,
                            certificate=verified.certificate,
@@ -87,37 +111,14 @@ def check_signature(artifact: Path | RemotePath, reader: Any, manifest: Manifest
                            error=error)
 
 
-def check_files_signature(source: Path | RemotePath, local: Path, raw: bytes, trusted: TrustedKeys) -> SignatureReport:
-    """Verify the signature file ``raw`` of a plain model file or folder (one to convert, signed with
-    ``model_signing``), hashing the files at ``local`` (``source`` itself, or its local copy): such a model
-    has no manifest whose digests could stand for its bytes."""
-    where, signature = local_or_url(source), local_or_url(signature_path(source))
-    envelope: Envelope | None = None
-    try:
-        envelope = parse_bundle(raw)
-        verified = verify_bundle(envelope, trusted)
-    except SignatureProblem as problem:
-        return _refused(where, signature, problem, envelope, trusted)
-    try:
-        expected = file_digests(local, verified.statement["predicate"]["serialization"].get("ignore_paths", []))
-        diff = compare_resources(verified.statement, expected, expected)
-    except SignatureProblem as problem:
-        return _refused(where, signature, SignatureProblem(problem.kind, problem.detail, verified.fingerprint),
-                        envelope, trusted)
-    error = None if diff.ok else SignatureMismatchError(
+def _files_mismatch(where: str, signature: str, verified: Verified, diff: ResourceDiff) -> SignatureMismatchError:
+    return SignatureMismatchError(
         f"{signature!r} is a valid signature by trusted key {verified.fingerprint} ({verified.trusted_by}), but it "
         f"does not match {where!r}: the files are not the ones that were signed: {diff.describe()}. The model was "
         "changed after it was signed (or the signature is another model's), so the signature says nothing about it "
         "and nothing of it was read. Fetch the model and its signature again from the publisher.",
         path=where, signature=signature, fingerprint=verified.fingerprint, reason="files changed",
         missing=list(diff.missing), added=list(diff.added), changed=[list(c) for c in diff.changed], unlisted=[])
-    provenance = verified.statement["predicate"].get(PROVENANCE_KEY)
-    return SignatureReport(path=where, signature=signature, signed=True, verified=error is None,
-                           signer=verified.fingerprint, trusted_by=verified.trusted_by, mode=verified.mode,
-                           certificate=verified.certificate,
-                           provenance=provenance if isinstance(provenance, dict) else None,
-                           files=len(verified.statement["predicate"]["resources"]),
-                           problem="" if error is None else f"files changed: {diff.describe()}", error=error)
 
 
 def file_digests(local: Path, ignore_paths: list[str]) -> dict[str, str]:
