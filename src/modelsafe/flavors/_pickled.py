@@ -176,7 +176,7 @@ def _native_roots() -> frozenset[str]:
 
 def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
     """Pickle ``obj`` with out-of-band buffers into ``store``; record its globals."""
-    from modelsafe.security._inert import summarize_buffer
+    from modelsafe.security._inert import summarize_own_stream
 
     buffers: list[pickle.PickleBuffer] = []
     out = io.BytesIO()
@@ -192,7 +192,7 @@ def dump_graph(obj: Any, store: ComponentStore) -> SavedComponent:
     except Exception as exc:  # any pickling failure is diagnosed the same way
         raise unsavable(obj, exc) from exc
     stream = out.getbuffer()
-    summary = summarize_buffer(stream)
+    summary = summarize_own_stream(stream)
     pieces, sizes, layout = _lay_out(buffers) if buffers else ([], [], [])
     names = [store.write(f"buffers-{i}.bin", part, size=size) for i, (part, size) in enumerate(zip(pieces, sizes))]
     store.write(STREAM, stream)

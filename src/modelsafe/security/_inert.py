@@ -210,5 +210,13 @@ def summarize_buffer(data: bytes | bytearray | memoryview) -> PickleSummary:
     return summary
 
 
+def summarize_own_stream(data: bytes | bytearray | memoryview) -> PickleSummary:
+    """What a stream modelsafe itself has just pickled names and calls (``save`` records it in the manifest):
+    CPython's own reading by the inert replay, which is what every load will read, at C speed; the symbolic
+    reader only where the replay cannot run. Both readers are for streams from elsewhere (summarize_buffer)."""
+    replay = _replay(data)
+    return replay if replay is not None and not replay.exhausted else summarize_pickle(data)
+
+
 def _shown(kinds: list[tuple[str, bool]]) -> str:
     return ", ".join(f"{name} ({'called' if invoked else 'referenced'})" for name, invoked in kinds) or "nothing"
