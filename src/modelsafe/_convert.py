@@ -127,9 +127,10 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, trusted
     from modelsafe.signing.gate import check_before_convert
 
     checks = {"signature": signature, "trusted_keys": trusted_keys}
-    if str(src).startswith(("models:/", "runs:/")):
+    registry = str(src).startswith(("models:/", "runs:/"))
+    if registry:
         _no_signature_beside(src, checks)
-    if str(src).startswith(("models:/", "runs:/")) or (not is_url(src) and (Path(src) / "MLmodel").is_file()):
+    if registry or (not is_url(src) and (Path(src) / "MLmodel").is_file()):
         if not is_url(src):
             check_before_convert(Path(src), Path(src), checks)
         return importlib.import_module(MLFLOW_CONVERTER).convert_mlflow(  # an MLflow model: modelsafe.integrations

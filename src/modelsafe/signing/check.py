@@ -129,13 +129,14 @@ def file_digests(local: Path, ignore_paths: list[str]) -> dict[str, str]:
         with path.open("rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
 
-    if local.is_symlink() or (local.is_dir() and any(p.is_symlink() for p in local.rglob("*"))):
+    paths = sorted(local.rglob("*")) if local.is_dir() else []  # the tree listed once
+    if local.is_symlink() or any(p.is_symlink() for p in paths):
         raise SignatureProblem("unsupported", "the model holds a symbolic link, which a model_signing signature "
                                               "does not cover by default")
     if not local.is_dir():
         return {".": digest(local)}
     found = {}
-    for path in sorted(local.rglob("*")):
+    for path in paths:
         name = path.relative_to(local).as_posix()
         if path.is_file() and not is_ignored(name, ignore_paths):
             found[name] = digest(path)
