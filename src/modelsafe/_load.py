@@ -195,6 +195,7 @@ def _step_integrity(state: _LoadState) -> None:
     state.integrity = MemberChecks(state.reader, state.manifest.members, progress=state.options.extra.get("progress"),
                                    keep=keep, cache=state.options.extra.get("hash_cache", True))
     state.reader.gate = state.integrity.wait
+    state.reader.verified = {name: record.sha256 for name, record in state.manifest.members.items()}
 
 
 def _step_integrity_done(state: _LoadState) -> None:

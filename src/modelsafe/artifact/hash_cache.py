@@ -34,7 +34,8 @@ from typing import Mapping
 from modelsafe.artifact.manifest import MemberRecord
 from modelsafe.artifact.reader import ArtifactReader
 
-__all__ = ["cache_dir", "cache_key", "is_verified", "record", "CACHE_MIN_BYTES", "RACY_NS"]
+__all__ = ["cache_dir", "cache_key", "is_verified", "record", "read_entry", "write_entry", "CACHE_MIN_BYTES",
+           "RACY_NS"]
 
 #: Artifacts smaller than this are always re-hashed (as cheap as a cache lookup); larger ones use the cache.
 CACHE_MIN_BYTES = 1 << 20
@@ -89,13 +90,31 @@ def cache_key(reader: ArtifactReader, members: Mapping[str, MemberRecord]) -> tu
     return hashlib.sha256(raw.encode("utf-8")).hexdigest(), changed
 
 
-def _cache_path(key: str) -> Path:
-    return cache_dir() / "verified" / key[:2] / key
+def _cache_path(key: str, kind: str = "verified") -> Path:
+    return cache_dir() / kind / key[:2] / key
 
 
 def is_verified(key: str) -> bool:
     """Whether an artifact with this key passed its check before."""
     return _cache_path(key).is_file()
+
+
+def read_entry(kind: str, key: str) -> str | None:
+    """The text recorded under ``kind/key`` by :func:`write_entry`, or None."""
+    try:
+        return _cache_path(key, kind).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def write_entry(kind: str, key: str, text: str) -> None:
+    """Record ``text`` under ``kind/key``, atomically (best effort: a read-only home just skips it)."""
+    target = _cache_path(key, kind)
+    with contextlib.suppress(OSError):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{key}.{os.getpid()}")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
 
 
 def record(key: str, changed_ns: int, reader: ArtifactReader) -> None:
@@ -106,9 +125,4 @@ def record(key: str, changed_ns: int, reader: ArtifactReader) -> None:
     """
     if time.time_ns() - changed_ns < RACY_NS:
         return
-    target = _cache_path(key)
-    with contextlib.suppress(OSError):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{key}.{os.getpid()}")
-        tmp.write_text(json.dumps({"path": str(reader.path)}), encoding="utf-8")
-        os.replace(tmp, target)
+    write_entry("verified", key, json.dumps({"path": str(reader.path)}))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import stat
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from modelsafe.artifact.rules import (
     MAX_COMPRESSION_RATIO,
@@ -32,6 +32,9 @@ class ArtifactReader:
     #: Called with a member's name before a component reads it; ``load`` sets it to wait
     #: for that member's integrity check (see :class:`modelsafe.artifact.integrity.MemberChecks`).
     gate: Callable[[str], None] | None = None
+    #: The SHA-256 each member is checked against (set by ``load`` with the gate): once the gate let a
+    #: member through, or every check finished, its bytes are the ones with this digest.
+    verified: Mapping[str, str] | None = None
     #: Verified private copies of members (writable buffers), kept by the integrity check for :meth:`private`.
     copies: dict[str, Any]
 

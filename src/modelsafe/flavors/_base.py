@@ -97,6 +97,11 @@ class ComponentSource:
     def read(self, relname: str) -> bytes:
         return bytes(self.view(relname))
 
+    def digest(self, relname: str) -> str | None:
+        """The SHA-256 the member's bytes were verified to have (None when no integrity check ran)."""
+        name = self._member(relname)
+        return None if self._reader.verified is None else self._reader.verified.get(name)
+
     def private(self, relname: str) -> Any:
         """A writable copy of the member that nothing else shares (see ArtifactReader.private)."""
         return self._reader.private(self._member(relname))

@@ -228,11 +228,12 @@ def _embedded(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def audit_graph(source: ComponentSource, data: Mapping[str, Any], options: LoadOptions) -> Any:
     """Audit the stream (and every embedded component) before anything is constructed."""
     from modelsafe.flavors import get_flavor
-    from modelsafe.security import audit_pickle
+    from modelsafe.security import audit_pickle, summarize_verified
 
     embedded = _embedded(data)
+    stream = data["stream"]
     summary = audit_pickle(
-        source.view(data["stream"]),
+        summarize_verified(source.view(stream), source.digest(stream), cache=options.extra.get("hash_cache", True)),
         trusted=options.trusted,
         allowed_modules=options.allowed_modules,
         recorded=data.get("globals", ()),
