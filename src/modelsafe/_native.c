@@ -1,6 +1,6 @@
 /*
- * modelsafe._native: the two loops that Python and numpy cannot run fast enough.
- * The module is optional: when it is missing, callers fall back to numpy.
+ * modelsafe._native: the loops that Python and numpy cannot run fast enough.
+ * The module is optional: when it is missing, callers fall back to numpy (or Python).
  *
  * stream_copy: copy a large buffer with non-temporal (streaming) stores.
  *
@@ -19,6 +19,9 @@
  * modelsafe/security/_validators.py, which holds the same rule in numpy). A forest's
  * check runs once per tree, with about a dozen numpy calls each; this is one pass over
  * the records.
+ *
+ * summarize_pickle_fast: the symbolic pickle-opcode reader of modelsafe/security/_opcodes.py
+ * (default mode, a whole in-memory buffer), in C. It lives in _native_pickle.c; see there.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -83,6 +86,7 @@ PyDoc_STRVAR(tree_nodes_ok_doc,
 static PyObject *
 tree_nodes_ok(PyObject *module, PyObject *args)
 {
+    (void)module;
     Py_buffer nodes;
     Py_ssize_t count, itemsize, left_at, right_at, feature_at;
     long long n_features;
@@ -126,6 +130,7 @@ PyDoc_STRVAR(stream_copy_doc,
 static PyObject *
 stream_copy(PyObject *module, PyObject *args)
 {
+    (void)module;
     Py_buffer dst, src;
     if (!PyArg_ParseTuple(args, "w*y*:stream_copy", &dst, &src)) {
         return NULL;
@@ -153,9 +158,17 @@ stream_copy(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* _native_pickle.c */
+extern PyObject *modelsafe_summarize_pickle_fast(PyObject *module, PyObject *data);
+extern const char modelsafe_summarize_pickle_fast_doc[];
+extern PyObject *modelsafe_pickle_reader_table(PyObject *module, PyObject *unused);
+extern const char modelsafe_pickle_reader_table_doc[];
+
 static PyMethodDef native_methods[] = {
     {"stream_copy", stream_copy, METH_VARARGS, stream_copy_doc},
     {"tree_nodes_ok", tree_nodes_ok, METH_VARARGS, tree_nodes_ok_doc},
+    {"summarize_pickle_fast", modelsafe_summarize_pickle_fast, METH_O, modelsafe_summarize_pickle_fast_doc},
+    {"_pickle_reader_table", modelsafe_pickle_reader_table, METH_NOARGS, modelsafe_pickle_reader_table_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -173,7 +186,8 @@ static PyModuleDef_Slot native_slots[] = {
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
     "modelsafe._native",
-    "Streaming-store copies (the async checkpoint snapshot) and the tree-node bounds check.",
+    "Streaming-store copies (the async checkpoint snapshot), the tree-node bounds check and the "
+    "pickle-opcode reader's fast path.",
     0,
     native_methods,
     native_slots,

@@ -27,6 +27,7 @@ from modelsafe.security._opcode_table import (
     A_FROM_TOP, A_GENERIC, A_GET, A_GLOBAL, A_INST, A_INT, A_KEEP, A_MARK, A_MEMOIZE, A_NEWOBJ,
     A_NEWOBJ_EX, A_OBJ, A_PERSID, A_POP_MARK, A_PROTO, A_PUT, A_REDUCE, A_SETITEMS, A_STACK_GLOBAL,
     A_STOP, A_STRING, ANY, CONSTS, FIXED, LEGACY_STRINGS, LINE, LINE2, MARK, NAMES, OPS, TUPLE_CODES, VALUE_OPS, pop_to_mark)
+from modelsafe.security._fast_reader import fast_summary
 from modelsafe.security._summary import Embedded, Found, GlobalRef, PickleSummary, int_arg
 from modelsafe.security._values import UNKNOWN, TrackedDict, TrackedObject, legacy_string, make_tuple, text
 from modelsafe.security._window import Cursor, Truncated, Window
@@ -36,10 +37,7 @@ __all__ = ["Embedded", "GlobalRef", "PickleSummary", "RawDataHook", "summarize_p
 #: Payloads larger than this are skipped rather than held.
 _KEEP_STRING = 1024
 #: Memory bounds: memoized values (estimated bytes), memoized containers, stack depth, nested streams.
-_MEMO_BUDGET = 48 << 20
-_MAX_BOXES = 400_000
-_MAX_STACK = 8 << 20
-_MAX_NESTING = 4
+_MEMO_BUDGET, _MAX_BOXES, _MAX_STACK, _MAX_NESTING = 48 << 20, 400_000, 8 << 20, 4
 #: "Not inside a frame": a frame end no stream reaches.
 _NO_FRAME = 1 << 80
 
@@ -60,8 +58,10 @@ def summarize_pickle(source: bytes | bytearray | memoryview | BinaryIO, *, raw_d
     """Read one pickle's opcodes (from a buffer, or a file's current position) without running it.
 
     With ``raw_data`` the reader runs in value mode; with ``embedded`` it also collects values
-    that look like pickles (see the module docstring).
+    that look like pickles (see the module docstring); else a buffer is read in C when it can (:mod:`._fast_reader`).
     """
+    if raw_data is None and not embedded and (fast := fast_summary(source)) is not None:
+        return fast
     src = Window(source)
     summary, pos = _summarize(src, 0, raw_data, 0, embedded)
     src.give_back(pos)
