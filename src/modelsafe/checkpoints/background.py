@@ -2,8 +2,9 @@
 
 ``save`` captures a :class:`~modelsafe.checkpoints.snapshot.HostSnapshot` on the training
 thread and hands it here. The thread first copies what the snapshot left for later (the
-optimizer's state, see :mod:`.deferred`) and then lets the held ``optimizer.step()`` go;
-then it writes the artifact and updates the index. Its error is given to the training
+optimizer's state, and a new run's parameters at its first save, see :mod:`.deferred`) and
+then lets the held ``optimizer.step()`` go; a deferred parameter changed meanwhile by a path
+nothing held fails that checkpoint. Then it writes the artifact and updates the index. Its error is given to the training
 thread by :meth:`BackgroundWrite.join`, at the Checkpointer's next call.
 """
 
@@ -43,6 +44,8 @@ class BackgroundWrite:
                 finally:  # copied, or failed (the error comes at the next call): training goes on
                     if self._deferral is not None:
                         self._deferral.release()
+                if self._deferral is not None:
+                    _refuse_changed(self._deferral.changed(), self._entry.step)
                 write_snapshot(self._directory.path / self._entry.file, self._snap, self._prepared)
                 self._directory.commit(self._entry)
         except BaseException as exc:  # noqa: BLE001 - handed to the next call on the training thread
@@ -54,3 +57,18 @@ class BackgroundWrite:
         if self._deferral is not None:
             self._deferral.remove()
         return self._error
+
+
+def _refuse_changed(names: list[str], step: int) -> None:
+    """A deferred parameter changed before its copy was made, by a path nothing held: the snapshot is not
+    the state at the call, so it is not written."""
+    if names:
+        from modelsafe.errors import SaveError
+
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise SaveError(
+            f"The checkpoint of step {step} was not written: parameter(s) {shown} changed in place after save() "
+            "returned and before their background copy was made, by a path modelsafe cannot hold (another thread, "
+            "a compiled kernel, or a .data alias taken before save). It would not hold the state at the call. The "
+            "checkpoints already on disk are unchanged. Call Checkpointer.wait() before changing parameters that "
+            "way after a save, and save again.", step=step)

@@ -171,6 +171,10 @@ class Checkpointer:
         #: A resumed run's host buffers, made and touched off the training thread (see snapshot.preallocate).
         self._prefetch = (None if latest is None
                           else _snapshot().preallocate_like(self._buffers, self.directory / latest.file))
+        if self.async_save:  # the environment record the first snapshot needs, read while the loop trains
+            from modelsafe.checks.environment import read_distributions_in_background
+
+            read_distributions_in_background()
         _LIVE.add(self)
 
     def __repr__(self) -> str:
@@ -209,7 +213,9 @@ class Checkpointer:
         from modelsafe.checkpoints.background import BackgroundWrite
         from modelsafe.checkpoints.deferred import Deferral
 
-        deferral = Deferral.of(model, optimizer)  # what only optimizer.step() changes is copied in the background
+        # What only optimizer.step() changes is copied in the background; the parameters too when the host
+        # buffers are still to be made (a new run's first save: see .deferred).
+        deferral = Deferral.of(model, optimizer, parameters=not self._buffers)
         snap, prepared = write.snapshot(self._buffers, capture, None if deferral is None else deferral.covers)
         self._pending = BackgroundWrite(self._dir, entry, snap, prepared, deferral if snap.deferred_nbytes else None)
         return CheckpointInfo.of(self.directory, dataclasses.replace(entry, size=snap.nbytes))

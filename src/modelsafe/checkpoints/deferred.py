@@ -1,12 +1,10 @@
-"""Optimizer state copied after an async save has returned, while nothing may change it.
+"""State copied after an async save has returned, while nothing may change it.
 
 An async checkpoint is a snapshot: it holds the state at the call, whatever the training
-loop does next. Module parameters and buffers change in place in many places (``p.add_()``
-under ``no_grad``, a weight clip, a BatchNorm's running statistics inside the forward pass,
-compiled code), so the snapshot copies them before ``save`` returns. The optimizer's
-per-parameter state (Adam's two moments: two thirds of a checkpoint with Adam) is changed
-by ``optimizer.step()`` and, rarely, by the loop's own code. :class:`Deferral` leaves those
-bytes for the background thread to copy, and until they are copied:
+loop does next. The optimizer's per-parameter state (Adam's two moments: two thirds of a
+checkpoint with Adam) is changed by ``optimizer.step()`` and, rarely, by the loop's own
+code. :class:`Deferral` leaves those bytes for the background thread to copy, and until
+they are copied:
 
 * a step pre-hook (``Optimizer.register_step_pre_hook``) holds the optimizer's next
   ``step()``, from any thread;
@@ -14,13 +12,28 @@ bytes for the background thread to copy, and until they are copied:
   state's memory (``opt.state[p]["exp_avg"].zero_()``, ``.copy_()``, ``.numpy()``,
   ``load_state_dict``), reads included.
 
+Module parameters and buffers change in place in more places (``p.add_()`` under
+``no_grad``, a weight clip, a BatchNorm's running statistics inside the forward pass), and
+the forward pass reads them, so they are normally copied before ``save`` returns: into
+buffers already made, that copy runs at memory speed. The first snapshot of a run has no
+buffers yet, and the first touch of fresh memory costs several times the copy (seconds for
+a few GiB), so it also defers the *parameters* (``parameters=True``; buffers are still
+copied at once). The mode then also holds every call that may *write* to a parameter's
+memory (an in-place method or operator, ``out=``, an op whose schema writes, ``.numpy()``,
+``data_ptr()``, storage access), while reads (the forward pass) go on; and each parameter's
+version counter, which every in-place change through torch bumps, is compared once the copy
+is made: a parameter changed by a path the mode does not see (another thread, a compiled
+kernel) makes that checkpoint fail with a :class:`~modelsafe.errors.SaveError` naming it,
+rather than hold a state that never existed.
+
 Training goes on meanwhile: forward, backward, ``zero_grad``, a scheduler step. The mode is
 left at the next step or Checkpointer call, once it is on top of the thread's stack again
 (until then it only passes calls on). Not held, so landing in the checkpoint if made
 before the copy ends (``Checkpointer.wait()`` returns after it): a change of the
 optimizer's state by another thread other than through ``step()``, and a change through
 memory taken before ``save`` (a NumPy view of the state kept from earlier, a raw pointer
-in an extension). Nothing is deferred, so all of the state is copied before ``save``
+in an extension, a parameter's ``.data`` alias taken before ``save``, whose version
+counter is its own). Nothing is deferred, so all of the state is copied before ``save``
 returns, when the optimizer is not a ``torch.optim.Optimizer``, when a torch function mode
 is active at ``save`` (inside ``with torch.device(...)``, after ``torch.set_default_device``:
 leaving that mode would take ours off the stack instead), and for state tensors that share
@@ -77,12 +90,30 @@ def _function_modes() -> int | None:
     return None if count is None else count()
 
 
-def _guard(spans: _Spans, copied: threading.Event) -> Any:
-    """A torch function mode that holds every torch call reaching ``spans`` until ``copied`` is set."""
+#: Calls that write without an in-place name, or hand out a parameter's memory beyond torch's sight: held like
+#: writes. (Setting ``.grad`` or ``.data`` rebinds the attribute and leaves the parameter's memory as it was.)
+_ESCAPES = frozenset({"numpy", "__array__", "__dlpack__", "data_ptr", "untyped_storage", "storage",
+                      "_typed_storage", "__setitem__"})
+
+
+def _writes(func: Any, kwargs: dict) -> bool:
+    """Whether ``func`` may write to (or expose for writing) the memory of a tensor it is given."""
+    if "out" in kwargs:
+        return True
+    name = getattr(func, "__name__", "")
+    if name in _ESCAPES or (name.endswith("_") and not name.endswith("__")) or name.startswith("__i"):
+        return True  # add_, copy_, _foreach_mul_; __iadd__, __imul__, ...
+    schema = getattr(func, "_schema", None)  # torch.ops.aten.* overloads say which arguments they write
+    return schema is not None and any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+
+
+def _guard(held: _Spans, written: _Spans | None, copied: threading.Event) -> Any:
+    """A torch function mode that holds, until ``copied`` is set, every torch call reaching ``held``
+    and every call that may write to ``written``."""
     import torch
     from torch.overrides import TorchFunctionMode
 
-    def reaches(value: Any) -> bool:
+    def reaches(spans: _Spans, value: Any) -> bool:
         for item in value if isinstance(value, (list, tuple)) else (value,):  # foreach ops take lists
             if isinstance(item, torch.Tensor) and item.device.type == "cpu" and item.layout == torch.strided:
                 storage = item.untyped_storage()
@@ -93,8 +124,11 @@ def _guard(spans: _Spans, copied: threading.Event) -> Any:
     class HoldUntilCopied(TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
-            if not copied.is_set() and any(reaches(value) for value in (*args, *kwargs.values())):
-                copied.wait()
+            if not copied.is_set():
+                values = (*args, *kwargs.values())
+                if (any(reaches(held, value) for value in values)
+                        or written is not None and _writes(func, kwargs) and any(reaches(written, v) for v in values)):
+                    copied.wait()
             return func(*args, **kwargs)
 
     return HoldUntilCopied()
@@ -111,17 +145,25 @@ class Deferral:
     the mode at a later step, while a mode entered after ``save`` is above ours).
     """
 
-    def __init__(self, optimizer: Any, ranges: list[tuple[int, int]]) -> None:
+    def __init__(self, optimizer: Any, ranges: list[tuple[int, int]],
+                 parameters: list[tuple[str, Any]] | None = None) -> None:
         self._optimizer = optimizer
-        self._spans = _Spans(ranges)
+        own = _ranges(p for _, p in parameters or ())
+        self._state = _Spans(ranges)  # held at every call that reaches it
+        self._written = _Spans(own) if own else None  # held at every call that may write to it
+        self._spans = _Spans(sorted(ranges + own))  # what the snapshot leaves for the background copy
+        #: The deferred parameters, by name, with their version counters at the call.
+        self._versions = [(name, p, p._version) for name, p in parameters or ()]
         self._copied = threading.Event()
+        self._changed: list[str] = []
         self._handle: Any = None
         self._mode: Any = None
         self._thread: int | None = None
 
     @classmethod
-    def of(cls, model: Any, optimizer: Any) -> "Deferral | None":
-        """The deferral of ``optimizer``'s state, or None when all of it is copied at once (see the module)."""
+    def of(cls, model: Any, optimizer: Any, *, parameters: bool = False) -> "Deferral | None":
+        """The deferral of ``optimizer``'s state (and, with ``parameters``, of the module's parameters), or
+        None when all of it is copied at once (see the module)."""
         torch = sys.modules.get("torch")  # a Keras run does not import torch for this
         if torch is None or not isinstance(optimizer, torch.optim.Optimizer) or _function_modes() != 0:
             return None
@@ -130,10 +172,16 @@ class Deferral:
         module = list(model.parameters()) + list(model.buffers()) if isinstance(model, torch.nn.Module) else []
         own = _ranges(module)
         ranges = [span for span in _ranges(state) if not _overlaps(span, own)]
-        return cls(optimizer, ranges) if ranges else None
+        deferred = None
+        if parameters and isinstance(model, torch.nn.Module):
+            buffers = _ranges(model.buffers())  # a parameter sharing memory with a buffer is copied at once
+            deferred = [(name, p) for name, p in model.named_parameters()
+                        if p.device.type == "cpu" and p.layout == torch.strided
+                        and not any(_overlaps(span, buffers) for span in _ranges([p]))]
+        return cls(optimizer, ranges, deferred) if ranges or deferred else None
 
     def covers(self, array: "np.ndarray") -> bool:
-        """Whether all of ``array``'s bytes lie in the optimizer's state (memory that waits for the copy)."""
+        """Whether all of ``array``'s bytes lie in the deferred state (memory that waits for the copy)."""
         return self._spans.hold(array.__array_interface__["data"][0], array.nbytes)
 
     def hold(self) -> None:
@@ -145,12 +193,21 @@ class Deferral:
             leave()
 
         self._handle = self._optimizer.register_step_pre_hook(wait_for_the_checkpoint_copy)
-        self._mode = _guard(self._spans, copied)
+        self._mode = _guard(self._state, self._written, copied)
         self._mode.__enter__()
         self._thread = threading.get_ident()
 
     def release(self) -> None:
+        """The copy is made (or failed): let what waits go, after reading which parameters changed before."""
+        self._changed = self.changed()
         self._copied.set()
+
+    def changed(self) -> list[str]:
+        """The deferred parameters changed in place between the call and :meth:`release` (their copy may then
+        not be their state at the call); before the release, those changed so far."""
+        if self._copied.is_set():
+            return self._changed
+        return [name for name, p, version in self._versions if p._version != version]
 
     def remove(self) -> None:
         self._leave()

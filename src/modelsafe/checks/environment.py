@@ -16,6 +16,7 @@ import os
 import platform
 import sys
 import sysconfig
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -55,9 +56,27 @@ def is_stdlib(module: str) -> bool:
     return module.split(".")[0] in sys.stdlib_module_names or module.split(".")[0] == "builtins"
 
 
+_DISTRIBUTIONS_READ = threading.Lock()
+
+
 @functools.lru_cache(maxsize=1)
-def _packages_distributions() -> dict[str, list[str]]:
+def _read_packages_distributions() -> dict[str, list[str]]:
     return metadata.packages_distributions()
+
+
+def _packages_distributions() -> dict[str, list[str]]:
+    """Which distributions provide each top-level module: read once per process (it parses every installed
+    distribution's metadata, about a second), and by one thread: another caller waits for that reading."""
+    with _DISTRIBUTIONS_READ:
+        return _read_packages_distributions()
+
+
+def read_distributions_in_background() -> threading.Thread:
+    """Start reading what :func:`distribution_for_module` needs, off the calling thread (an async
+    ``Checkpointer``: its first snapshot would otherwise read it while the training loop waits)."""
+    thread = threading.Thread(target=_packages_distributions, name="modelsafe-distributions", daemon=True)
+    thread.start()
+    return thread
 
 
 @functools.lru_cache(maxsize=512)
