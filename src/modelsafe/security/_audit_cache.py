@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -41,17 +42,24 @@ __all__ = ["summarize_verified", "MIN_BYTES"]
 MIN_BYTES = 1 << 12
 _KIND = "audits"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-#: The modules whose code decides what a stream's reading is.
-_READERS = ("_opcodes", "_opcode_table", "_inert", "_bounds", "_summary", "_window", "_names", "_audit_cache")
+#: The modules whose code decides what a stream's reading is (and the C reader, when it is built).
+_READERS = ("_opcodes", "_opcode_table", "_inert", "_bounds", "_summary", "_window", "_names", "_fast_reader",
+            "_audit_cache")
 
 
 @functools.lru_cache(maxsize=1)
 def _readers_digest() -> str:
     digest = hashlib.sha256(f"{__version__}\0{sys.version}\0{sys.implementation.cache_tag}".encode())
     here = Path(__file__).parent
-    for name in _READERS:
+    files = [here / f"{name}.py" for name in _READERS]
+    native = importlib.util.find_spec("modelsafe._native")  # finds the file; imports nothing
+    if native is not None and native.origin:
+        files.append(Path(native.origin))
+    else:
+        digest.update(b"no C reader")
+    for path in files:
         try:
-            digest.update((here / f"{name}.py").read_bytes())
+            digest.update(path.read_bytes())
         except OSError:  # no source (a frozen or compiled install): never share readings across builds
             digest.update(os.urandom(16))
     return digest.hexdigest()

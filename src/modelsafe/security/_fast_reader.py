@@ -20,7 +20,6 @@ Python reader; the variable is read at every call.
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Any, Callable
 
@@ -39,10 +38,11 @@ def _reader() -> Callable[[Any], Any] | None:
     global _native
     if _native is _UNSET:
         try:
-            # By name: grimp would record a static import of the C module as one of the package root.
-            _native = getattr(importlib.import_module("modelsafe._native"), "summarize_pickle_fast", None)
+            import modelsafe._native as module
         except ImportError:
             _native = None
+        else:
+            _native = getattr(module, "summarize_pickle_fast", None)
     return _native
 
 
