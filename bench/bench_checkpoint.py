@@ -20,10 +20,13 @@ Rows, measured side by side in one process, rounds interleaved (``BENCH_ROUNDS``
   the background); "next step held" is how long an ``optimizer.step()`` called at once after
   ``save`` waits for that background copy (the worst case: a loop's forward and backward
   run meanwhile); "until written" adds the background write (``wait()``).
-  The first save of a run has its own rows: a new run's first stall also allocates and first
-  touches the host buffers; a resumed run's Checkpointer (a directory holding a checkpoint)
-  makes them in the background when it is created, and its first stall is timed once they
-  are made (a loop that trains that long before its first save).
+  The first save of a run has its own rows. A new run's first save leaves the copy of the
+  parameters, too, to the background (its host buffers are still to be allocated and first
+  touched); its Checkpointer reads the installed distributions (the environment record) and
+  imports the snapshot path in the background when it is created. A resumed run's
+  Checkpointer (a directory holding a checkpoint) also makes the host buffers then. Each
+  first stall is timed once that background work is done (a loop that trains that long, a
+  few seconds, before its first save).
 
 ``os.sync()`` runs between operations (not timed), so no tool pays for another's writeback.
 The machine is shared: the table shows the median and range over interleaved rounds.
@@ -141,6 +144,7 @@ def main() -> None:
     rows: dict[str, list[tuple[float, float]]] = {}
     try:
         # warm-up, not counted: every tool has written once (the VM's first touch of page-cache memory is slow)
+        async_ck._join_prefetch()  # the loop would train meanwhile
         rows["Checkpointer.save (async): first stall of a new run"] = [async_save(async_ck, 0, "new run's first")[0]]
         async_ck.wait()
         timed(lambda: torch_save(False), clock)

@@ -225,3 +225,24 @@ def test_the_deferred_pieces_equal_the_parameters_at_the_call(trained, monkeypat
     deferral.remove()
     assert np.array_equal(np.asarray(snap._data["w"]), at_call)
     assert deferral.changed() == []  # changed after the copy was made and released: the checkpoint stands
+
+
+WARM = """
+    import json, os, sys, modelsafe as ms
+    if os.environ["FRAMEWORK"] == "torch":
+        import torch
+    from modelsafe.checks import environment
+    ck = ms.Checkpointer("ck", async_save=True)
+    ck._join_prefetch()                                        # the loop trains meanwhile
+    print(json.dumps({"distributions read": environment._read_packages_distributions.cache_info().currsize,
+                      "torch flavor": "modelsafe.flavors.torch.flavor" in sys.modules,
+                      "torch": "torch" in sys.modules, "sync": ms.Checkpointer("sync")._warm is None}))
+    ck.close()
+"""
+
+
+@pytest.mark.parametrize("framework", ["torch", "none"])
+def test_an_async_checkpointer_reads_what_a_first_save_needs_in_the_background(fresh, framework):
+    out = json.loads(fresh(WARM, env={"FRAMEWORK": framework}).stdout.strip().splitlines()[-1])
+    assert out == {"distributions read": 1, "torch flavor": framework == "torch", "torch": framework == "torch",
+                   "sync": True}

@@ -171,10 +171,7 @@ class Checkpointer:
         #: A resumed run's host buffers, made and touched off the training thread (see snapshot.preallocate).
         self._prefetch = (None if latest is None
                           else _snapshot().preallocate_like(self._buffers, self.directory / latest.file))
-        if self.async_save:  # the environment record the first snapshot needs, read while the loop trains
-            from modelsafe.checks.environment import read_distributions_in_background
-
-            read_distributions_in_background()
+        self._warm = _snapshot().warm_in_background() if self.async_save else None
         _LIVE.add(self)
 
     def __repr__(self) -> str:
@@ -233,10 +230,12 @@ class Checkpointer:
                                             facts, self._context)
 
     def _join_prefetch(self) -> None:
-        """Wait for the host buffers being made for a resumed run (only a snapshot or close needs them)."""
-        prefetch, self._prefetch = self._prefetch, None
-        if prefetch is not None:
-            prefetch.join()
+        """Wait for what is made ready off the training thread: the host buffers of a resumed run, and what
+        any first snapshot reads (only a snapshot or close needs them)."""
+        for thread in (self._prefetch, self._warm):
+            if thread is not None:
+                thread.join()
+        self._prefetch = self._warm = None
 
     def wait(self) -> None:
         """Wait for a pending background write; raise its error if it failed (once)."""

@@ -24,7 +24,7 @@ from modelsafe.errors import SaveError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["HostSnapshot", "preallocate", "preallocate_like"]
+__all__ = ["HostSnapshot", "preallocate", "preallocate_like", "warm_in_background"]
 #: Bytes between two writes that fault in every page of a new buffer (the smallest page size).
 _PAGE = 4096
 
@@ -250,5 +250,34 @@ def preallocate_like(buffers: dict[str, "np.ndarray"], checkpoint: Path) -> thre
         preallocate(buffers, {name: m.size for name, m in members.items()})
 
     thread = threading.Thread(target=run, name="modelsafe-checkpoint-buffers", daemon=True)
+    thread.start()
+    return thread
+
+
+#: The modules an async snapshot runs through, imported by :func:`warm_in_background`.
+_SNAPSHOT_MODULES = ("modelsafe.checkpoints.write", "modelsafe.checkpoints.state", "modelsafe.checkpoints.background",
+                     "modelsafe.checkpoints.deferred", "modelsafe.code.bundle")
+
+
+def warm_in_background() -> threading.Thread:
+    """Start a daemon thread that makes ready what any first snapshot reads, while the loop trains: the
+    installed distributions (the environment record: about a second), the modules of the snapshot path, and
+    the torch flavor when torch is already imported (never importing a framework that is not)."""
+
+    def run() -> None:
+        import importlib
+        import sys
+
+        from modelsafe.checks.environment import read_distributions
+
+        read_distributions()
+        for name in _SNAPSHOT_MODULES:
+            importlib.import_module(name)
+        if "torch" in sys.modules:
+            from modelsafe.flavors import get_flavor
+
+            get_flavor("torch")
+
+    thread = threading.Thread(target=run, name="modelsafe-checkpoint-warm", daemon=True)
     thread.start()
     return thread

@@ -71,12 +71,10 @@ def _packages_distributions() -> dict[str, list[str]]:
         return _read_packages_distributions()
 
 
-def read_distributions_in_background() -> threading.Thread:
-    """Start reading what :func:`distribution_for_module` needs, off the calling thread (an async
-    ``Checkpointer``: its first snapshot would otherwise read it while the training loop waits)."""
-    thread = threading.Thread(target=_packages_distributions, name="modelsafe-distributions", daemon=True)
-    thread.start()
-    return thread
+def read_distributions() -> None:
+    """Read now what :func:`distribution_for_module` needs (see :func:`_packages_distributions`): a caller
+    that has time to spare (an async ``Checkpointer``'s background thread) spares a later save the wait."""
+    _packages_distributions()
 
 
 @functools.lru_cache(maxsize=512)
