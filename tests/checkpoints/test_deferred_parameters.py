@@ -246,3 +246,15 @@ def test_an_async_checkpointer_reads_what_a_first_save_needs_in_the_background(f
     out = json.loads(fresh(WARM, env={"FRAMEWORK": framework}).stdout.strip().splitlines()[-1])
     assert out == {"distributions read": 1, "torch flavor": framework == "torch", "torch": framework == "torch",
                    "sync": True}
+
+
+def test_which_calls_count_as_writes():
+    from modelsafe.checkpoints.deferred import _writes
+
+    writes = [torch.Tensor.add_, torch.Tensor.__iadd__, torch.Tensor.__imul__, torch.Tensor.__setitem__,
+              torch.Tensor.numpy, torch.Tensor.data_ptr, torch._foreach_mul_, torch.ops.aten.mul_.Scalar]
+    reads = [torch.Tensor.__int__, torch.Tensor.__iter__, torch.Tensor.__index__, torch.Tensor.__add__,
+             torch.nn.functional.linear, torch.Tensor.sum, torch.ops.aten.mul.Scalar, torch.cat]
+    assert [f for f in writes if not _writes(f, {})] == []
+    assert [f for f in reads if _writes(f, {})] == []
+    assert _writes(torch.add, {"out": None})

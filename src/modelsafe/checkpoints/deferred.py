@@ -94,6 +94,9 @@ def _function_modes() -> int | None:
 #: writes. (Setting ``.grad`` or ``.data`` rebinds the attribute and leaves the parameter's memory as it was.)
 _ESCAPES = frozenset({"numpy", "__array__", "__dlpack__", "data_ptr", "untyped_storage", "storage",
                       "_typed_storage", "__setitem__"})
+#: The in-place operators (``p += x``, ``p *= x``, ...).
+_INPLACE_OPERATORS = frozenset(f"__i{op}__" for op in ("add", "sub", "mul", "matmul", "truediv", "floordiv", "mod",
+                                                        "pow", "lshift", "rshift", "and", "xor", "or"))
 
 
 def _writes(func: Any, kwargs: dict) -> bool:
@@ -101,8 +104,8 @@ def _writes(func: Any, kwargs: dict) -> bool:
     if "out" in kwargs:
         return True
     name = getattr(func, "__name__", "")
-    if name in _ESCAPES or (name.endswith("_") and not name.endswith("__")) or name.startswith("__i"):
-        return True  # add_, copy_, _foreach_mul_; __iadd__, __imul__, ...
+    if name in _ESCAPES or name in _INPLACE_OPERATORS or (name.endswith("_") and not name.endswith("__")):
+        return True  # numpy, __setitem__; __iadd__, __imul__; add_, copy_, _foreach_mul_
     schema = getattr(func, "_schema", None)  # torch.ops.aten.* overloads say which arguments they write
     return schema is not None and any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
 
