@@ -223,7 +223,7 @@ def _dask(folder: Path, model: Any, parts: Path) -> list[str]:
 
     ddf = dd.read_parquet(str(parts))
     assert ddf.npartitions == PARTITIONS, ddf.npartitions
-    settings = dict(threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="4GiB",
+    settings = dict(threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None, memory_limit="4GiB",
                     silence_logs=logging.ERROR)
     builds = {"modelsafe": lambda: modelsafe.dask.predict(folder / "forest.msafe", ddf),
               "pickled": lambda: ddf.map_partitions(pickled_predict, model, meta=("prediction", "int64"))}
@@ -292,7 +292,9 @@ def _spark(folder: Path, model: Any, parts: Path) -> list[str]:
 
     lines = [f"| (spark: {_load()} at the start) | | | | | |"]
     os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # loopback only: Spark otherwise binds the host's own address
     spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+             .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
              .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     try:

@@ -20,7 +20,7 @@ from modelsafe.batch import cache
 def client():
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
                            silence_logs=logging.ERROR)
     with Client(cluster) as c:
         yield c

@@ -26,9 +26,11 @@ def _java() -> None:
 def spark():
     _java()
     os.environ["PYSPARK_PYTHON"] = sys.executable  # the Python workers run this interpreter, with modelsafe
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"  # loopback only: Spark otherwise binds the host's own address
     from pyspark.sql import SparkSession
 
     session = (SparkSession.builder.master("local[2]").appName("modelsafe-tests")
+               .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
                .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "4")
                .config("spark.sql.execution.arrow.maxRecordsPerBatch", "1000").getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
