@@ -99,6 +99,18 @@ def test_replay_finds_what_the_reader_finds(label, data):
     _same_findings(data)
 
 
+@pytest.mark.parametrize("native", ["1", "0"])
+@pytest.mark.parametrize("label,data", list(_streams()), ids=lambda v: v if isinstance(v, str) else "")
+def test_saves_one_reading_is_what_every_load_reads(label, data, native, monkeypatch):
+    """save records one reading of its own stream (C reader, else the replay): the same globals, called or
+    referenced, as the two readers of a load find."""
+    from modelsafe.security._inert import summarize_own_stream
+
+    monkeypatch.setenv("MODELSAFE_NATIVE_READER", native)
+    own, audited = summarize_own_stream(data), summarize_buffer(data)
+    assert audited.complete and _kinds(own) == _kinds(audited), label
+
+
 def _corpus_streams():
     for path in sorted(CORPUS.iterdir()):
         if path.is_file():

@@ -36,6 +36,7 @@ import math
 import pickle
 from typing import Any
 
+from modelsafe.security._fast_reader import fast_summary
 from modelsafe.security._opcodes import GlobalRef, PickleSummary, summarize_pickle
 
 #: Most items an allowlisted constructor may be asked to allocate while unpickling.
@@ -212,8 +213,12 @@ def summarize_buffer(data: bytes | bytearray | memoryview) -> PickleSummary:
 
 def summarize_own_stream(data: bytes | bytearray | memoryview) -> PickleSummary:
     """What a stream modelsafe itself has just pickled names and calls (``save`` records it in the manifest):
-    CPython's own reading by the inert replay, which is what every load will read, at C speed; the symbolic
-    reader only where the replay cannot run. Both readers are for streams from elsewhere (summarize_buffer)."""
+    one reading, not the two a stream from elsewhere gets (summarize_buffer): the symbolic reader's in C
+    (:mod:`._fast_reader`), else CPython's own by the inert replay, else the symbolic reader's in Python.
+    Every load still reads the stream with both readers, and refuses it unless they agree."""
+    fast = fast_summary(data)
+    if fast is not None:
+        return fast
     replay = _replay(data)
     return replay if replay is not None and not replay.exhausted else summarize_pickle(data)
 
