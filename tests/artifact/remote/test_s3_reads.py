@@ -112,3 +112,39 @@ def test_an_object_written_elsewhere_after_a_cached_listing_is_found(s3, tmp_pat
     ms.save({"w": np.arange(1000)}, local, overwrite=True)
     elsewhere.put(str(local), f"{prefix}/weights.msafe")
     assert ms.load(url, storage_options=s3["options"]).model["w"].size == 1000
+
+
+class _Calls:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("true",))
+
+
+def test_scan_streams_a_large_remote_pickle_in_bounded_memory(s3, fresh):
+    """A 96 MiB pickle whose dangerous call comes after its payload: the scan reads to the end, in a few
+    read-ahead blocks of memory, and reports the call."""
+    import pickle
+
+    size = 96 << 20
+    data = pickle.dumps([b"\0" * size, _Calls()], protocol=4)
+    url = f"s3://{s3['bucket']}/large.pkl"
+    s3["fs"].pipe(f"{s3['bucket']}/large.pkl", data)
+    s3["fs"].pipe(f"{s3['bucket']}/small.pkl", pickle.dumps([1, 2, 3]))
+    del data
+    out = fresh(f"""
+        import modelsafe as ms
+
+        def status(key):
+            return next(int(line.split()[1]) << 10 for line in open("/proc/self/status") if line.startswith(key))
+
+        options = {s3['options']!r}
+        assert ms.scan({f"s3://{s3['bucket']}/small.pkl"!r}, storage_options=options).ok  # the client, made first
+        open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) starts again from here
+        before = status("VmRSS:")
+        report = ms.scan({url!r}, storage_options=options)
+        print(status("VmHWM:") - before, report.ok, "os.system" in str(report))
+    """)
+    growth, ok, named = out.stdout.split()
+    assert ok == "False" and named == "True"
+    assert int(growth) < 48 << 20, f"the scan's peak grew by {int(growth) >> 20} MiB for a {size >> 20} MiB file"
