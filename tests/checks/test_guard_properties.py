@@ -193,6 +193,36 @@ def test_missing_values_into_a_column_that_cannot_hold_them_are_counted(df, data
     assert info.value.missing == missing and label_key(info.value.column) == label_key(df.columns[j])
 
 
+NARROW = ["int8", "int16", "int32", "uint8", "uint16", "uint32", "float32"]
+NULLABLE = ["Int64", "Int32", "UInt64", "Float64"]
+
+
+@SETTINGS
+@given(st.sampled_from(NARROW), st.data())
+def test_a_nullable_column_is_never_narrowed_into_the_saved_dtype(saved, data):
+    """A nullable column without NA reaches the model with every value it holds, as the plain column of the same
+    values would (a value outside the saved dtype's range is never wrapped or rounded into it); with NA into a
+    float column, the NA become NaN and the rest stay whole."""
+    saved_dtype = np.dtype(saved)
+    nullable = data.draw(st.sampled_from(NULLABLE if saved_dtype.kind == "f" else NULLABLE[:-1]))
+    df = pd.DataFrame({"x": np.arange(40).astype(saved_dtype), "y": np.arange(40.0)})
+    guard = Guard(_schema(df))
+    own = pd.array([], dtype=nullable).dtype.numpy_dtype
+    bound = np.iinfo(own) if own.kind in "iu" else np.finfo(own)
+    low = max(int(bound.min), -(2**62)) if own.kind != "u" else 0
+    high = min(int(bound.max), 2**62)
+    values = data.draw(st.lists(st.integers(low, high), min_size=1, max_size=8))
+    with_na = data.draw(st.booleans()) and saved_dtype.kind == "f"
+    column = pd.array(values + ([None] if with_na else []), dtype=nullable)
+    x = pd.DataFrame({"x": column, "y": np.arange(len(column), dtype=float)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)  # far outside the sample's range: said, and predicted
+        out = guard.check(x)
+    given_values = x["x"].to_numpy(dtype="float64", na_value=np.nan)
+    reached = out["x"].to_numpy(dtype="float64")
+    assert np.array_equal(reached, given_values, equal_nan=True), (out["x"].dtype, values)
+
+
 @SETTINGS
 @given(frames(families=["int64", "uint8", "Int64", "bool"]), st.data())
 def test_fractions_or_text_into_an_integer_column_are_refused(df, data):

@@ -94,6 +94,17 @@ def _as_dtype(name: str) -> Any:
         return name  # an extension dtype ("category", "Int64"): pandas dtypes equal their names
 
 
+def _widened(saved: np.dtype, got: Any, missing: int) -> np.dtype:
+    """The dtype a nullable column is converted to: the saved one when it holds every value of the column's own
+    numpy dtype, else that dtype (what a plain column of it would pass as): never a narrowing that wraps 300 into
+    a uint8 column or 2**40 into an int32 one, or rounds a Float64 into float32 (missing values into a float
+    column: float64, which holds both)."""
+    own = getattr(got, "numpy_dtype", None)
+    if not isinstance(own, np.dtype) or np.can_cast(own, saved, "safe"):
+        return saved
+    return np.dtype("float64") if saved.kind == "f" or missing else own
+
+
 class _FrameGuard:
     def __init__(self, schema: dict[str, Any]) -> None:
         columns = schema.get("columns") or []
@@ -189,7 +200,7 @@ class _FrameGuard:
                         f"was saved with {expected}, which cannot hold them: they would become numbers (or fail) "
                         "without a word. Fill them (df[col].fillna(...)) or drop those rows before predicting.",
                         column=label, expected=expected, actual=have.name, missing=missing)
-                casts[j] = self.saved_dtypes[j]
+                casts[j] = _widened(self.saved_dtypes[j], got, missing)
         return casts
 
     def _positions(self, x: Any) -> Any:
