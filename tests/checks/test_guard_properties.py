@@ -223,6 +223,40 @@ def test_a_nullable_column_is_never_narrowed_into_the_saved_dtype(saved, data):
     assert np.array_equal(reached, given_values, equal_nan=True), (out["x"].dtype, values)
 
 
+TIME_INPUTS = {
+    "naive": lambda n: pd.Series(pd.date_range("2024-01-01", periods=n, freq="h")),
+    "utc": lambda n: pd.Series(pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC")),
+    "paris": lambda n: pd.Series(pd.date_range("2024-01-01", periods=n, freq="h", tz="Europe/Paris")),
+    "timedelta": lambda n: pd.Series(pd.to_timedelta(np.arange(n), unit="s")),
+    "int": lambda n: pd.Series(np.arange(n)),
+    "float": lambda n: pd.Series(np.arange(n) / 2),
+    "bool": lambda n: pd.Series(np.arange(n) % 2 == 0),
+}
+#: saved -> given kinds that pass (every other pair is refused, naming the column and both dtypes)
+TIME_PASSES = {"naive": {"naive"}, "utc": {"utc", "paris"}, "paris": {"utc", "paris"}, "timedelta": {"timedelta"}}
+
+
+@SETTINGS
+@given(st.sampled_from(sorted(TIME_PASSES)), st.sampled_from(sorted(TIME_INPUTS)), st.booleans())
+def test_times_pass_only_as_times_of_the_same_kind(saved, given_kind, with_na):
+    """A datetime column passes as datetimes with (any) time zone or without one, as saved; a timedelta as a
+    timedelta; numbers into a time column, and time zones added or dropped, are refused by name."""
+    n = 40
+    df = pd.DataFrame({"t": TIME_INPUTS[saved](n), "x": np.arange(n, dtype=float)})
+    guard = Guard(_schema(df))
+    column = TIME_INPUTS[given_kind](n)
+    if with_na and given_kind in TIME_PASSES:
+        column.iloc[3] = pd.NaT  # a missing time is a time: it never decides the verdict
+    x = pd.DataFrame({"t": column, "x": np.arange(n, dtype=float)})
+    if given_kind in TIME_PASSES[saved]:
+        out = _quiet(guard, x)
+        assert out["t"].equals(x["t"])
+    else:
+        with pytest.raises(ms.SchemaError) as info:
+            guard.check(x)
+        assert info.value.column == "t" and "'t'" in str(info.value)
+
+
 @SETTINGS
 @given(frames(families=["int64", "uint8", "Int64", "bool"]), st.data())
 def test_fractions_or_text_into_an_integer_column_are_refused(df, data):
