@@ -8,6 +8,8 @@ bypassed the guard.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,3 +82,43 @@ def test_mixed_dtype_models_predict_and_verify_in_a_fresh_process(tmp_path, fres
         print(json.dumps("ok"))
     """, cwd=tmp_path)
     assert out.stdout.strip().endswith('"ok"')
+
+
+def test_a_model_saved_with_a_polars_sample_predicts_polars_in_a_fresh_process(tmp_path, fresh):
+    """polars end to end: the sample is recorded with its names, the guard checks a polars frame by name
+    (any column order), missing values into an integer column are counted, and the model gets polars."""
+    pl = pytest.importorskip("polars")
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(1)
+    frame = pl.DataFrame({"n": rng.integers(0, 100, 200), "x": rng.normal(size=200), "w": rng.normal(size=200)})
+    y = frame["x"].to_numpy() * 2 + frame["n"].to_numpy()
+    model = LinearRegression().fit(frame, y)
+    ms.save(model, tmp_path / "m.msafe", sample=frame[:50])
+    frame.write_parquet(tmp_path / "frame.parquet")
+    out = fresh("""
+        import json, warnings
+        import numpy as np, polars as pl, modelsafe as ms
+
+        bundle = ms.load("m.msafe")
+        assert bundle.verify().ok
+        frame = pl.read_parquet("frame.parquet")
+        expected = bundle.model.predict(frame)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert np.allclose(bundle.predict(frame), expected)
+            assert np.allclose(bundle.predict(frame.select(["w", "x", "n"])), expected)
+        refusals = {}
+        for case, bad in (("missing", frame.drop("x")),
+                          ("na", frame.with_columns(pl.when(pl.col("x") > 0).then(None).otherwise(pl.col("n"))
+                                                    .alias("n")))):
+            try:
+                bundle.predict(bad)
+            except ms.SchemaError as exc:
+                refusals[case] = [exc.column, str(exc)]
+        print(json.dumps({"refusals": refusals, "na count": int((frame["x"] > 0).sum())}))
+    """)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["refusals"]["missing"][0] == "x"
+    column, message = result["refusals"]["na"]
+    assert column == "n" and f"has {result['na count']} missing value" in message

@@ -60,6 +60,16 @@ def capture_schema(x: Any, training_data: Any = None, *, positional: bool = Fals
     return _array_schema(x, kind, training_data)
 
 
+def _polars_dtype(col: Any) -> Any:
+    """The dtype recorded for a column of a polars sample (read as a nullable pandas column): every polars
+    column may hold nulls, so a number or bool column whose sample holds none is recorded as the numpy dtype,
+    as a pandas sample of it would be, and nulls given later into it are counted and refused."""
+    plain = getattr(col.dtype, "numpy_dtype", None)
+    if plain is not None and plain.kind in "iufb" and not col.isna().any():
+        return plain
+    return col.dtype
+
+
 def _frame_schema(x: Any, training_data: Any) -> dict[str, Any]:
     library = frame_library(x)
     frame = to_pandas(x) if library == "polars" else x
@@ -75,8 +85,9 @@ def _frame_schema(x: Any, training_data: Any) -> dict[str, Any]:
     recorded = False
     for j, label in enumerate(labels):
         col = frame.iloc[:, j]
-        info = describe_dtype(col.dtype)
-        entry: dict[str, Any] = {"name": encode_label(label), "dtype": str(col.dtype), **info.to_json()}
+        dtype = _polars_dtype(col) if library == "polars" else col.dtype
+        info = describe_dtype(dtype)
+        entry: dict[str, Any] = {"name": encode_label(label), "dtype": str(dtype), **info.to_json()}
         if info.family == "category":
             entry["categories"] = [str(c) for c in col.cat.categories[:1000]]
         elif info.family in RANGED and rows >= MIN_RANGE_ROWS:
