@@ -19,16 +19,6 @@ from modelsafe.checkpoints.snapshot import HostSnapshot
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture
-def trained():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.BatchNorm1d(256), torch.nn.Linear(256, 8))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model(torch.randn(16, 64)).pow(2).mean().backward()
-    opt.step()
-    return model, opt
-
-
 def _state_tensors(opt):
     return [t for per_param in opt.state.values() for t in per_param.values()]
 

@@ -138,6 +138,19 @@ def test_no_json_body_ever_gets_a_500(client, payload):
                                                         "RequestTooLargeError", "MissingMethodError")
 
 
+@pytest.mark.parametrize("payload", [{"dataframe_records": []}, {"dataframe_split": {"columns": ["age"], "data": []}},
+                                     {"instances": []}, {"inputs": []}, {"inputs": {}}, {"inputs": {"age": []}},
+                                     {"dataframe_records": [], "params": {"method": "predict"}}])
+def test_a_request_without_rows_is_a_400_for_every_format(client, payload):
+    """Found by the property test below in CI: zero rows reached the model, which raised (a 500)."""
+    for model in ("pipe", "forest", "texts"):
+        error = _error(client.post(f"/invocations?model={model}", json=payload), 400, "MalformedRequestError")
+        assert "nothing to predict" in error["message"]
+    error = _error(client.post("/invocations?model=pipe", content=b"age,income\n",
+                               headers={"Content-Type": "text/csv"}), 400, "MalformedRequestError")
+    assert "nothing to predict" in error["message"]
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.binary(max_size=64))
 def test_no_byte_string_ever_gets_a_500(client, body):

@@ -71,14 +71,17 @@ def _inputs(key: str, value: Any, spec: InputSpec) -> Any:
                 "'dataframe_split' must be an object with 'data' (a list of rows) and 'columns' (their names), as "
                 "pandas' DataFrame.to_dict(orient='split') gives.", expected="{columns, data}",
                 actual=repr(value)[:120])
-        return spec.from_split(value.get("columns"), value["data"], value.get("index"))
+        return spec.from_split(value.get("columns"), _nonempty(value["data"], "dataframe_split.data"),
+                               value.get("index"))
     if key == "dataframe_records":
-        return spec.from_records(value)
+        return spec.from_records(_nonempty(value, key))
     if key == "instances":
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             return spec.from_records(value)
         return spec.from_rows(_nonempty(value, key))
     if isinstance(value, dict):
+        if not value or all(isinstance(v, list) and not v for v in value.values()):
+            _nonempty([], key)  # no column, or columns without a value: no row to predict
         return spec.from_columns(value)
     return spec.from_rows(_nonempty(value, key))
 
@@ -119,6 +122,11 @@ def parse_csv(body: bytes, spec: InputSpec) -> Any:
             f"The CSV body cannot be read ({str(exc).strip().splitlines()[0][:200]}): the server cannot build rows "
             "from it. Send comma-separated values with a header row of column names.", expected="CSV",
             actual=body[:60].decode("utf-8", errors="replace")) from None
+    if frame.empty and not len(frame):
+        raise MalformedRequestError(
+            "The CSV body has a header row but no rows of values: there is nothing to predict. Send at least one "
+            "row after the header.", expected="a header and at least one row", actual=body[:60].decode(
+                "utf-8", errors="replace"))
     if spec.is_frame:
         return spec.frame(frame)
     return spec.from_rows(frame.to_numpy().tolist())
