@@ -134,6 +134,8 @@ def test_internal_keywords_of_the_cli_still_work(artifact):
     (lambda p: ms.doctor(p, targets=[]), "doctor", "target"),
     (lambda p: ms.Checkpointer(p.parent / "ck", monitr="loss"), "Checkpointer", "monitor"),
     (lambda p: ms.Checkpointer(p.parent / "ck").restore(model=None, whcih="best"), "Checkpointer.restore", "which"),
+    (lambda p: ms.sign(p, key=None, pasword="x"), "sign", "password"),
+    (lambda p: ms.verify_signature(p, trusted_key=[]), "verify_signature", "trusted_keys"),
 ])
 def test_every_verb_refuses_with_a_suggestion(artifact, call, verb, suggestion):
     with pytest.raises(ms.UnknownKeywordError) as info:

@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any, Iterable, Mapping
 
+from modelsafe._keywords import checked
 from modelsafe.artifact.location import local_or_url, resolve
 from modelsafe.artifact.manifest import MANIFEST_NAME, Manifest
 from modelsafe.artifact.reader import open_artifact, read_manifest
@@ -37,6 +38,7 @@ def require_cryptography() -> None:
             f"Nothing was signed or loaded. Install it: {EXTRA_HINT}.", flavor="signing", hint=EXTRA_HINT) from None
 
 
+@checked("sign")
 def sign(path: PathLike, *, key: Any, password: str | bytes | None = None, certificate_chain: Iterable[Any] = (),
          provenance: Mapping[str, Any] | None = None,
          storage_options: Mapping[str, Any] | None = None) -> SignatureReport:
@@ -122,6 +124,7 @@ def _refuse_unlisted(artifact: Any, manifest: Manifest, names: Iterable[str]) ->
             unlisted=unlisted)
 
 
+@checked("verify_signature")
 def verify_signature(path: PathLike, *, trusted_keys: Any,
                      storage_options: Mapping[str, Any] | None = None) -> SignatureReport:
     """Check the signature beside the artifact (``path + ".sig"``) against ``trusted_keys``.
