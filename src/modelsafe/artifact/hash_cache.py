@@ -34,8 +34,8 @@ from typing import Mapping
 from modelsafe.artifact.manifest import MemberRecord
 from modelsafe.artifact.reader import ArtifactReader
 
-__all__ = ["cache_dir", "cache_key", "is_verified", "record", "read_entry", "write_entry", "CACHE_MIN_BYTES",
-           "RACY_NS"]
+__all__ = ["cache_dir", "cache_key", "is_verified", "record", "read_entry", "write_entry", "switched_off",
+           "CACHE_MIN_BYTES", "RACY_NS"]
 
 #: Artifacts smaller than this are always re-hashed (as cheap as a cache lookup); larger ones use the cache.
 CACHE_MIN_BYTES = 1 << 20
@@ -52,6 +52,11 @@ def cache_dir() -> Path:
     return Path(base) / "modelsafe"
 
 
+def switched_off() -> bool:
+    """Whether ``MODELSAFE_HASH_CACHE=0`` turns the caches off (this one, and the audit cache beside it)."""
+    return os.environ.get("MODELSAFE_HASH_CACHE", "1") == "0"
+
+
 def _identity(fd: int, path: Path) -> list[int | str]:
     st = os.fstat(fd)  # the file this reader holds open, not whatever the path names now
     return [os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
@@ -60,7 +65,7 @@ def _identity(fd: int, path: Path) -> list[int | str]:
 def cache_key(reader: ArtifactReader, members: Mapping[str, MemberRecord]) -> tuple[str | None, int]:
     """The cache key of this artifact as it is on disk now (None when the cache does not apply),
     and the time its newest file last changed."""
-    if os.environ.get("MODELSAFE_HASH_CACHE", "1") == "0" or not hasattr(os, "preadv"):
+    if switched_off() or not hasattr(os, "preadv"):
         return None, 0
     if sum(r.size for r in members.values()) < CACHE_MIN_BYTES:
         return None, 0

@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 from modelsafe._version import __version__
-from modelsafe.artifact.hash_cache import read_entry, write_entry
+from modelsafe.artifact.hash_cache import read_entry, switched_off, write_entry
 from modelsafe.security._inert import summarize_buffer
 from modelsafe.security._summary import GlobalRef, PickleSummary
 
@@ -94,7 +94,7 @@ def summarize_verified(data: bytes | bytearray | memoryview, sha256: str | None,
     reading of the same bytes by the same readers is reused, and a new complete one recorded.
     """
     usable = (cache and sha256 is not None and _SHA256.fullmatch(sha256) is not None
-              and len(data) >= MIN_BYTES and os.environ.get("MODELSAFE_HASH_CACHE", "1") != "0")
+              and len(data) >= MIN_BYTES and not switched_off())
     if not usable:
         return summarize_buffer(data)
     key = _key(sha256)
