@@ -14,6 +14,8 @@ Rows, in interleaved rounds (``BENCH_ROUNDS``, default 15) in one process:
   verification replay; "own work" is the total minus the model's own prediction of the
   sample as the model is configured (``predict`` + ``predict_proba`` with ``n_jobs=2``),
   as bench_sklearn.py counts it;
+* ``ms.load`` as it was before issue 20 §8 (the replay inside no ``replay_context``, so each call
+  starts the model's worker pools), with its own work counted the same way;
 * the replay alone: ``Bundle.verify()`` on a loaded bundle, and the model's own prediction.
 
 Run: ``.venv/bin/python bench/bench_replay.py``. Prints a markdown table.
@@ -21,6 +23,7 @@ Run: ``.venv/bin/python bench/bench_replay.py``. Prints a markdown table.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import statistics
@@ -80,9 +83,26 @@ def main() -> None:
         with open(pkl, "rb") as f:
             pickle.load(f)
 
+    def load_with_pools() -> None:
+        """ms.load with every flavor's replay context switched off: the replay as it ran before issue 20 §8."""
+        from modelsafe.flavors._base import Flavor
+
+        def every(cls: type) -> list[type]:
+            return [cls] + [c for sub in cls.__subclasses__() for c in every(sub)]
+
+        saved = [(cls, cls.__dict__["replay_context"]) for cls in every(Flavor) if "replay_context" in cls.__dict__]
+        for cls, _ in saved:
+            cls.replay_context = lambda self, obj: contextlib.nullcontext()  # type: ignore[attr-defined]
+        try:
+            ms.load(art).close()
+        finally:
+            for cls, method in saved:
+                cls.replay_context = method  # type: ignore[attr-defined]
+
     ops: dict[str, Callable[[], Any]] = {
         "pickle.load": pickle_load,
         "ms.load": lambda: ms.load(art).close(),
+        "ms.load before §8 (replay starts worker pools)": load_with_pools,
         "model's own predict + predict_proba (n_jobs=2)": lambda: (model.predict(sample), model.predict_proba(sample)),
         "Bundle.verify() (the replay alone)": bundle.verify,
     }
@@ -94,6 +114,7 @@ def main() -> None:
             times[name].append(seconds(fn))
     predict = times["model's own predict + predict_proba (n_jobs=2)"]
     own = [t - p for t, p in zip(times["ms.load"], predict)]
+    own_before = [t - p for t, p in zip(times["ms.load before §8 (replay starts worker pools)"], predict)]
     name = {"rf": "RF", "lightgbm": "LGBMClassifier", "xgboost": "XGBClassifier"}[MODEL]
     print(f"\n{name}(200, n_jobs=2) pipeline, 32-row sample; {ROUNDS} interleaved rounds, median (min-max) ms\n")
     print("| what | ms |")
@@ -101,6 +122,7 @@ def main() -> None:
     for name, ts in times.items():
         print(f"| {name} | {statistics.median(ts) * 1e3:.1f} ({min(ts) * 1e3:.1f}-{max(ts) * 1e3:.1f}) |")
     print(f"| ms.load, own work (total - the model's own prediction) | {statistics.median(own) * 1e3:.1f} |")
+    print(f"| ms.load before §8, own work | {statistics.median(own_before) * 1e3:.1f} |")
     ratio = [t / p for t, p in zip(times["ms.load"], times["pickle.load"])]
     print(f"\nms.load / pickle.load: {statistics.median(ratio):.2f}x (total), "
           f"{statistics.median([o / p for o, p in zip(own, times['pickle.load'])]):.2f}x (own work)")

@@ -8,8 +8,8 @@ In one run, on the same scikit-learn pipeline (StandardScaler + LogisticRegressi
   (every row distinct; every answer checked to be 200);
 * micro-batching on (``--max-batch-size 64``) vs off, concurrency 64, on a RandomForest(100).
 
-modelsafe runs twice in the first table: with its defaults (no batching) and with
-``--max-batch-size 32``. All servers run at once; every (server, concurrency) is measured
+modelsafe runs twice in the first table: with its defaults (requests that arrive while the
+model is busy are batched, up to 32 rows, none held back) and with ``--max-batch-size 1``. All servers run at once; every (server, concurrency) is measured
 once per round, the servers taking turns, and the figures are medians over the rounds
 (``--rounds``, 3 by default), so that a shared machine's load drifting during the run
 hits every peer alike.
@@ -240,7 +240,7 @@ def main() -> int:
         os.environ["BARE_MODEL"] = str(folder / "pipe.pkl")  # bare.py reads it
         servers = _start({
             "modelsafe serve": [*serve, "pipe.msafe"],
-            "modelsafe serve, batching": [*serve, "pipe.msafe", "--max-batch-size", "32"],
+            "modelsafe serve, no batching": [*serve, "pipe.msafe", "--max-batch-size", "1"],
             "mlflow models serve": [str(here / "mlflow"), "models", "serve", "-m", "mlflow-pipe", "--env-manager",
                                     "local", "--host", "127.0.0.1"],
             "bare Starlette": [python, "-m", "uvicorn", "--app-dir", str(folder), "bare:app", "--host", "127.0.0.1",
@@ -270,7 +270,7 @@ def _report(results: dict[str, dict[Any, Any]], batching: dict[str, dict[str, fl
             print(f"| {name} | {figures['startup']:.2f} | {c} | {f['rps']:.0f} | {f['p50']:.2f} | {f['p99']:.2f} |")
     print("\n| modelsafe | c | / MLflow throughput | MLflow p99 / modelsafe p99 | / bare throughput |")
     print("|---|---|---|---|---|")
-    for name in ("modelsafe serve", "modelsafe serve, batching"):
+    for name in ("modelsafe serve", "modelsafe serve, no batching"):
         ours = results[name]
         for c in (1, 8, 64):
             print(f"| {name.removeprefix('modelsafe serve').strip(', ') or 'default'} | {c} | "

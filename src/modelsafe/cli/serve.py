@@ -23,8 +23,10 @@ from modelsafe.cli.signing import signature_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless told).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
-@click.option("--max-batch-size", default=1, show_default=True, type=click.IntRange(1),
-              help="Above 1, concurrent requests are predicted together, up to this many rows.")
+@click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1),
+              help="Requests to one model that arrive while it is busy are predicted together, up to this many "
+                   "rows (a request is never held back for others unless --max-latency-ms says so); 1 turns "
+                   "batching off.")
 @click.option("--max-latency-ms", default=0.0, show_default=True, type=click.FloatRange(0),
               help="How long a request may wait for others to join its batch while the model is idle "
                    "(requests arriving while it is busy are batched anyway).")

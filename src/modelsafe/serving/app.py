@@ -44,7 +44,7 @@ def load_models(artifacts: Any, **load_kwargs: Any) -> list[ServedModel]:
     return models
 
 
-def create_app(artifacts: Any, *, max_batch_size: int = 1, max_latency_ms: float = 0.0, token: str | None = None,
+def create_app(artifacts: Any, *, max_batch_size: int = 32, max_latency_ms: float = 0.0, token: str | None = None,
                env: str = "warn", trust_code: bool = False, trusted: Iterable[str] = (),
                max_body_bytes: int = 64 << 20, max_rows: int = 100_000, threads: int = 0,
                **load_kwargs: Any) -> Starlette:
@@ -60,7 +60,8 @@ def create_app(artifacts: Any, *, max_batch_size: int = 1, max_latency_ms: float
         A path (or fsspec URL), a list of them (``"NAME=PATH"`` names one; otherwise the
         name is the file stem), or a ``{name: path}`` mapping.
     max_batch_size
-        Above 1, concurrent requests to one model are predicted together, up to this many rows.
+        Requests to one model that arrive while it is busy are predicted together, up to this many
+        rows (1: batching off).
     max_latency_ms
         How long a request may wait for others to join its batch while the model is idle (0: not
         at all; requests that arrive while the model is busy are batched anyway).

@@ -33,7 +33,7 @@ _INLINE_BYTES = 256 << 10
 class Limits:
     """What the server accepts and how it batches."""
 
-    max_batch_size: int = 1
+    max_batch_size: int = 32
     max_latency_ms: float = 0.0
     max_body_bytes: int = 64 << 20
     max_rows: int = 100_000

@@ -20,6 +20,11 @@ NEEDS_ARGS = {"ClassifierChain", "ColumnTransformer", "FeatureUnion", "FixedThre
               "SelectFromModel", "SelfTrainingClassifier", "SequentialFeatureSelector", "SparseCoder",
               "StackingClassifier", "StackingRegressor", "TunedThresholdClassifierCV", "VotingClassifier",
               "VotingRegressor", "TransformedTargetRegressor"}
+# Settings that pickle other internal types than the defaults (each loss is its own Cython extension type).
+VARIANTS = {"SGDClassifier": [{"loss": "log_loss"}, {"loss": "modified_huber"}],
+            "HistGradientBoostingRegressor": [{"loss": "poisson", "max_iter": 10}],
+            "GradientBoostingRegressor": [{"loss": "huber", "n_estimators": 10}],
+            "GradientBoostingClassifier": [{"loss": "exponential", "n_estimators": 10}]}
 
 
 def data(kind: str):
@@ -29,6 +34,8 @@ def data(kind: str):
         return X, (X[:, 0] > np.median(X[:, 0])).astype(int)
     if kind == "regressor":
         return X, X @ np.array([1.0, -2.0, 0.5, 0.0])
+    if kind == "counts":  # Poisson, Gamma and Tweedie losses need positive targets
+        return X, np.abs(X @ np.array([1.0, -2.0, 0.5, 0.0])) + 0.5
     return X, None
 
 
@@ -40,21 +47,32 @@ def fit_all():
     for name, cls in all_estimators():
         if name in NEEDS_ARGS:
             continue
-        kind = ("classifier" if "Classifier" in name or name.endswith("SVC") or name in ("LogisticRegression",)
-                else "regressor")
-        for kind in (kind, "transformer"):
-            X, y = data(kind)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    est = cls()
-                    est.fit(X, y) if y is not None else est.fit(X)
-                break
-            except Exception:  # noqa: BLE001 - estimators that need other data are skipped
-                est = None
-        if est is not None:
-            fitted.append((name, est, X))
+        for suffix, params in [("", {})] + [(_suffix(p), p) for p in VARIANTS.get(name, [])]:
+            est, X = _fit(name, cls, params)
+            if est is not None:
+                fitted.append((name + suffix, est, X))
     return fitted
+
+
+def _suffix(params: dict) -> str:
+    return "".join(f"_{value}" for key, value in params.items() if key == "loss")
+
+
+def _fit(name, cls, params):
+    """``(fitted estimator, X)`` on the first kind of data ``cls(**params)`` fits, or ``(None, None)``."""
+    kind = ("classifier" if "Classifier" in name or name.endswith("SVC") or name in ("LogisticRegression",)
+            else "regressor")
+    for kind in (kind, "counts", "transformer"):
+        X, y = data(kind)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                est = cls(**params)
+                est.fit(X, y) if y is not None else est.fit(X)
+            return est, X
+        except Exception:  # noqa: BLE001 - estimators that need other data are skipped
+            continue
+    return None, None
 
 
 def outputs(est, X):
