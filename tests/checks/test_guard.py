@@ -179,6 +179,21 @@ def test_non_string_names_round_trip_through_a_fresh_process(tmp_path, fresh):
     """, cwd=tmp_path)
 
 
+@pytest.mark.parametrize("columns", [[1, True, "x"], [1, 1.0, "x"], [0.0, False, "x"]])
+def test_names_that_are_equal_values_are_one_name_and_refused_as_duplicates(columns):
+    """pandas finds ``df[1]`` by value (a column named ``True`` or ``1.0`` too): such names are duplicates, and the
+    message names both spellings, at save and at predict."""
+    df = pd.DataFrame(np.ones((20, 3)), columns=pd.Index(columns, dtype=object))
+    spelled = f"{columns[0]!r} and {columns[1]!r} are one name"
+    with pytest.raises(ms.SchemaError, match="duplicate column name") as info:
+        capture_schema(df)
+    assert spelled in str(info.value) and info.value.duplicates == [columns[0]]
+    guard = Guard(capture_schema(df.set_axis([columns[0], "y", "x"], axis=1)))
+    with pytest.raises(ms.SchemaError, match="duplicate column name") as info:
+        guard.check(df)
+    assert spelled in str(info.value)
+
+
 def test_the_fast_frame_readers_agree_with_pandas():
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"a": rng.normal(size=5), "b": pd.array([1, None, 3, 4, 5], dtype="Int64"),

@@ -208,8 +208,11 @@ def refuse_duplicates(labels: Sequence[Any], keys: Sequence[Hashable], where: st
         return
     dupes = duplicated(keys)
     shown = [labels[list(keys).index(k)] for k in dupes]
+    spellings = [list(dict.fromkeys(repr(c) for c, k in zip(labels, keys) if k == key)) for key in dupes]
+    alike = [" and ".join(group) for group in spellings if len(group) > 1]
+    same = f" ({'; '.join(alike)} are one name to pandas and Python: equal values)" if alike else ""
     raise SchemaError(
-        f"{where} has duplicate column name(s) {shown}: the input guard finds columns by name, so it cannot tell "
-        f"which {shown[0]!r} the model should get. Give every column a unique name (e.g. df.columns = [...]).",
+        f"{where} has duplicate column name(s) {shown}{same}: the input guard finds columns by name, so it cannot "
+        f"tell which {shown[0]!r} the model should get. Give every column a unique name (e.g. df.columns = [...]).",
         column=shown[0], duplicates=shown, actual=list(labels),
     )

@@ -5,7 +5,9 @@ columns of a MultiIndex), timestamps. JSON keeps strings, ints, floats, booleans
 null apart on its own; tuples are stored as ``{"tuple": [...]}``, non-finite floats as
 ``{"float": "nan"}``, and anything else as ``{"str": str(label)}`` (compared by that
 text). :func:`label_key` is what two names are compared by: the name recorded at save
-and the column given at predict match exactly when their keys are equal.
+and the column given at predict match exactly when their keys are equal. Names that are
+equal values are one name, as they are to pandas (``df[1]`` finds a column named ``1.0``
+or ``True``): ``1``, ``1.0`` and ``True`` in one frame are refused as duplicates.
 
 Schemas written before names were stored losslessly recorded every name that was not
 a ``str`` or ``int`` as ``str(name)``; :func:`legacy_key` compares input columns with
