@@ -35,20 +35,34 @@ lock: $(STAMP)
 
 venv: $(STAMP)
 
+# A small test environment: $(1) the folder, $(2) its requirements file, $(3) options for installing the project.
+define small-venv
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	$(1)/bin/python -m pip install --quiet "uv>=0.6,<1"
+	$(1)/bin/uv pip install --quiet --python $(1)/bin/python -r $(2)
+	$(1)/bin/uv pip install --quiet --python $(1)/bin/python $(3) -e .
+	touch $(1)/.modelsafe-installed
+endef
+
 # The compatibility suite's second environment: older scikit-learn, numpy, pandas and
 # XGBoost (tests/compat/requirements-old.txt), with this project installed into it.
 OLD_VENV := .venv-old
 OLD_STAMP := $(OLD_VENV)/.modelsafe-installed
 
 $(OLD_STAMP): tests/compat/requirements-old.txt pyproject.toml
-	test -x $(OLD_VENV)/bin/python || $(PYTHON) -m venv $(OLD_VENV)
-	$(OLD_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(OLD_VENV)/bin/python -m pip install --quiet "uv>=0.6,<1"
-	$(OLD_VENV)/bin/uv pip install --quiet --python $(OLD_VENV)/bin/python -r tests/compat/requirements-old.txt
-	$(OLD_VENV)/bin/uv pip install --quiet --python $(OLD_VENV)/bin/python --no-deps -e .
-	touch $(OLD_STAMP)
+	$(call small-venv,$(OLD_VENV),tests/compat/requirements-old.txt,--no-deps)
 
 old-venv: $(OLD_STAMP)
+
+# The oldest scikit-learn the project supports (1.3), for the compatibility suite's estimator zoo.
+SK13_VENV := .venv-sklearn13
+SK13_STAMP := $(SK13_VENV)/.modelsafe-installed
+
+$(SK13_STAMP): tests/compat/requirements-sklearn13.txt pyproject.toml
+	$(call small-venv,$(SK13_VENV),tests/compat/requirements-sklearn13.txt,--no-deps)
+
+old-venv: $(SK13_STAMP)
 
 # The portable runtime's environment: modelsafe's core, numpy and onnxruntime, and no framework (no
 # scikit-learn, XGBoost, LightGBM, torch, TensorFlow, pandas). tests/portable/test_minimal_env.py loads
@@ -57,12 +71,7 @@ PORTABLE_VENV := .venv-portable
 PORTABLE_STAMP := $(PORTABLE_VENV)/.modelsafe-installed
 
 $(PORTABLE_STAMP): tests/portable/requirements-runtime.txt pyproject.toml
-	test -x $(PORTABLE_VENV)/bin/python || $(PYTHON) -m venv $(PORTABLE_VENV)
-	$(PORTABLE_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(PORTABLE_VENV)/bin/python -m pip install --quiet "uv>=0.6,<1"
-	$(PORTABLE_VENV)/bin/uv pip install --quiet --python $(PORTABLE_VENV)/bin/python -r tests/portable/requirements-runtime.txt
-	$(PORTABLE_VENV)/bin/uv pip install --quiet --python $(PORTABLE_VENV)/bin/python -e .
-	touch $(PORTABLE_STAMP)
+	$(call small-venv,$(PORTABLE_VENV),tests/portable/requirements-runtime.txt,)
 
 portable-venv: $(PORTABLE_STAMP)
 
@@ -97,4 +106,4 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/run.py
 
 clean:
-	rm -rf $(VENV) $(OLD_VENV) $(PORTABLE_VENV) $(BENCH_VENV) .pytest_cache build dist src/*.egg-info
+	rm -rf $(VENV) $(OLD_VENV) $(SK13_VENV) $(PORTABLE_VENV) $(BENCH_VENV) .pytest_cache build dist src/*.egg-info
