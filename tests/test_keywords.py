@@ -136,6 +136,12 @@ def test_internal_keywords_of_the_cli_still_work(artifact):
     (lambda p: ms.Checkpointer(p.parent / "ck").restore(model=None, whcih="best"), "Checkpointer.restore", "which"),
     (lambda p: ms.sign(p, key=None, pasword="x"), "sign", "password"),
     (lambda p: ms.verify_signature(p, trusted_key=[]), "verify_signature", "trusted_keys"),
+    (lambda p: ms.Checkpointer(p.parent / "ck").save(1, model=None, metrix={}), "Checkpointer.save", "metrics"),
+    (lambda p: ms.predict_file(p, p.parent / "in.csv", p.parent / "out.csv", trsuted=[]), "predict_file", "trusted"),
+    (lambda p: ms.recreate_env(p, p.parent / "env", trust_cod=True), "recreate_env", "trust_code"),
+    (lambda p: ms.export(p, p.parent / "m.onnx", to="onnx", trsuted=[]), "export", "trusted"),
+    (lambda p: ms.export(p, p.parent / "docker", to="docker", trsuted=[]), "export", "trusted"),
+    (lambda p: ms.export(p, p.parent / "mlflow", to="mlflow", trsuted=[]), "load", "trusted"),
 ])
 def test_every_verb_refuses_with_a_suggestion(artifact, call, verb, suggestion):
     with pytest.raises(ms.UnknownKeywordError) as info:

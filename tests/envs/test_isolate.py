@@ -137,14 +137,35 @@ def test_close_and_interpreter_exit_stop_the_worker(sleeper, tmp_path):
 
 
 def test_errors_of_the_worker_cross_back_as_their_own_class(saved_in_old, old_env, tmp_path):
-    with pytest.raises(ms.UnknownKeywordError) as caught:
-        ms.load(saved_in_old / "pipeline.msafe", isolate=True, mmap=True)  # a torch / transformers option
-    assert caught.value.keywords == ["mmap"] and caught.value.remote_traceback
+    with pytest.raises(ms.NoPortableMemberError) as crossed:  # the worker's load finds no ONNX member
+        ms.load(saved_in_old / "pipeline.msafe", isolate=True, runtime="onnx")
+    assert crossed.value.remote_traceback
     with pytest.raises(ms.IsolatedWorkerError, match="needs the artifact on this machine"):
         ms.load("memory://somewhere/model.msafe", isolate=True)
     with pytest.raises(ms.EnvironmentBuildError) as missing:
         ms.load(saved_in_old / "pipeline.msafe", isolate=str(tmp_path / "no-env"))
     assert missing.value.reason == "destination"
+
+
+def test_an_unknown_keyword_is_refused_here_before_any_environment_is_built(saved_in_old, tmp_path, monkeypatch):
+    """Checked in this process against load's and the artifact's flavors' keywords: no build, no worker."""
+    from modelsafe.envs import build
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("an environment was built for a call with an unknown keyword")
+
+    monkeypatch.setattr(build, "ensure_env", no_build)
+    artifact = saved_in_old / "pipeline.msafe"
+    with pytest.raises(ms.UnknownKeywordError) as caught:
+        ms.load(artifact, isolate=True, mmap=True)  # a torch / transformers option
+    assert caught.value.keywords == ["mmap"] and not hasattr(caught.value, "remote_traceback")
+    assert "torch" in str(caught.value)
+    with pytest.raises(ms.UnknownKeywordError, match="did you mean 'trust_code'"):
+        ms.load(artifact, isolate=str(tmp_path / "not-built-either"), trust_cod=True)
+    with pytest.raises(ms.UnknownKeywordError) as caught:
+        ms.recreate_env(artifact, tmp_path / "env", trusted_keyz=[])
+    assert caught.value.keywords == ["trusted_keyz"] and "trusted_keys" in str(caught.value)
+    assert not (tmp_path / "env").exists()
 
 
 def test_an_explicit_environment_is_checked_like_this_one(saved_in_old, old_env, main_env, old_rows):

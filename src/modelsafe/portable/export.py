@@ -30,6 +30,10 @@ def export_onnx(path: str | os.PathLike[str], destination: str | os.PathLike[str
     """
     from modelsafe._api import load
 
+    if options:  # refused before the artifact's portable record is even read (as load refuses them)
+        from modelsafe._keywords import check_keywords, declared, signature_names
+
+        check_keywords("export", options, {*signature_names(load), *declared("load")} - {"runtime"})
     destination = Path(destination)
     if destination.is_dir():
         destination = destination / "model.onnx"
