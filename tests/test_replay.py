@@ -199,6 +199,32 @@ def test_models_embedded_in_a_pipeline_replay_inside_their_flavors_context(fresh
                                                                                   "verified": True}
 
 
+def test_xgboost_models_replay_on_one_openmp_thread(fresh, tmp_path):
+    """The xgboost flavor itself (a scikit-learn wrapper and a bare Booster, saved natively): the replay at save
+    and at load runs on one OpenMP thread, the user's own predictions on the model's, and nothing stays lowered."""
+    out = json.loads(fresh(EMBEDDED + """
+    X = np.random.default_rng(0).normal(size=(400, 5))
+    y = X[:, 0] + X[:, 1] > 0
+    wrapper = xgboost.XGBClassifier(n_estimators=20, n_jobs=2).fit(X, y)
+    booster = xgboost.train({"objective": "binary:logistic", "nthread": 2}, xgboost.DMatrix(X, label=y), 10)
+    out = {"before": openmp_threads()}
+    for name, model in (("wrapper", wrapper), ("booster", booster)):
+        seen()
+        ms.save(model, f"{name}.msafe", sample=X[:16])
+        at_save = seen()["xgboost"]
+        bundle = ms.load(f"{name}.msafe")
+        at_load = seen()["xgboost"]
+        bundle.predict(X[:16])
+        out[name] = {"save": at_save, "load": at_load, "predict": seen()["xgboost"], "flavor": bundle.manifest.flavor}
+    out["after"] = openmp_threads()
+    print(json.dumps(out))
+    """, env=TWO_OPENMP_THREADS).stdout.strip().splitlines()[-1])
+    before = out["before"]
+    assert before != [1] and out["after"] == before
+    for name in ("wrapper", "booster"):
+        assert out[name] == {"save": ["[1]"], "load": ["[1]"], "predict": [str(before)], "flavor": "xgboost"}, name
+
+
 def test_a_graph_remembers_its_embedded_components_as_long_as_it_lives():
     import gc
 
