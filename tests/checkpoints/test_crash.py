@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -73,22 +74,77 @@ def _temporaries(directory: Path) -> list[str]:
     return [p.name for p in directory.iterdir() if ".tmp-" in p.name]
 
 
-def kill_while_saving(script: Path, directory: str, mode: str, delay: float,
-                      env: dict[str, str] | None = None) -> dict[int, float]:
-    """Run the child in ``directory``, SIGKILL it ``delay`` seconds after it is ready; the saves it reported
-    durable (step -> val). Also used by the remote-storage crash test."""
-    proc = subprocess.Popen([sys.executable, str(script), directory, mode], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+#: Imports torch and modelsafe once (with what torch.optim's first use imports: about 6 s in all here), then,
+#: for each line "DIRECTORY MODE" read from stdin, forks a child that runs the script named by argv[1] on them,
+#: and reports "child PID", then "exit STATUS" once the child is gone. A forked child is a process of its own
+#: (memory, file descriptors, threads), killed as any other, without paying the imports again.
+ZYGOTE = """
+import os, sys, traceback, torch, modelsafe as ms
+torch.set_num_threads(1)
+torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+script = sys.argv[1]
+code = compile(open(script).read(), script, "exec")
+for line in sys.stdin:
+    directory, mode = line.split()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sys.argv = [script, directory, mode]
+            exec(code, {"__name__": "__main__"})
+        finally:
+            traceback.print_exc()
+            os._exit(1)
+    print(f"child {pid}", flush=True)
+    print(f"exit {os.waitpid(pid, 0)[1]}", flush=True)
+"""
+
+
+class Children:
+    """Children of one zygote process (:data:`ZYGOTE`), each killed while saving. Also used by the
+    remote-storage crash test."""
+
+    def __init__(self, script: Path, env: dict[str, str] | None = None) -> None:
+        zygote = script.with_name("zygote.py")
+        zygote.write_text(ZYGOTE)
+        self.errors = script.with_name("children.err")
+        with open(self.errors, "w") as errors:
+            self.proc = subprocess.Popen([sys.executable, str(zygote), str(script)], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
+
+    def _line(self) -> str:
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        assert line, f"the zygote ended: {self.errors.read_text()}"
+        return line
+
+    def kill_while_saving(self, directory: str, mode: str, delay: float) -> dict[int, float]:
+        """Fork a child saving in ``directory``, SIGKILL it ``delay`` seconds after it is ready; the saves it
+        reported durable (step -> val)."""
+        self.proc.stdin.write(f"{directory} {mode}\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        pid, ready, lines = None, False, []
+        while pid is None or not ready:
+            line = self._line()
+            if line.startswith("child "):
+                pid = int(line.split()[1])
+            elif line.strip() == "ready":
+                ready = True
         time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, err
-    lines = [line.split() for line in out.splitlines() if line.startswith("durable ")]
-    return {int(step): float(val) for _, step, val in lines}
+        os.kill(pid, signal.SIGKILL)
+        while not (line := self._line()).startswith("exit "):
+            lines.append(line.split())
+        status = int(line.split()[1])
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, self.errors.read_text()
+        return {int(step): float(val) for kind, step, val in (x for x in lines if x[0] == "durable")}
+
+    def __enter__(self) -> "Children":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            self.proc.wait(timeout=60)
+        finally:
+            self.proc.kill()
 
 
 @pytest.mark.slow
@@ -99,30 +155,31 @@ def test_sigkill_at_random_moments_never_loses_the_latest_or_the_best(tmp_path):
     rng = random.Random(20240601)
     durable: dict[int, float] = {}
     rounds, with_leftovers = 22, 0
-    for round_ in range(rounds):
-        mode = "async" if round_ % 2 else "sync"
-        durable.update(kill_while_saving(script, str(directory), mode, rng.uniform(0.0, 0.4)))
-        with_leftovers += bool(_temporaries(directory))
+    with Children(script) as children:
+        for round_ in range(rounds):
+            mode = "async" if round_ % 2 else "sync"
+            durable.update(children.kill_while_saving(str(directory), mode, rng.uniform(0.0, 0.4)))
+            with_leftovers += bool(_temporaries(directory))
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # a damaged index would warn while it is rebuilt
-            ck = ms.Checkpointer(directory, monitor="val", keep_best=KEEP_BEST, keep_last=KEEP_LAST)
-        with ck:
-            assert _temporaries(directory) == []  # start-up removed what the killed write left
-            if not durable:
-                continue
-            latest = ck.latest
-            assert latest is not None and latest.step >= max(durable)
-            model, opt = _objects()
-            restored = ck.restore(model=model, optimizer=opt, which="latest")
-            assert restored.step == latest.step and restored.extra == {"step": latest.step}
-            assert _consistent(model, opt, latest.step), f"round {round_}: step {latest.step} is not whole"
-            best_durable = min(durable.values())
-            assert ck.best is not None and ck.best.metrics["val"] <= best_durable
-            model, opt = _objects()
-            best = ck.restore(model=model, optimizer=opt, which="best")
-            assert _consistent(model, opt, best.step) and best.metrics["val"] == ((best.step * 37) % 23) / 10
-            assert len(ck.list()) <= KEEP_BEST + KEEP_LAST + 2  # retention keeps working across crashes
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # a damaged index would warn while it is rebuilt
+                ck = ms.Checkpointer(directory, monitor="val", keep_best=KEEP_BEST, keep_last=KEEP_LAST)
+            with ck:
+                assert _temporaries(directory) == []  # start-up removed what the killed write left
+                if not durable:
+                    continue
+                latest = ck.latest
+                assert latest is not None and latest.step >= max(durable)
+                model, opt = _objects()
+                restored = ck.restore(model=model, optimizer=opt, which="latest")
+                assert restored.step == latest.step and restored.extra == {"step": latest.step}
+                assert _consistent(model, opt, latest.step), f"round {round_}: step {latest.step} is not whole"
+                best_durable = min(durable.values())
+                assert ck.best is not None and ck.best.metrics["val"] <= best_durable
+                model, opt = _objects()
+                best = ck.restore(model=model, optimizer=opt, which="best")
+                assert _consistent(model, opt, best.step) and best.metrics["val"] == ((best.step * 37) % 23) / 10
+                assert len(ck.list()) <= KEEP_BEST + KEEP_LAST + 2  # retention keeps working across crashes
     print(f"{rounds} kills, {with_leftovers} inside a write, {len(durable)} durable saves")
     assert len(durable) > rounds  # the loop really saved between kills
     assert with_leftovers >= 3, f"only {with_leftovers} of {rounds} kills landed inside a write"

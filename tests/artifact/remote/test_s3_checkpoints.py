@@ -177,36 +177,37 @@ def test_sigkill_at_random_moments_never_loses_the_latest_or_the_best(s3, tmp_pa
     rng = random.Random(20260601)
     durable: dict[int, float] = {}
     rounds, inside_a_save = 6, 0
-    for round_ in range(rounds):
-        mode = "async" if round_ % 2 else "sync"  # a remote save takes a few tenths of a second: kill later
-        durable.update(crash.kill_while_saving(script, url, mode, rng.uniform(0.3, 2.5), env))
-        try:
-            index = _index(s3, prefix)
-        except FileNotFoundError:  # killed before its first reservation
-            index = {"checkpoints": [], "next_seq": 1}
-        listed = {e["seq"] for e in index["checkpoints"]}
-        inside_a_save += index["next_seq"] - 1 > max(listed, default=0)  # a sequence number reserved, not listed
+    with crash.Children(script, env) as children:
+        for round_ in range(rounds):
+            mode = "async" if round_ % 2 else "sync"  # a remote save takes a few tenths of a second: kill later
+            durable.update(children.kill_while_saving(url, mode, rng.uniform(0.3, 2.5)))
+            try:
+                index = _index(s3, prefix)
+            except FileNotFoundError:  # killed before its first reservation
+                index = {"checkpoints": [], "next_seq": 1}
+            listed = {e["seq"] for e in index["checkpoints"]}
+            inside_a_save += index["next_seq"] - 1 > max(listed, default=0)  # a sequence number reserved, not listed
 
-        ck = ms.Checkpointer(url, monitor="val", keep_best=crash.KEEP_BEST, keep_last=crash.KEEP_LAST,
-                             storage_options=s3["options"])
-        with ck:
-            names = _objects_under(s3, prefix)
-            assert all(n == "checkpoints.json" or n.endswith(".msafe") for n in names), names  # no partial object
-            for name in names:
-                if name.endswith(".msafe"):
-                    assert ms.inspect(f"{url}/{name}", storage_options=s3["options"]).metadata  # each one complete
-            if not durable:
-                continue
-            latest = ck.latest
-            assert latest is not None and latest.step >= max(durable)
-            model, opt = crash._objects()
-            restored = ck.restore(model=model, optimizer=opt, which="latest")
-            assert restored.step == latest.step and crash._consistent(model, opt, latest.step)
-            assert ck.best is not None and ck.best.metrics["val"] <= min(durable.values())
-            model, opt = crash._objects()
-            best = ck.restore(model=model, optimizer=opt, which="best")
-            assert crash._consistent(model, opt, best.step)
-            assert len(ck.list()) <= crash.KEEP_BEST + crash.KEEP_LAST + 2
+            ck = ms.Checkpointer(url, monitor="val", keep_best=crash.KEEP_BEST, keep_last=crash.KEEP_LAST,
+                                 storage_options=s3["options"])
+            with ck:
+                names = _objects_under(s3, prefix)
+                assert all(n == "checkpoints.json" or n.endswith(".msafe") for n in names), names  # no partial object
+                for name in names:
+                    if name.endswith(".msafe"):
+                        assert ms.inspect(f"{url}/{name}", storage_options=s3["options"]).metadata  # each one complete
+                if not durable:
+                    continue
+                latest = ck.latest
+                assert latest is not None and latest.step >= max(durable)
+                model, opt = crash._objects()
+                restored = ck.restore(model=model, optimizer=opt, which="latest")
+                assert restored.step == latest.step and crash._consistent(model, opt, latest.step)
+                assert ck.best is not None and ck.best.metrics["val"] <= min(durable.values())
+                model, opt = crash._objects()
+                best = ck.restore(model=model, optimizer=opt, which="best")
+                assert crash._consistent(model, opt, best.step)
+                assert len(ck.list()) <= crash.KEEP_BEST + crash.KEEP_LAST + 2
     print(f"{rounds} kills, {inside_a_save} between a reservation and its index entry, {len(durable)} durable saves")
     assert len(durable) > rounds
     assert inside_a_save >= 1, "no kill landed inside a save"
