@@ -84,7 +84,7 @@ java:
 
 # One run of the whole suite, stress tests and the compatibility suite included.
 test: venv old-venv portable-venv java
-	$(PY) -m pytest -n 2 --timeout=1200 -q
+	$(PY) -m pytest -n 2 --dist worksteal --timeout=1200 -q
 
 # Everything but the stress tests, stopping at the first failure.
 test-fast: venv java
