@@ -94,12 +94,14 @@ test-fast: venv java
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.modelsafe-installed
 
-$(BENCH_STAMP): pyproject.toml Makefile $(LOCK)
+$(BENCH_STAMP): pyproject.toml Makefile $(LOCK) bench/overrides.txt
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet "uv>=0.6,<1"
 	$(BENCH_VENV)/bin/uv pip install --quiet --python $(BENCH_VENV)/bin/python $(FIND_LINKS) -r $(LOCK)
-	$(BENCH_VENV)/bin/uv pip install --quiet --python $(BENCH_VENV)/bin/python $(FIND_LINKS) -c $(LOCK) -e ".[bench]"
+	grep -v '^rich==' $(LOCK) > $(BENCH_VENV)/constraints.txt
+	$(BENCH_VENV)/bin/uv pip install --quiet --python $(BENCH_VENV)/bin/python $(FIND_LINKS) \
+		-c $(BENCH_VENV)/constraints.txt --override bench/overrides.txt -e ".[bench]"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
