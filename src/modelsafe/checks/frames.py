@@ -123,7 +123,7 @@ class ArrowView:
         return self.source
 
     def dtypes(self) -> list[DType]:
-        return [describe_dtype(f"{t}[pyarrow]") for t in self.table.schema.types]
+        return [_arrow_dtype(t) for t in self.table.schema.types]
 
     def rows(self) -> int:
         return int(self.table.num_rows)
@@ -139,6 +139,19 @@ class ArrowView:
 
     def cast(self, casts: dict[int, np.dtype]) -> "ArrowView":
         return self  # the model gets the frame as given: a polars frame is not converted
+
+
+_ARROW_DTYPES: dict[Any, DType] = {}
+
+
+def _arrow_dtype(arrow_type: Any) -> DType:
+    """The DType of an Arrow column type (remembered: a frame's types repeat on every call)."""
+    found = _ARROW_DTYPES.get(arrow_type)
+    if found is None:
+        found = describe_dtype(f"{arrow_type}[pyarrow]")
+        if len(_ARROW_DTYPES) < 4096:
+            _ARROW_DTYPES[arrow_type] = found
+    return found
 
 
 def frame_view(x: Any) -> PandasView | ArrowView | None:

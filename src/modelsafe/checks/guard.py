@@ -181,7 +181,9 @@ class _FrameGuard:
         """Raise SchemaError for a lossy dtype; return the nullable columns to convert to the saved dtype."""
         casts: dict[int, np.dtype] = {}
         for j, (want, got) in enumerate(zip(self.infos, dtypes)):
-            if got == self.saved_dtypes[j]:
+            # An Arrow column's DType is never a numpy dtype: comparing the two would make numpy try (and fail,
+            # building an error message) to read the DType as a dtype, on every call.
+            if not isinstance(got, DType) and got == self.saved_dtypes[j]:
                 continue
             have = describe_dtype(got)
             label, expected = self.labels[j], self.dtypes[j]
