@@ -9,7 +9,7 @@ export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: lock venv old-venv portable-venv java demo test test-fast bench clean
+.PHONY: lock venv old-venv portable-venv java azurite demo test test-fast bench clean
 
 # Every dependency of the project with all its extras, resolved once into requirements/lock.txt (`make lock`):
 # resolving ~220 packages at install time made pip give up (resolution-too-deep) after half an hour.
@@ -92,8 +92,17 @@ demo: venv
 java:
 	command -v java >/dev/null 2>&1 || (apt-get update && apt-get install -y openjdk-17-jre-headless)
 
+# Azurite, Microsoft's Azure Storage emulator (from npm), for the az:// tests; Node.js from Debian when missing.
+AZURITE := .tools/node_modules/.bin/azurite-blob
+
+$(AZURITE):
+	command -v npm >/dev/null 2>&1 || (apt-get update && apt-get install -y nodejs npm)
+	npm install --prefix .tools --no-audit --no-fund --loglevel=error azurite@3.37.0
+
+azurite: $(AZURITE)
+
 # One run of the whole suite, stress tests and the compatibility suite included.
-test: venv old-venv portable-venv java
+test: venv old-venv portable-venv java azurite
 	$(PY) -m pytest -n 2 --dist worksteal --timeout=1200 -q
 
 # Everything but the stress tests, stopping at the first failure.
@@ -119,4 +128,4 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/run.py
 
 clean:
-	rm -rf $(VENV) $(OLD_VENV) $(SK13_VENV) $(PORTABLE_VENV) $(BENCH_VENV) .pytest_cache build dist src/*.egg-info
+	rm -rf $(VENV) $(OLD_VENV) $(SK13_VENV) $(PORTABLE_VENV) .tools $(BENCH_VENV) .pytest_cache build dist src/*.egg-info

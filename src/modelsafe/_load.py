@@ -155,21 +155,24 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"Invalid `{name}`: expected one of {', '.join(map(repr, choices))}. Received: {name}={value!r}")
 
 
-def _refuse_unknown_keywords(extra: Mapping[str, Any], manifest: Manifest) -> None:
-    """Refuse keywords load would not use: those neither load nor the artifact's flavors (and the
-    components nested in them) read. Runs before any member is read."""
+def refuse_unknown_keywords(extra: Mapping[str, Any], manifest: Manifest, verb: str = "load",
+                            own: Iterable[str] = ()) -> None:
+    """Refuse keywords load would not use (UnknownKeywordError, in ``verb``'s name): those neither load, nor
+    ``own`` (the calling verb's), nor the artifact's flavors (and the components nested in them) read. Runs
+    before any member is read; also the check of the verbs that pass their keywords on to a load elsewhere
+    (predict_file, Dask, Spark, an isolated worker, recreate_env)."""
     if extra:
         from modelsafe._keywords import signature_names
         from modelsafe.flavors.keywords import check_load_keywords
 
-        check_load_keywords("load", extra, signature_names(load),
+        check_load_keywords(verb, extra, signature_names(load) | frozenset(own),
                             [(get_flavor(c.flavor), c.data) for c in manifest.components.values()])
 
 
 def _step_manifest(state: _LoadState) -> None:
     state.reader = open_artifact(state.path)
     state.manifest = read_manifest(state.reader)
-    _refuse_unknown_keywords(state.options.extra, state.manifest)
+    refuse_unknown_keywords(state.options.extra, state.manifest)
     state.options = dataclasses.replace(state.options, environment=dict(state.manifest.environment))
 
 

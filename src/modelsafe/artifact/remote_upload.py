@@ -125,6 +125,11 @@ class FileUpload:
             self._file.close()
             fs.mv(self._staged.path, self.remote.path)
         else:
+            if getattr(self._file, "offset", 0) is None:
+                # Nothing flushed yet (less than one block written). fsspec's flush(force=True) starts the upload
+                # and, without autocommit, keeps the data for commit(); gcsfs's commit() alone would finalize an
+                # upload it never started, and fail.
+                self._file.flush(force=True)
             self._file.commit()
             self._file.close()
         self._committed = True

@@ -138,12 +138,6 @@ atexit.register(clear)  # close the bundles while the interpreter can still run 
 def check_keywords(verb: str, manifest: Any, load_kwargs: Mapping[str, Any], own: Any = frozenset()) -> None:
     """Refuse keywords neither the verb (``own``) nor load (nor the artifact's flavors) read, before any row is
     read or any task runs (UnknownKeywordError, with a did-you-mean among all of them)."""
-    if not load_kwargs:
-        return
-    from modelsafe._api import load
-    from modelsafe._keywords import signature_names
-    from modelsafe.flavors import get_flavor
-    from modelsafe.flavors.keywords import check_load_keywords
+    from modelsafe._load import refuse_unknown_keywords
 
-    check_load_keywords(verb, load_kwargs, signature_names(load) | frozenset(own),
-                        [(get_flavor(c.flavor), c.data) for c in manifest.components.values()])
+    refuse_unknown_keywords(load_kwargs, manifest, verb, own)

@@ -57,7 +57,7 @@ def export_docker(path: str | os.PathLike[str], destination: str | os.PathLike[s
     """
     from modelsafe._api import inspect
     from modelsafe.artifact.location import is_url
-    from modelsafe.envs.isolated import check_load_keywords
+    from modelsafe._load import refuse_unknown_keywords
     from modelsafe.envs.recreate import recreate_env
 
     if is_url(path):  # the context holds a copy of the artifact anyway: copied here first, then used as a local one
@@ -72,7 +72,7 @@ def export_docker(path: str | os.PathLike[str], destination: str | os.PathLike[s
             f"{target} exists and is not empty, so the build context was not written there. Give an empty or new "
             "folder, or pass overwrite=True (--overwrite) to replace it.", reason="destination", destination=str(target))
     manifest = inspect(source)
-    check_load_keywords("export", manifest, load_kwargs)  # before anything is built, in export's name
+    refuse_unknown_keywords(load_kwargs, manifest, "export")  # before anything is built, in export's name
     recreate_env(source, **load_kwargs)  # the environment built (or reused), the artifact loaded and verified in it
     from modelsafe.envs.build import requirements_for
 

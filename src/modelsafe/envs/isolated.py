@@ -78,26 +78,14 @@ def _local_path(path: Any, storage_options: Mapping[str, Any] | None) -> Path:
     return Path(text.removeprefix("file://")).absolute()
 
 
-def check_load_keywords(verb: str, manifest: Manifest, extra: Mapping[str, Any]) -> None:
-    """Refuse keywords the load in the worker would not read (UnknownKeywordError), here, before an environment
-    is built or a worker started: those neither ``load`` nor the artifact's flavors read."""
-    if not extra:
-        return
-    from modelsafe._api import load
-    from modelsafe._keywords import signature_names
-    from modelsafe.flavors import get_flavor
-    from modelsafe.flavors.keywords import check_load_keywords as check
-
-    check(verb, extra, signature_names(load), [(get_flavor(c.flavor), c.data) for c in manifest.components.values()])
-
-
 def _check_here(path: Path, reader: ArtifactReader, manifest: Manifest, extra: Mapping[str, Any]) -> None:
     """The keywords, the signature and every member's hash, before the worker starts (it checks the hashes
     again)."""
+    from modelsafe._load import refuse_unknown_keywords
     from modelsafe.artifact.integrity import MemberChecks
     from modelsafe.signing.gate import check_before_load
 
-    check_load_keywords("load", manifest, extra)
+    refuse_unknown_keywords(extra, manifest)  # those the worker's load would not read, before it starts
     check_before_load(path, reader, manifest, extra)
     MemberChecks(reader, manifest.members, progress=extra.get("progress"), cache=extra.get("hash_cache", True)).wait_all()
 

@@ -84,11 +84,12 @@ def recreate_env(path: str | os.PathLike[str], destination: str | os.PathLike[st
     """
     from modelsafe._api import inspect
     from modelsafe.envs.build import ensure_env
-    from modelsafe.envs.isolated import check_load_keywords, load_isolated
+    from modelsafe._load import refuse_unknown_keywords
+    from modelsafe.envs.isolated import load_isolated
 
     started = time.perf_counter()
     manifest = inspect(path)
-    check_load_keywords("recreate_env", manifest, load_kwargs)  # before anything is built
+    refuse_unknown_keywords(load_kwargs, manifest, "recreate_env")  # before anything is built
     built = ensure_env(manifest.environment, os.fspath(path), destination, installer)
     load_kwargs.setdefault("env", "ignore")  # the report below says how it compares
     with load_isolated(path, str(built.path), verify=True, **load_kwargs) as bundle:

@@ -75,10 +75,20 @@ def test_replacing_a_folder_removes_members_the_new_artifact_lacks(root):
     assert listed == set(ms.inspect(f"{root}/f").members) | {"modelsafe.json"}
 
 
-def test_a_missing_store_package_names_the_extra():
-    with pytest.raises(ms.FlavorNotInstalledError) as err:
-        ms.inspect("gs://bucket/model.msafe")
-    assert "modelsafe[remote]" in err.value.hint and err.value.package == "gcsfs"
+def test_a_missing_store_package_names_the_extra(monkeypatch):
+    import importlib
+    import sys
+
+    registry = importlib.import_module("fsspec.registry")  # the module (fsspec.registry is its read-only view)
+    for package in ("gcsfs", "adlfs"):  # installed for the tests of those stores: made unimportable here
+        monkeypatch.setitem(sys.modules, package, None)
+    stores = {"gs", "gcs", "az", "abfs", "abfss", "adl"}  # and forgotten by fsspec, had a test used them already
+    for store in stores:
+        monkeypatch.delitem(registry._registry, store, raising=False)
+    for url, package in (("gs://bucket/model.msafe", "gcsfs"), ("az://container/model.msafe", "adlfs")):
+        with pytest.raises(ms.FlavorNotInstalledError) as err:
+            ms.inspect(url)
+        assert "modelsafe[remote]" in err.value.hint and err.value.package == package
 
 
 def test_http_is_read_only(root):
