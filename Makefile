@@ -106,7 +106,7 @@ test: venv old-venv portable-venv java azurite
 	$(PY) -m pytest -n 2 --dist worksteal --timeout=1200 -q
 
 # Everything but the stress tests, stopping at the first failure.
-test-fast: venv java
+test-fast: venv old-venv portable-venv java azurite
 	$(PY) -m pytest -n 2 -m "not slow" --timeout=900 -q -x
 
 # The peers (skops, MLflow, picklescan, modelscan...) live in their own environment.
