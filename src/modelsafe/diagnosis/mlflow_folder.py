@@ -113,6 +113,9 @@ def _layout(path: Path, flavor: str, config: Mapping[str, Any]) -> tuple[str | N
         if config.get("model_class") == "lightgbm.basic.Booster":
             return "lightgbm-text", config.get("data")
         return ("skops" if config.get("serialization_format") == "skops" else "pickle"), config.get("data")
+    if flavor == "tensorflow" and config.get("saved_model_dir"):
+        # mlflow.tensorflow of a tf.Module (model_type tf2-module) or of a SavedModel: the SavedModel folder itself
+        return "keras", str(config["saved_model_dir"])
     data = str(config.get("model_data") or config.get("data") or "data")
     if flavor == "pytorch":
         for name, fmt in (("model.pth", "torch"), ("model.pt2", "pt2")):
@@ -189,7 +192,12 @@ def diagnose_mlflow_folder(path: Path, diagnose_file: Callable[[Path], DoctorRep
     elif present and model.format != "pt2":
         inner = diagnose_file(path / str(model.file))  # the file convert would read: scanned, never loaded
         facts.update({f"{model.file}: {k}": v for k, v in inner.facts.items()})
-        problems += [_inside(p, str(model.file)) for p in inner.problems]
+        # A SavedModel folder is no blocker here: Keras 3's load_model refuses it, and convert reads it as an
+        # inference endpoint (tf.saved_model's serving signature), as it converts any SavedModel.
+        saved_model = [p for p in inner.problems if p.subject == "SavedModel"]
+        if saved_model:
+            facts["model file read by"] = "tf.saved_model (its serving signature, as an inference endpoint)"
+        problems += [_inside(p, str(model.file)) for p in inner.problems if p.subject != "SavedModel"]
     return DoctorReport(target=str(path), kind=f"mlflow:{model.flavor or 'pyfunc'}", problems=tuple(problems),
                         facts=facts)
 
