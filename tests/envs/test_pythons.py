@@ -61,3 +61,25 @@ def test_no_uv_managed_python_is_said_among_what_was_tried(tmp_path, monkeypatch
     with pytest.raises(ms.EnvironmentBuildError) as info:
         pythons.find_python("3.10")
     assert info.value.tried[-2:] == ["no python3.10 on PATH", "no uv-managed Python 3.10 is installed"]
+
+
+def test_an_installed_uv_managed_python_is_found_and_taken(tmp_path, monkeypatch):
+    """Nothing can be downloaded here, so the installation uv finds is laid out by hand as uv lays out its own
+    (``<install dir>/cpython-<version>-<os>-<arch>-<libc>/bin/python3.X``), around this very interpreter; uv's
+    ``python find --managed-python`` then finds it, and it is run and checked like any other."""
+    import platform
+
+    if pythons.uv_binary() is None:
+        pytest.fail("uv is a dependency of modelsafe[envs]: it must be installed in the test environment")
+    _another_running_python(monkeypatch)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no python3.X anywhere on PATH
+    version, minor = platform.python_version(), f"{sys.version_info[0]}.{sys.version_info[1]}"
+    managed = tmp_path / "uv-pythons"
+    bin_dir = managed / f"cpython-{version}-linux-{platform.machine()}-gnu" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in (f"python{minor}", "python3", "python"):
+        (bin_dir / name).symlink_to(os.path.realpath(sys.executable))
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(managed))
+    found = pythons.find_python(minor)
+    assert (found.source, found.version) == ("uv", minor)
+    assert found.path.parent == bin_dir
