@@ -192,24 +192,29 @@ def test_an_explicit_environment_is_checked_like_this_one(saved_in_old, old_env,
 
 def test_the_other_way_round_a_model_saved_here_runs_from_the_old_environment(saved_in_main, main_env, old_python,
                                                                               tmp_path):
-    # The environment recreated (by pip) for the artifact saved here, named by its folder: .venv-old has modelsafe
-    # but not its [envs] extra, and needs none of it to run a model in an environment that exists.
+    # isolate=True from .venv-old (which has modelsafe[envs]): the environment of the artifact saved here is found
+    # in the shared cache by its requirements' hash (main_env built it, with pip), or built; then used by path too.
     frame = pd.read_parquet(saved_in_main / "rows.parquet")  # .venv-old has no parquet reader: .npz it is
     np.savez(tmp_path / "rows.npz", income=frame["income"].to_numpy(), city=frame["city"].to_numpy(dtype=str))
     proc = run(old_python, f"""
         import json, numpy as np, pandas as pd, sklearn
         import modelsafe as ms
-        bundle = ms.load({str(saved_in_main / 'pipeline.msafe')!r}, isolate={main_env.location!r})
         frame = pd.DataFrame(dict(np.load("rows.npz")))
-        np.save("proba.npy", bundle.predict_proba(frame))
-        print(json.dumps({{"here": sklearn.__version__, "there": bundle.env_report.to_dict()["differences"]}}))
-        bundle.close()
+        found = {{}}
+        for isolate in (True, {main_env.location!r}):
+            bundle = ms.load({str(saved_in_main / 'pipeline.msafe')!r}, isolate=isolate)
+            np.save(f"proba-{{isolate is True}}.npy", bundle.predict_proba(frame))
+            found[str(isolate)] = bundle.env_report.to_dict()["differences"]
+            bundle.close()
+        print(json.dumps({{"here": sklearn.__version__, "there": found["True"], "by_path": found[{main_env.location!r}]}}))
     """, tmp_path)
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     assert data["here"] == "1.4.2"  # the calling process keeps its old scikit-learn
+    assert data["by_path"] == data["there"]
     assert {d["package"]: d["level"] for d in data["there"]} == {
         "python": "same", "numpy": "same", "pandas": "same", "scikit-learn": "same"}
-    np.testing.assert_array_equal(np.load(tmp_path / "proba.npy"), np.load(saved_in_main / "proba.npy"))
+    for isolate in (True, False):
+        np.testing.assert_array_equal(np.load(tmp_path / f"proba-{isolate}.npy"), np.load(saved_in_main / "proba.npy"))
 
 
 def test_predict_file_scores_a_file_through_the_worker(saved_in_old, old_env, old_rows, tmp_path):
