@@ -134,7 +134,7 @@ class Children:
             lines.append(line.split())
         status = int(line.split()[1])
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, self.errors.read_text()
-        return {int(step): float(val) for kind, step, val in (x for x in lines if x[0] == "durable")}
+        return {int(x[1]): float(x[2]) for x in lines if x[0] == "durable"}
 
     def __enter__(self) -> "Children":
         return self

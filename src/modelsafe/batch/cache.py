@@ -26,7 +26,7 @@ from typing import Any
 from modelsafe.artifact.location import is_url
 from modelsafe.errors import BatchError
 
-__all__ = ["ArtifactRef", "cache_info", "check_keywords", "clear", "manifest_digest"]
+__all__ = ["ArtifactRef", "cache_info", "clear", "manifest_digest"]
 
 _LOCK = threading.Lock()
 _BUNDLES: dict[tuple[str, str, str], _Slot] = {}
@@ -54,6 +54,7 @@ class ArtifactRef:
         """On the client: read the manifest, check the keywords and the signature, and make a local path
         absolute."""
         from modelsafe.artifact.location import resolve
+        from modelsafe._load import refuse_unknown_keywords
         from modelsafe.artifact.reader import open_artifact, read_manifest
         from modelsafe.signing.gate import check_before_load
 
@@ -63,7 +64,7 @@ class ArtifactRef:
         storage_options = load_kwargs.get("storage_options")
         with open_artifact(location, storage_options) as reader:
             manifest = read_manifest(reader)
-            check_keywords(verb, manifest, load_kwargs)
+            refuse_unknown_keywords(load_kwargs, manifest, verb)
             # A refused signature is said here, before any task runs; each worker's load checks it again.
             check_before_load(resolve(location, storage_options), reader, manifest, load_kwargs)
         return cls(location, manifest_digest(manifest), dict(load_kwargs), manifest)
@@ -133,11 +134,3 @@ def clear() -> None:
 
 
 atexit.register(clear)  # close the bundles while the interpreter can still run their close()
-
-
-def check_keywords(verb: str, manifest: Any, load_kwargs: Mapping[str, Any], own: Any = frozenset()) -> None:
-    """Refuse keywords neither the verb (``own``) nor load (nor the artifact's flavors) read, before any row is
-    read or any task runs (UnknownKeywordError, with a did-you-mean among all of them)."""
-    from modelsafe._load import refuse_unknown_keywords
-
-    refuse_unknown_keywords(load_kwargs, manifest, verb, own)

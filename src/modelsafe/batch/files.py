@@ -86,9 +86,10 @@ def predict_file(artifact: Any, source: Any, destination: Any, *, method: str = 
 
     manifest = manifest_of(artifact, storage_options)  # the manifest alone: load checks the signature
     from modelsafe._keywords import declared, signature_names
-    from modelsafe.batch.cache import check_keywords
+    from modelsafe._load import refuse_unknown_keywords
 
-    check_keywords("predict_file", manifest, load_kwargs, signature_names(predict_file) | declared("predict_file"))
+    own = signature_names(predict_file) | declared("predict_file")
+    refuse_unknown_keywords(load_kwargs, manifest, "predict_file", own)
     inputs = locate(source, "input", storage_options)
     output = locate(destination, "output", storage_options, reading=False)
     if inputs.files == () and os.path.abspath(inputs.path) == os.path.abspath(output.path) \

@@ -194,8 +194,7 @@ def diagnose_mlflow_folder(path: Path, diagnose_file: Callable[[Path], DoctorRep
         facts.update({f"{model.file}: {k}": v for k, v in inner.facts.items()})
         # A SavedModel folder is no blocker here: Keras 3's load_model refuses it, and convert reads it as an
         # inference endpoint (tf.saved_model's serving signature), as it converts any SavedModel.
-        saved_model = [p for p in inner.problems if p.subject == "SavedModel"]
-        if saved_model:
+        if any(p.subject == "SavedModel" for p in inner.problems):
             facts["model file read by"] = "tf.saved_model (its serving signature, as an inference endpoint)"
         problems += [_inside(p, str(model.file)) for p in inner.problems if p.subject != "SavedModel"]
     return DoctorReport(target=str(path), kind=f"mlflow:{model.flavor or 'pyfunc'}", problems=tuple(problems),

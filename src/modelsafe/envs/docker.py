@@ -56,8 +56,8 @@ def export_docker(path: str | os.PathLike[str], destination: str | os.PathLike[s
     PosixPath('model-image')
     """
     from modelsafe._api import inspect
-    from modelsafe.artifact.location import is_url
     from modelsafe._load import refuse_unknown_keywords
+    from modelsafe.artifact.location import is_url
     from modelsafe.envs.recreate import recreate_env
 
     if is_url(path):  # the context holds a copy of the artifact anyway: copied here first, then used as a local one

@@ -83,8 +83,8 @@ def recreate_env(path: str | os.PathLike[str], destination: str | os.PathLike[st
     >>> ms.load("/tmp/doc-model.msafe", isolate=report.location).predict(X)  # doctest: +SKIP
     """
     from modelsafe._api import inspect
-    from modelsafe.envs.build import ensure_env
     from modelsafe._load import refuse_unknown_keywords
+    from modelsafe.envs.build import ensure_env
     from modelsafe.envs.isolated import load_isolated
 
     started = time.perf_counter()

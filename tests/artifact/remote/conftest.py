@@ -6,14 +6,33 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from typing import Iterator
 
 import pytest
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def wait_for_server(url: str, proc: "subprocess.Popen", what: str, timeout: float = 60) -> None:
+    """Return once ``url`` answers (any HTTP status is an answer); RuntimeError if ``proc`` exits or ``timeout``
+    seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.2)
 
 
 def free_port() -> int:

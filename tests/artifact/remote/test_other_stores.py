@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -22,7 +19,7 @@ import pytest
 
 import modelsafe as ms
 
-from .conftest import free_port
+from .conftest import free_port, wait_for_server
 
 pytestmark = pytest.mark.timeout(300, method="thread")
 
@@ -38,20 +35,6 @@ AZURITE_ACCOUNT = ("devstoreaccount1",
                    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
 
 
-def _wait_for(url: str, proc: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except urllib.error.HTTPError:
-            return  # it answers (an error status for a bare URL is an answer)
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"{what} did not start") from None
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def azure(tmp_path_factory) -> Iterator[dict]:
     if not AZURITE.is_file():
@@ -64,7 +47,7 @@ def azure(tmp_path_factory) -> Iterator[dict]:
                              str(folder), "--silent", "--skipApiVersionCheck", "--loose"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(f"http://127.0.0.1:{port}/", proc, "Azurite")
+        wait_for_server(f"http://127.0.0.1:{port}/", proc, "Azurite")
         name, key = AZURITE_ACCOUNT
         connection = (f"DefaultEndpointsProtocol=http;AccountName={name};AccountKey={key};"
                       f"BlobEndpoint=http://127.0.0.1:{port}/{name};")

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +21,7 @@ import pytest
 
 import modelsafe as ms
 
-from .conftest import free_port
+from .conftest import free_port, wait_for_server
 
 pytestmark = pytest.mark.timeout(180, method="thread")
 
@@ -43,15 +42,7 @@ def guarded(tmp_path_factory) -> Iterator[dict]:
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("moto's server did not start") from None
-                time.sleep(0.2)
+        wait_for_server(f"{endpoint}/moto-api/", server, "moto's server")
         admin = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "testing",
                  "aws_secret_access_key": "testing"}
         iam, s3 = boto3.client("iam", **admin), boto3.client("s3", **admin)
